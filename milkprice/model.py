@@ -1,0 +1,275 @@
+"""Candidate models, the rolling-origin backtest and the choice of the two served models.
+
+Every candidate is a scikit-learn estimator that takes a 2-D array of its own features (in
+``Candidate.features`` order) and predicts the price. Models of the change from last month are
+wrapped in :class:`ChangeRegressor`, which adds last month's price back, so that the fitted
+object, its ONNX graph and the backtest all speak of the price itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.ensemble import GradientBoostingRegressor
+from sklearn.feature_selection import SelectKBest, mutual_info_regression
+from sklearn.linear_model import Ridge
+from sklearn.model_selection import GridSearchCV, TimeSeriesSplit
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import PolynomialFeatures, StandardScaler
+
+from milkprice import features as F
+
+# ---------------------------------------------------------------- estimators
+
+
+class FixedLinear(RegressorMixin, BaseEstimator):
+    """A rule, not a fit: ``X @ weights + intercept`` (the naive forecasts are such rules)."""
+
+    def __init__(self, weights: Sequence[float] = (1.0,), intercept: float = 0.0) -> None:
+        self.weights = weights
+        self.intercept = intercept
+
+    def fit(self, X: Any, y: Any = None) -> FixedLinear:
+        self.coef_ = np.asarray(self.weights, dtype=float)
+        self.intercept_ = float(self.intercept)
+        self.n_features_in_ = len(self.coef_)
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        return np.asarray(X, dtype=float) @ self.coef_ + self.intercept_
+
+
+class ChangeRegressor(RegressorMixin, BaseEstimator):
+    """Fits ``regressor`` to the change from the feature at ``base`` (last month's price)."""
+
+    def __init__(self, regressor: Any = None, base: int = 0) -> None:
+        self.regressor = regressor
+        self.base = base
+
+    def fit(self, X: Any, y: Any) -> ChangeRegressor:
+        X = np.asarray(X, dtype=float)
+        self.regressor_ = clone(self.regressor).fit(X, np.asarray(y, dtype=float) - X[:, self.base])
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        X = np.asarray(X, dtype=float)
+        return np.ravel(self.regressor_.predict(X)) + X[:, self.base]
+
+
+@functools.lru_cache(maxsize=512)
+def _mutual_info_cached(key: bytes, X: Any, y: Any) -> np.ndarray:
+    return mutual_info_regression(X.array, y.array, random_state=0)
+
+
+class _Hashed:
+    """Wraps an array so lru_cache can key on its bytes."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+        self.key = hashlib.sha1(np.ascontiguousarray(array).tobytes()).digest()
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Hashed) and other.key == self.key
+
+
+def mutual_info(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``mutual_info_regression`` with a fixed seed, computed once per distinct training set.
+
+    The old pipeline's grid refits SelectKBest for every combination on the same folds; the
+    scores only depend on the data, so caching them keeps the grid from dominating training.
+    """
+    hx, hy = _Hashed(np.asarray(X, dtype=float)), _Hashed(np.asarray(y, dtype=float))
+    return _mutual_info_cached(hx.key + hy.key, hx, hy)
+
+
+# ---------------------------------------------------------------- candidates
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    description: str
+    features: tuple[str, ...]
+    make: Callable[[], Any]
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> Any:
+        """Fit, tuning ``grid`` by time-ordered splits inside the given window only."""
+        estimator = self.make()
+        if not self.grid:
+            return estimator.fit(X, y)
+        splits = min(5, max(2, len(y) // 12))
+        search = GridSearchCV(
+            estimator,
+            self.grid,
+            cv=TimeSeriesSplit(n_splits=splits),
+            scoring="neg_root_mean_squared_error",
+            error_score="raise",
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            search.fit(X, y)
+        return search.best_estimator_
+
+
+def _ridge_change(alphas: list[float]) -> tuple[Callable[[], Any], dict[str, list[Any]]]:
+    def make() -> Any:
+        inner = Pipeline([("scale", StandardScaler()), ("ridge", Ridge())])
+        return ChangeRegressor(inner, base=0)
+
+    return make, {"regressor__ridge__alpha": alphas}
+
+
+def _gbm_change() -> Any:
+    inner = GradientBoostingRegressor(
+        n_estimators=150, learning_rate=0.05, max_depth=3, min_samples_leaf=10, random_state=0
+    )
+    return ChangeRegressor(inner, base=0)
+
+
+def _old_pipeline() -> Any:
+    return Pipeline(
+        [
+            ("scale", StandardScaler()),
+            ("select", SelectKBest(mutual_info)),
+            # Ridge fits its own intercept, so the constant column adds nothing (and skl2onnx
+            # would emit it as float32 inside a float64 graph).
+            ("poly", PolynomialFeatures(include_bias=False)),
+            ("ridge", Ridge()),
+        ]
+    )
+
+
+ALPHAS = [0.1, 1.0, 3.0, 10.0, 30.0, 100.0]
+OLD_GRID: dict[str, list[Any]] = {
+    "select__k": [3, 5, 10],
+    "poly__degree": [1, 2, 3],
+    "ridge__alpha": [1.0, 0.1, 0.01],
+}
+
+
+def candidates() -> dict[str, list[Candidate]]:
+    """The two pools: ``forecast`` may use every feature, ``legacy`` only the old 141."""
+    last = F.LAST_PRICE
+    legacy_price = (last, f"{F.PRICE}_shift3_mean", f"{F.PRICE}_shift3_std")
+    seasonal = (*F.PRICE_FEATURES, *F.MONTHS)
+    naive = Candidate("naive", "last month's price", (last,), FixedLinear)
+    old = Candidate(
+        "old_pipeline",
+        "the old system: scaler, SelectKBest(mutual information), polynomial, ridge, by grid",
+        F.LEGACY_FEATURES,
+        _old_pipeline,
+        OLD_GRID,
+    )
+    ridge, alphas = _ridge_change(ALPHAS)
+    forecast = [
+        naive,
+        Candidate(
+            "seasonal_naive",
+            "last month's price plus last year's change into the same month",
+            (last, F.CHANGE_12),
+            lambda: FixedLinear((1.0, 1.0)),
+        ),
+        Candidate(
+            "ridge_change",
+            "ridge on the monthly change: price lags, month",
+            seasonal,
+            ridge,
+            alphas,
+        ),
+        Candidate(
+            "ridge_change_rain",
+            "ridge on the monthly change: price lags, month, rainfall",
+            (*seasonal, *F.RAIN_FEATURES),
+            ridge,
+            alphas,
+        ),
+        Candidate(
+            "gbm_change",
+            "gradient boosting on the monthly change: price lags, month, rainfall",
+            (*seasonal, *F.RAIN_FEATURES),
+            _gbm_change,
+        ),
+        old,
+    ]
+    legacy = [
+        naive,
+        Candidate(
+            "ridge_change_legacy",
+            "ridge on the monthly change from the legacy price and rainfall features",
+            (*legacy_price, *F.RAIN_FEATURES),
+            ridge,
+            alphas,
+        ),
+        Candidate(
+            "gbm_change_legacy",
+            "gradient boosting on the monthly change from all legacy features",
+            F.LEGACY_FEATURES,
+            _gbm_change,
+        ),
+        old,
+    ]
+    return {"forecast": forecast, "legacy": legacy}
+
+
+# ---------------------------------------------------------------- backtest
+
+
+def training_rows(frame: pd.DataFrame, candidate: Candidate, before: pd.Period) -> pd.DataFrame:
+    rows = frame[(frame.index < before) & frame[F.TARGET].notna()]
+    return rows.dropna(subset=list(candidate.features))
+
+
+def metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    error = predicted - actual
+    return {
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "mae": float(np.mean(np.abs(error))),
+        "mape": float(np.mean(np.abs(error) / np.abs(actual)) * 100),
+    }
+
+
+@dataclass
+class Backtest:
+    name: str
+    predictions: pd.Series
+    metrics: dict[str, float]
+    seconds: float
+
+
+def backtest(frame: pd.DataFrame, candidate: Candidate, months: pd.PeriodIndex) -> Backtest:
+    """Rolling origin, expanding window, one step ahead, refit (and retuned) at every origin."""
+    start = time.perf_counter()
+    predictions = {}
+    for month in months:
+        rows = training_rows(frame, candidate, month)
+        cols = list(candidate.features)
+        model = candidate.fit(rows[cols].to_numpy(float), rows[F.TARGET].to_numpy(float))
+        row = frame.loc[[month], cols].to_numpy(float)
+        predictions[month] = float(np.ravel(model.predict(row))[0])
+    series = pd.Series(predictions, name=candidate.name)
+    actual = frame.loc[months, F.TARGET].to_numpy(float)
+    return Backtest(
+        candidate.name, series, metrics(actual, series.to_numpy()), time.perf_counter() - start
+    )
+
+
+def fit_final(frame: pd.DataFrame, candidate: Candidate) -> tuple[Any, int]:
+    """Refit the chosen candidate on every month with a known price."""
+    rows = training_rows(frame, candidate, frame.index.max() + 1)
+    cols = list(candidate.features)
+    model = candidate.fit(rows[cols].to_numpy(float), rows[F.TARGET].to_numpy(float))
+    return model, len(rows)

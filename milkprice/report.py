@@ -1,0 +1,46 @@
+"""The backtest table and chart written beside each model."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+
+
+def backtest_table(actual: pd.Series, predictions: dict[str, pd.Series]) -> pd.DataFrame:
+    table = pd.DataFrame({"actual": actual})
+    for name, series in predictions.items():
+        table[name] = series.reindex(actual.index)
+    table.index = table.index.astype(str)
+    table.index.name = "month"
+    return table
+
+
+def to_csv(table: pd.DataFrame) -> bytes:
+    return table.to_csv(float_format="%.4f").encode()
+
+
+def chart(table: pd.DataFrame, served: dict[str, str]) -> bytes:
+    """Actual price against the served models' one-step-ahead forecasts and the naive one."""
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
+    x = pd.PeriodIndex(table.index, freq="M").to_timestamp()
+    ax.plot(x, table["actual"], color="black", linewidth=2, label="actual price", marker="o")
+    ax.plot(x, table["naive"], color="0.6", linestyle="--", label="naive: last month's price")
+    styles = {"forecast": "tab:blue", "legacy": "tab:orange"}
+    for role, name in served.items():
+        if name != "naive":
+            ax.plot(x, table[name], color=styles[role], label=f"{role} model: {name}", marker=".")
+    ax.set_ylabel("CLP per litre")
+    ax.set_title("Milk producer price: one-step-ahead backtest")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png")
+    plt.close(fig)
+    return out.getvalue()

@@ -1,0 +1,71 @@
+"""One typed settings object, read from ``MILKPRICE_*`` environment variables.
+
+Switching from the local emulator to real Cloud Storage is only a change of environment:
+unset ``STORAGE_EMULATOR_HOST`` (the variable google-cloud-storage itself reads) and point
+``MILKPRICE_BUCKET`` at a real bucket.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from milkprice.errors import ConfigError
+
+PREFIX = "MILKPRICE_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    bucket: str = field(
+        default="milk-price", metadata={"doc": "bucket holding raw data and models"}
+    )
+    project: str = field(default="local-project", metadata={"doc": "Google Cloud project"})
+    host: str = field(default="127.0.0.1", metadata={"doc": "address the local stack binds to"})
+    predict_port: int = field(default=8080, metadata={"doc": "port of the predict function"})
+    train_port: int = field(default=8081, metadata={"doc": "port of the train function"})
+    gcs_port: int = field(default=4443, metadata={"doc": "port of the local fake-gcs-server"})
+    state_dir: str = field(default="var", metadata={"doc": "local folder for the emulator's data"})
+    backtest_months: int = field(default=24, metadata={"doc": "months scored one step ahead"})
+    reload_seconds: float = field(
+        default=5.0, metadata={"doc": "how often predict checks the pointer"}
+    )
+    max_body_bytes: int = field(default=10_000_000, metadata={"doc": "largest /predict body"})
+    max_rows: int = field(default=100_000, metadata={"doc": "most rows in one request"})
+    train_token: str = field(
+        default="", metadata={"doc": "bearer token the train trigger requires"}
+    )
+    schedule: str = field(default="0 3 * * *", metadata={"doc": "crontab of scheduled training"})
+    timezone: str = field(default="America/Santiago", metadata={"doc": "time zone of the schedule"})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every field from ``MILKPRICE_<FIELD>``; a bad value names the variable."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = PREFIX + f.name.upper()
+            if name not in env:
+                continue
+            raw = env[name]
+            kind: Any = type(f.default)
+            try:
+                values[f.name] = kind(raw) if kind is not str else raw
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+        return cls(**values)
+
+    @classmethod
+    def documented(cls) -> list[tuple[str, str, str]]:
+        """(variable, default, meaning) for every setting: the README's table."""
+        return [
+            (PREFIX + f.name.upper(), str(f.default), f.metadata["doc"])
+            for f in dataclasses.fields(cls)
+        ]
+
+
+def load() -> Settings:
+    return Settings.from_env()

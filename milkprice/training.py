@@ -1,0 +1,397 @@
+"""One training run: raw files in the bucket become a backtested, verified, promoted model.
+
+Order matters for what a reader of the bucket can see: the raw generations are archived first,
+every artifact is written and read back against its sha256 before the manifest, and the
+pointer moves last, with a generation precondition, so it never names a missing or partial
+model and two runs can never both promote blindly. Whatever happens, a run record is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+
+from milkprice import artifacts, data, report, store
+from milkprice import features as F
+from milkprice import model as M
+from milkprice.errors import Conflict, DataError, MilkPriceError
+from milkprice.settings import Settings
+
+log = logging.getLogger("milkprice.train")
+
+TRIGGERS = ("schedule", "http", "upload")
+STALE_CLAIM = timedelta(minutes=30)
+LIBRARIES = ("numpy", "pandas", "scikit-learn", "skl2onnx", "onnx", "onnxruntime", "skops")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+@dataclass
+class Inputs:
+    blobs: dict[str, store.Blob]
+
+    @property
+    def generations(self) -> dict[str, int]:
+        return {name: blob.generation for name, blob in self.blobs.items()}
+
+    @property
+    def key(self) -> str:
+        """Identifies the set of raw generations: the same set never trains twice by event."""
+        text = ",".join(f"{n}@{g}" for n, g in sorted(self.generations.items()))
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def read_inputs(settings: Settings) -> Inputs:
+    blobs = {}
+    for name in data.RAW_FILES:
+        blob = store.read(settings, store.RAW_PREFIX + name)
+        if blob is None:
+            raise DataError(name, f"not found at gs://{settings.bucket}/{store.RAW_PREFIX}{name}")
+        blobs[name] = blob
+    return Inputs(blobs)
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = round(time.perf_counter() - start, 3)
+
+
+# ---------------------------------------------------------------- the pure part
+
+
+@dataclass
+class Trained:
+    """What training made, before anything is written."""
+
+    files: dict[str, bytes]
+    served: dict[str, dict[str, Any]]  # role -> its manifest entry (without sha256)
+    candidates: list[dict[str, Any]]
+    backtest_months: list[str]
+    next_row: dict[str, Any]
+    cleaning: dict[str, dict[str, int]]
+    promote: bool
+    reason: str
+
+
+def _eligible(frame: pd.DataFrame, candidate: M.Candidate, month: pd.Period) -> str | None:
+    """Why a candidate cannot forecast ``month`` (a feature unknown then), or None."""
+    row = frame.loc[month, list(candidate.features)]
+    missing = [str(c) for c in row.index[row.isna()]]
+    return f"no value of {missing[0]} for {month}" if missing else None
+
+
+def train(raw: dict[str, bytes], settings: Settings, timer: Timer, today: date) -> Trained:
+    with timer("clean"):
+        clean = data.clean(raw, F.REQUIRED_MACRO, today)
+    with timer("features"):
+        frame = F.build(clean)
+        months = F.evaluation_months(frame, settings.backtest_months)
+        target_month = F.next_month(frame)
+    if len(months) < settings.backtest_months:
+        raise DataError(
+            data.MACRO,
+            f"only {len(months)} months are covered by all three files; the backtest needs "
+            f"{settings.backtest_months}",
+        )
+    pools = M.candidates()
+    results: dict[str, M.Backtest] = {}
+    with timer("backtest"):
+        for candidate in {c.name: c for pool in pools.values() for c in pool}.values():
+            results[candidate.name] = M.backtest(frame, candidate, months)
+    naive = results["naive"].metrics
+    chosen: dict[str, M.Candidate] = {}
+    notes: dict[str, str] = {}
+    for role, pool in pools.items():
+        ranked = sorted(pool, key=lambda c: results[c.name].metrics["rmse"])
+        if role == "forecast":
+            for c in ranked:
+                why = _eligible(frame, c, target_month)
+                if why:
+                    notes[c.name] = why
+                    continue
+                chosen[role] = c
+                break
+        else:
+            chosen[role] = ranked[0]
+    if "forecast" not in chosen:
+        raise DataError(data.MILK, f"no candidate can forecast {target_month}: {notes}")
+    files: dict[str, bytes] = {}
+    served: dict[str, dict[str, Any]] = {}
+    for role, candidate in chosen.items():
+        with timer(f"fit_{role}"):
+            fitted, n_rows = M.fit_final(frame, candidate)
+        with timer(f"export_{role}"):
+            rows = M.training_rows(frame, candidate, target_month)
+            X = rows[list(candidate.features)].to_numpy(float)
+            onnx_bytes = artifacts.to_onnx(fitted, X.shape[1])
+            skops_bytes = artifacts.to_skops(fitted)
+            gap = artifacts.verify(fitted, onnx_bytes, skops_bytes, X)
+        files[f"{role}.onnx"] = onnx_bytes
+        files[f"{role}.skops"] = skops_bytes
+        served[role] = {
+            "candidate": candidate.name,
+            "description": candidate.description,
+            "features": list(candidate.features),
+            "onnx": f"{role}.onnx",
+            "skops": f"{role}.skops",
+            "training_rows": n_rows,
+            "training_months": [str(rows.index.min()), str(rows.index.max())],
+            "backtest": results[candidate.name].metrics,
+            "naive": naive,
+            "export_gap": gap,
+        }
+    forecast = chosen["forecast"]
+    next_values = frame.loc[target_month, list(forecast.features)]
+    next_row = {
+        "month": str(target_month),
+        "features": {k: float(v) for k, v in next_values.items()},
+    }
+    with timer("report"):
+        actual = frame.loc[months, F.TARGET]
+        table = report.backtest_table(actual, {n: r.predictions for n, r in results.items()})
+        files["backtest.csv"] = report.to_csv(table)
+        files["backtest.png"] = report.chart(table, {role: c.name for role, c in chosen.items()})
+    best = results[forecast.name].metrics["rmse"]
+    promote = forecast.name != "naive" and best < naive["rmse"]
+    reason = (
+        f"forecast model {forecast.name} has backtest RMSE {best:.3f} against the naive "
+        f"forecast's {naive['rmse']:.3f}"
+    )
+    if not promote:
+        reason = f"not better than the naive forecast: {reason}"
+    candidates = [
+        {
+            "name": c.name,
+            "description": c.description,
+            "pools": [role for role, pool in pools.items() if c in pool],
+            "features": len(c.features),
+            **results[c.name].metrics,
+            "seconds": round(results[c.name].seconds, 3),
+            **({"not_eligible": notes[c.name]} if c.name in notes else {}),
+        }
+        for c in {c.name: c for pool in pools.values() for c in pool}.values()
+    ]
+    return Trained(
+        files=files,
+        served=served,
+        candidates=candidates,
+        backtest_months=[str(m) for m in months],
+        next_row=next_row,
+        cleaning=clean.counts,
+        promote=promote,
+        reason=reason,
+    )
+
+
+# ---------------------------------------------------------------- the bucket part
+
+
+def _library_versions() -> dict[str, str]:
+    return {name: importlib.metadata.version(name) for name in LIBRARIES}
+
+
+def _write_artifacts(settings: Settings, version: str, files: dict[str, bytes]) -> dict[str, str]:
+    """Write and read back every file; return their sha256 once all are verified."""
+    digests = {}
+    for name, payload in files.items():
+        kind = {"png": "image/png", "csv": "text/csv"}.get(name.rsplit(".", 1)[-1])
+        store.write(
+            settings, store.model_path(version, name), payload, kind or "application/octet-stream"
+        )
+        digests[name] = artifacts.sha256(payload)
+    for name, digest in digests.items():
+        back = store.read(settings, store.model_path(version, name))
+        if back is None or artifacts.sha256(back.data) != digest:
+            raise MilkPriceError(f"artifact {name} of {version} did not read back intact")
+    return digests
+
+
+def _claim(settings: Settings, inputs: Inputs, run_id: str) -> dict[str, Any] | None:
+    """Claim the input set for an event-triggered run; the earlier run's record if taken."""
+    name = f"{store.CLAIMS_PREFIX}{inputs.key}.json"
+    doc = {"run_id": run_id, "started": now(), "inputs": inputs.generations}
+    try:
+        store.write_json(settings, name, doc, if_generation_match=0)
+        return None
+    except Conflict:
+        pass
+    found = store.read_json(settings, name)
+    if found is None:
+        return None
+    claim, claim_generation = found
+    earlier = store.read_json(settings, f"{store.RUNS_PREFIX}{claim['run_id']}.json")
+    record = earlier[0] if earlier else {"run_id": claim["run_id"], "outcome": "running"}
+    started = datetime.fromisoformat(claim["started"].replace("Z", "+00:00"))
+    retry = (record.get("outcome") == "failed" and not record.get("error", {}).get("data")) or (
+        record.get("outcome") == "running" and datetime.now(UTC) - started > STALE_CLAIM
+    )
+    if not retry:
+        return dict(record)
+    try:
+        store.write_json(settings, name, doc, if_generation_match=claim_generation)
+    except Conflict:
+        return dict(record)
+    return None
+
+
+def run(
+    settings: Settings,
+    trigger: str,
+    event: dict[str, Any] | None = None,
+    today: date | None = None,
+) -> dict[str, Any]:
+    """Train once and return the run record (also written to ``runs/<run-id>.json``)."""
+    if trigger not in TRIGGERS:
+        raise ValueError(f"unknown trigger {trigger!r}")
+    run_id = new_run_id()
+    timer = Timer()
+    record: dict[str, Any] = {
+        "run_id": run_id,
+        "trigger": trigger,
+        "started": now(),
+        "outcome": "running",
+    }
+    if event:
+        record["event"] = event
+    started = time.perf_counter()
+    try:
+        with timer("read"):
+            pointer = store.read_json(settings, store.POINTER)
+            inputs = read_inputs(settings)
+        record["inputs"] = {
+            store.RAW_PREFIX + n: {"generation": b.generation, "sha256": artifacts.sha256(b.data)}
+            for n, b in inputs.blobs.items()
+        }
+        if trigger == "upload":
+            earlier = _claim(settings, inputs, run_id)
+            if earlier is not None:
+                record.update(
+                    outcome="skipped",
+                    reason=f"run {earlier['run_id']} already took these raw generations",
+                    earlier=earlier,
+                )
+                return record
+        store.write_json(settings, f"{store.RUNS_PREFIX}{run_id}.json", record)
+        with timer("archive"):
+            for name, blob in inputs.blobs.items():
+                target = store.archive_path(store.RAW_PREFIX + name, blob.generation)
+                store.copy(settings, store.RAW_PREFIX + name, blob.generation, target)
+                record["inputs"][store.RAW_PREFIX + name]["archive"] = target
+        trained = train(
+            {n: b.data for n, b in inputs.blobs.items()}, settings, timer, today or date.today()
+        )
+        record["cleaning"] = trained.cleaning
+        version = run_id
+        with timer("write"):
+            digests = _write_artifacts(settings, version, trained.files)
+            for entry in trained.served.values():
+                entry["sha256"] = {
+                    entry["onnx"]: digests[entry["onnx"]],
+                    entry["skops"]: digests[entry["skops"]],
+                }
+            manifest = {
+                "version": version,
+                "created": now(),
+                "run_id": run_id,
+                "target": F.TARGET,
+                "unit": "CLP per litre",
+                "models": trained.served,
+                "next": trained.next_row,
+                "backtest": {
+                    "months": trained.backtest_months,
+                    "method": "rolling origin, expanding window, one step ahead, refit each month",
+                    "table": "backtest.csv",
+                    "chart": "backtest.png",
+                },
+                "candidates": trained.candidates,
+                "inputs": record["inputs"],
+                "cleaning": trained.cleaning,
+                "libraries": _library_versions(),
+                "files": digests,
+            }
+            store.write_json(settings, store.model_path(version, "manifest.json"), manifest)
+        record["version"] = version
+        record["models"] = {
+            role: {"candidate": e["candidate"], **e["backtest"]}
+            for role, e in trained.served.items()
+        }
+        record["naive"] = trained.served["forecast"]["naive"]
+        if not trained.promote:
+            record.update(outcome="not_promoted", reason=trained.reason)
+        else:
+            with timer("promote"):
+                record.update(promote(settings, version, run_id, pointer, trained.reason))
+    except DataError as exc:
+        record.update(outcome="failed", reason=exc.message, error={"data": True, **exc.to_dict()})
+        log.warning("run %s failed: %s", run_id, exc.message, extra={"run_id": run_id})
+    except MilkPriceError as exc:
+        record.update(outcome="failed", reason=exc.message, error=exc.to_dict())
+        log.error("run %s failed: %s", run_id, exc.message, extra={"run_id": run_id})
+    except Exception as exc:  # a bug must still leave a record; the caller sees a 500
+        record.update(outcome="failed", reason=f"internal error: {type(exc).__name__}: {exc}")
+        log.exception("run %s failed", run_id, extra={"run_id": run_id})
+    finally:
+        record["timings"] = timer.seconds
+        record["seconds"] = round(time.perf_counter() - started, 3)
+        record["finished"] = now()
+        if record["outcome"] != "skipped":
+            with contextlib.suppress(MilkPriceError):
+                store.write_json(settings, f"{store.RUNS_PREFIX}{run_id}.json", record)
+    return record
+
+
+def promote(
+    settings: Settings,
+    version: str,
+    run_id: str,
+    seen: tuple[Any, int] | None,
+    reason: str,
+) -> dict[str, Any]:
+    """Move the pointer from the generation this run saw at its start, or say who moved it."""
+    doc = {"version": version, "run_id": run_id, "promoted": now()}
+    expected = seen[1] if seen else 0
+    try:
+        store.write_json(settings, store.POINTER, doc, if_generation_match=expected)
+    except Conflict:
+        current = store.read_json(settings, store.POINTER)
+        other = current[0].get("version") if current else "?"
+        return {
+            "outcome": "not_promoted",
+            "reason": f"another run promoted version {other} while this one trained",
+        }
+    return {"outcome": "promoted", "reason": reason}
+
+
+def rollback(settings: Settings, version: str) -> dict[str, Any]:
+    """Point serving at an earlier version whose manifest exists."""
+    if store.read(settings, store.model_path(version, "manifest.json")) is None:
+        raise MilkPriceError(f"no model version {version} in the bucket", status=404)
+    seen = store.read_json(settings, store.POINTER)
+    result = promote(settings, version, f"rollback-{version}", seen, f"rolled back to {version}")
+    if result["outcome"] != "promoted":
+        raise Conflict(result["reason"])
+    return result

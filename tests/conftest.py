@@ -1,0 +1,73 @@
+"""Fixtures: the real fake-gcs-server for the session, a fresh bucket per test, a clean env."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from milkprice import emulator, sample, store
+from milkprice.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "milk-price-chile"
+TODAY = date(2026, 11, 27)
+# Small backtests keep function tests quick; the real-data tests use the full 24 months.
+QUICK = {"MILKPRICE_BACKTEST_MONTHS": "6"}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environ() -> Iterator[None]:
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real fake-gcs-server on a free port; STORAGE_EMULATOR_HOST points at it."""
+    port = emulator.free_port()
+    proc = emulator.start(tmp_path_factory.mktemp("gcs"), port)
+    host = emulator.url("127.0.0.1", port)
+    os.environ["STORAGE_EMULATOR_HOST"] = host
+    yield host
+    emulator.stop(proc)
+
+
+def new_settings(**overrides: object) -> Settings:
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    settings = Settings(bucket=bucket, **overrides)  # type: ignore[arg-type]
+    store.ensure_bucket(settings)
+    os.environ["MILKPRICE_BUCKET"] = bucket
+    return settings
+
+
+@pytest.fixture
+def settings(gcs: str) -> Settings:
+    """A bucket of its own for each test, named in MILKPRICE_BUCKET too."""
+    os.environ.update(QUICK)
+    return new_settings(backtest_months=6)
+
+
+@pytest.fixture(scope="session")
+def sample_raw() -> dict[str, bytes]:
+    return sample.sample_files()
+
+
+@pytest.fixture(scope="session")
+def real_raw() -> dict[str, bytes]:
+    if not SHARED.is_dir():
+        pytest.skip(f"the real data is not at {SHARED}")
+    return {name: (SHARED / name).read_bytes() for name in store.RAW_FILES}
+
+
+def upload(settings: Settings, files: dict[str, bytes]) -> dict[str, int]:
+    return {
+        name: store.write(settings, store.RAW_PREFIX + name, payload, "text/csv")
+        for name, payload in files.items()
+    }

@@ -1,0 +1,97 @@
+"""Candidates, the backtest's time order, and exports that serve what was evaluated."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io as sio
+from sklearn.linear_model import Ridge
+
+from milkprice import artifacts, data
+from milkprice import features as F
+from milkprice import model as M
+from tests.conftest import TODAY
+
+
+@pytest.fixture(scope="module")
+def frame(sample_raw: dict[str, bytes]) -> pd.DataFrame:
+    return F.build(data.clean(sample_raw, F.REQUIRED_MACRO, TODAY))
+
+
+def test_fixed_linear_is_a_rule() -> None:
+    X = np.array([[100.0, 5.0], [200.0, -3.0]])
+    assert M.FixedLinear((1.0, 1.0)).fit(X).predict(X).tolist() == [105.0, 197.0]
+
+
+def test_change_regressor_models_the_change() -> None:
+    rng = np.random.default_rng(0)
+    last = rng.uniform(100, 300, 200)
+    x = rng.normal(size=200)
+    y = last + 2.0 * x  # the change is 2x
+    X = np.column_stack([last, x])
+    model = M.ChangeRegressor(Ridge(alpha=1e-6), base=0).fit(X, y)
+    assert model.regressor_.coef_[1] == pytest.approx(2.0, rel=1e-3)
+    assert model.regressor_.coef_[0] == pytest.approx(0.0, abs=1e-3)
+    np.testing.assert_allclose(model.predict(X), y, rtol=1e-4)
+
+
+class _Spy(M.FixedLinear):
+    """Records the last row it was fitted on."""
+
+    seen: ClassVar[list[int]] = []
+
+    def fit(self, X: object, y: object = None) -> _Spy:
+        _Spy.seen.append(len(np.asarray(X)))
+        return super().fit(X, y)
+
+
+def test_backtest_trains_only_on_earlier_months(frame: pd.DataFrame) -> None:
+    months = F.evaluation_months(frame, 6)
+    candidate = M.Candidate("spy", "spy", (F.LAST_PRICE,), _Spy)
+    _Spy.seen.clear()
+    result = M.backtest(frame, candidate, months)
+    for month, n in zip(months, _Spy.seen, strict=True):
+        assert n == len(M.training_rows(frame, candidate, month))
+        assert M.training_rows(frame, candidate, month).index.max() == month - 1
+    # the naive rule's prediction is last month's price, exactly
+    np.testing.assert_allclose(
+        result.predictions.to_numpy(), frame.loc[months - 1, F.TARGET].to_numpy()
+    )
+
+
+def test_metrics() -> None:
+    m = M.metrics(np.array([100.0, 200.0]), np.array([110.0, 190.0]))
+    assert m == {"rmse": 10.0, "mae": 10.0, "mape": pytest.approx(7.5)}
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["naive", "seasonal_naive", "ridge_change", "gbm_change", "old_pipeline", "gbm_change_legacy"],
+)
+def test_every_candidate_exports_to_onnx_and_skops_exactly(frame: pd.DataFrame, name: str) -> None:
+    pools = M.candidates()
+    candidate = next(c for pool in pools.values() for c in pool if c.name == name)
+    fitted, _ = M.fit_final(frame, candidate)
+    rows = M.training_rows(frame, candidate, frame.index.max())
+    X = rows[list(candidate.features)].to_numpy(float)
+    onnx_bytes = artifacts.to_onnx(fitted, X.shape[1])
+    skops_bytes = artifacts.to_skops(fitted)
+    assert artifacts.verify(fitted, onnx_bytes, skops_bytes, X) <= 1e-6
+    np.testing.assert_allclose(artifacts.onnx_predict(onnx_bytes, X), fitted.predict(X), rtol=1e-6)
+
+
+def test_verify_refuses_a_model_that_serves_other_numbers(frame: pd.DataFrame) -> None:
+    X = frame[[F.LAST_PRICE]].dropna().to_numpy(float)
+    good = M.FixedLinear((1.0,)).fit(X)
+    other = M.FixedLinear((1.01,)).fit(X)
+    with pytest.raises(ValueError, match="disagrees"):
+        artifacts.verify(good, artifacts.to_onnx(other, 1), artifacts.to_skops(good), X)
+
+
+def test_skops_refuses_untrusted_types() -> None:
+    payload = sio.dumps({"x": pd.Timestamp("2020-01-01")})
+    with pytest.raises(ValueError, match="untrusted"):
+        artifacts.from_skops(payload)
