@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import io
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
 
 
 def backtest_table(actual: pd.Series, predictions: dict[str, pd.Series]) -> pd.DataFrame:
@@ -26,7 +23,9 @@ def to_csv(table: pd.DataFrame) -> bytes:
 
 def chart(table: pd.DataFrame, served: dict[str, str]) -> bytes:
     """Actual price against the served models' one-step-ahead forecasts and the naive one."""
-    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
+    # The object API, not pyplot: two trainings may draw at once in one process.
+    fig = Figure(figsize=(9, 4.5), dpi=100)
+    ax = fig.add_subplot()
     x = pd.PeriodIndex(table.index, freq="M").to_timestamp()
     ax.plot(x, table["actual"], color="black", linewidth=2, label="actual price", marker="o")
     ax.plot(x, table["naive"], color="0.6", linestyle="--", label="naive: last month's price")
@@ -42,5 +41,4 @@ def chart(table: pd.DataFrame, served: dict[str, str]) -> bytes:
     fig.tight_layout()
     out = io.BytesIO()
     fig.savefig(out, format="png")
-    plt.close(fig)
     return out.getvalue()

@@ -26,8 +26,15 @@ class Settings:
     project: str = field(default="local-project", metadata={"doc": "Google Cloud project"})
     host: str = field(default="127.0.0.1", metadata={"doc": "address the local stack binds to"})
     predict_port: int = field(default=8080, metadata={"doc": "port of the predict function"})
-    train_port: int = field(default=8081, metadata={"doc": "port of the train function"})
+    train_port: int = field(default=8081, metadata={"doc": "port of the train function (HTTP)"})
+    event_port: int = field(default=8082, metadata={"doc": "port of its storage trigger"})
     gcs_port: int = field(default=4443, metadata={"doc": "port of the local fake-gcs-server"})
+    train_url: str = field(
+        default="", metadata={"doc": "train trigger URL (default: host and port)"}
+    )
+    event_url: str = field(
+        default="", metadata={"doc": "storage trigger URL (default: host and port)"}
+    )
     state_dir: str = field(default="var", metadata={"doc": "local folder for the emulator's data"})
     backtest_months: int = field(default=24, metadata={"doc": "months scored one step ahead"})
     reload_seconds: float = field(
@@ -57,6 +64,12 @@ class Settings:
             except ValueError:
                 raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
         return cls(**values)
+
+    def train_endpoint(self) -> str:
+        return self.train_url or f"http://{self.host}:{self.train_port}/"
+
+    def event_endpoint(self) -> str:
+        return self.event_url or f"http://{self.host}:{self.event_port}/"
 
     @classmethod
     def documented(cls) -> list[tuple[str, str, str]]:

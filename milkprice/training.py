@@ -14,7 +14,7 @@ import importlib.metadata
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -68,11 +68,16 @@ def read_inputs(settings: Settings) -> Inputs:
 
 
 class Timer:
-    def __init__(self) -> None:
+    """Times each stage; ``on_stage`` hears when one starts (the run record shows progress)."""
+
+    def __init__(self, on_stage: Callable[[str], None] | None = None) -> None:
         self.seconds: dict[str, float] = {}
+        self.on_stage = on_stage
 
     @contextlib.contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
+        if self.on_stage:
+            self.on_stage(stage)
         start = time.perf_counter()
         try:
             yield
@@ -268,7 +273,6 @@ def run(
     if trigger not in TRIGGERS:
         raise ValueError(f"unknown trigger {trigger!r}")
     run_id = new_run_id()
-    timer = Timer()
     record: dict[str, Any] = {
         "run_id": run_id,
         "trigger": trigger,
@@ -277,6 +281,15 @@ def run(
     }
     if event:
         record["event"] = event
+    record_name = f"{store.RUNS_PREFIX}{run_id}.json"
+
+    def progress(stage: str) -> None:
+        record["stage"] = stage
+        if "inputs" in record:  # i.e. once the run is past its skip check
+            with contextlib.suppress(MilkPriceError):
+                store.write_json(settings, record_name, record)
+
+    timer = Timer(progress)
     started = time.perf_counter()
     try:
         with timer("read"):
@@ -295,7 +308,6 @@ def run(
                     earlier=earlier,
                 )
                 return record
-        store.write_json(settings, f"{store.RUNS_PREFIX}{run_id}.json", record)
         with timer("archive"):
             for name, blob in inputs.blobs.items():
                 target = store.archive_path(store.RAW_PREFIX + name, blob.generation)
@@ -360,7 +372,8 @@ def run(
         record["finished"] = now()
         if record["outcome"] != "skipped":
             with contextlib.suppress(MilkPriceError):
-                store.write_json(settings, f"{store.RUNS_PREFIX}{run_id}.json", record)
+                record.pop("stage", None)
+                store.write_json(settings, record_name, record)
     return record
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 
@@ -71,3 +71,36 @@ def upload(settings: Settings, files: dict[str, bytes]) -> dict[str, int]:
         name: store.write(settings, store.RAW_PREFIX + name, payload, "text/csv")
         for name, payload in files.items()
     }
+
+
+def _trained(raw: dict[str, bytes], months: int) -> tuple[Settings, dict[str, object]]:
+    from milkprice import training
+
+    settings = new_settings(backtest_months=months)
+    upload(settings, raw)
+    record = training.run(settings, "http", today=TODAY)
+    assert record["outcome"] == "promoted", record
+    return settings, record
+
+
+@pytest.fixture(scope="session")
+def trained_sample(gcs: str, sample_raw: dict[str, bytes]) -> tuple[Settings, dict[str, object]]:
+    """A bucket holding a model promoted from the sample data (shared: do not change it)."""
+    return _trained(sample_raw, 6)
+
+
+@pytest.fixture(scope="session")
+def trained_real(gcs: str, real_raw: dict[str, bytes]) -> tuple[Settings, dict[str, object]]:
+    """A bucket holding a model promoted from the real data, full 24-month backtest."""
+    return _trained(real_raw, 24)
+
+
+@pytest.fixture
+def use_bucket() -> Callable[[Settings], None]:
+    """Point the MILKPRICE_* environment at a session bucket for this test only."""
+
+    def use(settings: Settings) -> None:
+        os.environ["MILKPRICE_BUCKET"] = settings.bucket
+        os.environ["MILKPRICE_BACKTEST_MONTHS"] = str(settings.backtest_months)
+
+    return use

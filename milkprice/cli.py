@@ -1,0 +1,261 @@
+"""The ``milkprice`` command: run the local stack and talk to the system as a user would.
+
+Every error is one clear line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from milkprice import store
+from milkprice.errors import MilkPriceError
+from milkprice.settings import Settings
+
+STATE = Path(__file__).resolve().parents[1]
+
+
+def _token(settings: Settings) -> str:
+    if settings.train_token:
+        return settings.train_token
+    path = STATE / settings.state_dir / "train-token"
+    return path.read_text().strip() if path.exists() else ""
+
+
+def _emulator(settings: Settings) -> None:
+    """Talk to the local stack's bucket unless the environment says otherwise."""
+    import os
+
+    if "STORAGE_EMULATOR_HOST" not in os.environ and not os.environ.get("MILKPRICE_REAL_GCS"):
+        os.environ["STORAGE_EMULATOR_HOST"] = f"http://{settings.host}:{settings.gcs_port}"
+
+
+def _http(url: str, body: Any = None, token: str = "", timeout: float = 900) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        url, data=data, headers=headers, method="POST" if data is not None else "GET"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return int(r.status), json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        payload = exc.read()
+        try:
+            return int(exc.code), json.loads(payload)
+        except ValueError:
+            return int(exc.code), {"error": payload.decode(errors="replace")[:300]}
+    except (urllib.error.URLError, OSError) as exc:
+        raise MilkPriceError(f"cannot reach {url}: {exc}; is the stack up (make up)?") from None
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    cells = [header] + [["" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(x: Any) -> str:
+    return f"{x:.2f}" if isinstance(x, float) else str(x)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from milkprice import stack
+
+    return stack.up(settings, args.data)
+
+
+def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
+    """The scheduler and the upload bridge (a child of ``up``, a service in compose)."""
+    import signal
+    import threading
+
+    from milkprice import events, logs
+
+    logs.setup("events")
+    scheduler = events.start_scheduler(settings, settings.train_endpoint())
+    target = settings.event_endpoint()
+    state = STATE / settings.state_dir / "bridge-state.json"
+    bridge = events.Bridge(settings, target, state_file=state)
+    bridge.start()
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    bridge.stop()
+    scheduler.shutdown(wait=False)
+    return 0
+
+
+def cmd_upload(settings: Settings, args: argparse.Namespace) -> int:
+    for path in map(Path, args.paths):
+        if not path.is_file():
+            raise MilkPriceError(f"{path}: no such file")
+        if path.name not in store.RAW_FILES:
+            raise MilkPriceError(f"{path.name}: raw files are named {', '.join(store.RAW_FILES)}")
+        gen = store.write(settings, store.RAW_PREFIX + path.name, path.read_bytes(), "text/csv")
+        print(f"uploaded {path} to gs://{settings.bucket}/raw/{path.name} (generation {gen})")
+    return 0
+
+
+def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    url = settings.train_endpoint()
+    print(f"training through {url} ...", flush=True)
+    start = time.monotonic()
+    status, record = _http(url, {"trigger": "http"}, _token(settings))
+    if not isinstance(record, dict) or "outcome" not in record:
+        raise MilkPriceError(f"train function answered {status}: {record}")
+    took = time.monotonic() - start
+    print(f"run {record['run_id']}: {record['outcome']} in {took:.0f} s")
+    print(f"  {record.get('reason', '')}")
+    return 0 if record["outcome"] in ("promoted", "not_promoted") else 1
+
+
+def _manifest(settings: Settings, version: str) -> dict[str, Any]:
+    found = store.read_json(settings, store.model_path(version, "manifest.json"))
+    if found is None:
+        raise MilkPriceError(f"no manifest for version {version}")
+    return dict(found[0])
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    pointer = store.read_json(settings, store.POINTER)
+    if pointer is None:
+        print(f"gs://{settings.bucket}: no model promoted yet")
+    else:
+        version = pointer[0]["version"]
+        m = _manifest(settings, version)
+        print(f"serving version {version} (promoted {pointer[0]['promoted']})")
+        rows = [
+            [
+                role,
+                e["candidate"],
+                _fmt(e["backtest"]["rmse"]),
+                _fmt(e["backtest"]["mape"]),
+                _fmt(e["naive"]["rmse"]),
+                len(e["features"]),
+            ]
+            for role, e in m["models"].items()
+        ]
+        print(_table(rows, ["model", "candidate", "rmse", "mape %", "naive rmse", "features"]))
+    names = sorted(n for n, _ in store.list_names(settings, store.RUNS_PREFIX) if n.count("/") == 1)
+    runs = [store.read_json(settings, n) for n in names[-args.last :]]
+    rows = [
+        [r["run_id"], r["trigger"], r["outcome"], r.get("seconds"), (r.get("reason") or "")[:70]]
+        for r, _ in filter(None, runs)
+    ]
+    print(f"\nlast {len(rows)} runs")
+    print(_table(rows, ["run", "trigger", "outcome", "seconds", "reason"]))
+    return 0
+
+
+def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
+    pointer = store.read_json(settings, store.POINTER)
+    current = pointer[0]["version"] if pointer else None
+    names = sorted(
+        n
+        for n, _ in store.list_names(settings, store.MODELS_PREFIX)
+        if n.endswith("/manifest.json")
+    )
+    rows = []
+    for name in names:
+        m = store.read_json(settings, name)
+        if m is None:
+            continue
+        doc = m[0]
+        f, leg = doc["models"]["forecast"], doc["models"]["legacy"]
+        rows.append(
+            [
+                ("* " if doc["version"] == current else "  ") + doc["version"],
+                f["candidate"],
+                _fmt(f["backtest"]["rmse"]),
+                leg["candidate"],
+                _fmt(leg["backtest"]["rmse"]),
+                _fmt(f["naive"]["rmse"]),
+            ]
+        )
+    print(_table(rows, ["version (* serving)", "forecast", "rmse", "legacy", "rmse", "naive"]))
+    return 0
+
+
+def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
+    from milkprice import training
+
+    result = training.rollback(settings, args.version)
+    print(f"serving {args.version}: {result['reason']}")
+    return 0
+
+
+def cmd_predict(settings: Settings, args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MilkPriceError(f"{path}: {exc}") from None
+    url = f"http://{settings.host}:{settings.predict_port}/predict"
+    status, answer = _http(url, body, timeout=60)
+    if status != 200:
+        raise MilkPriceError(f"predict answered {status}: {json.dumps(answer)}")
+    print(json.dumps(answer))
+    return 0
+
+
+COMMANDS = {
+    "up": (cmd_up, "run the whole local stack (bucket, functions, scheduler, bridge)"),
+    "upload": (cmd_upload, "upload raw CSV files to raw/ (training follows the upload)"),
+    "train": (cmd_train, "start a training run through the train function and wait for it"),
+    "status": (cmd_status, "serving version, its metrics, and the last runs"),
+    "models": (cmd_models, "every model version with its metrics"),
+    "rollback": (cmd_rollback, "serve an earlier version again"),
+    "predict": (cmd_predict, "POST a JSON file to /predict"),
+    "events": (cmd_events, "run the scheduler and the upload bridge (used by up)"),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="milkprice", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, (_, text) in COMMANDS.items():
+        c = sub.add_parser(name, help=text, description=text)
+        if name == "up":
+            c.add_argument("--data", help="folder whose three CSVs to upload to raw/ first")
+        elif name == "upload":
+            c.add_argument("paths", nargs="+", metavar="PATH")
+        elif name == "rollback":
+            c.add_argument("version")
+        elif name == "predict":
+            c.add_argument("file", metavar="FILE.json")
+        elif name == "status":
+            c.add_argument("--last", type=int, default=5, help="how many runs to list")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        if args.command != "up":
+            _emulator(settings)
+        handler = COMMANDS[args.command][0]
+        return handler(settings, args)
+    except MilkPriceError as exc:
+        print(f"milkprice {args.command}: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

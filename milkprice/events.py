@@ -1,0 +1,284 @@
+"""Local stand-ins for Cloud Scheduler and Eventarc.
+
+* :func:`start_scheduler`: APScheduler with a cron trigger that POSTs to the train function the
+  way Cloud Scheduler does: an attempt deadline, retries with exponential backoff on failure or
+  5xx, never two runs of the job at once, missed runs coalesced into one.
+* :class:`Bridge`: watches ``raw/`` by listing object generations and, for every new
+  generation, POSTs a binary-mode CloudEvent ``google.cloud.storage.object.v1.finalized`` with
+  the StorageObjectData body, as Eventarc does. Delivery is at least once: a failed delivery is
+  retried with backoff, and the train function is idempotent on the set of raw generations.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from cloudevents.conversion import to_binary
+from cloudevents.http import CloudEvent
+
+from milkprice import store
+from milkprice.errors import ConfigError, MilkPriceError
+from milkprice.settings import Settings
+
+log = logging.getLogger("milkprice.events")
+
+FINALIZED = "google.cloud.storage.object.v1.finalized"
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Cloud Scheduler's retry config: attempts, deadline per attempt and backoff."""
+
+    attempts: int = 4
+    deadline: float = 600.0
+    min_backoff: float = 5.0
+    max_backoff: float = 60.0
+
+    def delays(self) -> list[float]:
+        return [min(self.min_backoff * 2**i, self.max_backoff) for i in range(self.attempts - 1)]
+
+
+def post(url: str, body: bytes, headers: dict[str, str], deadline: float) -> tuple[int, bytes]:
+    """POST and return (status, body); status 0 when the call did not get an answer."""
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=deadline) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        return 0, str(exc).encode()
+
+
+def with_retries(
+    call: Callable[[], tuple[int, bytes]],
+    retry: Retry,
+    what: str,
+    sleep: Callable[[float], object] = time.sleep,
+) -> tuple[int, bytes]:
+    """Call until an answer that is not 5xx (nor no answer at all), backing off in between."""
+    status, body = call()
+    for delay in retry.delays():
+        if 0 < status < 500:
+            break
+        log.warning("%s answered %s; retrying in %.1f s", what, status or "nothing", delay)
+        sleep(delay)
+        status, body = call()
+    return status, body
+
+
+# ---------------------------------------------------------------- scheduler
+
+
+def scheduled_training(
+    url: str, token: str, retry: Retry, sleep: Callable[[float], object] = time.sleep
+) -> int:
+    """One scheduled call to the train function; returns the final HTTP status."""
+    headers = {"Content-Type": "application/json", "User-Agent": "milkprice-scheduler"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    body = json.dumps({"trigger": "schedule"}).encode()
+    status, answer = with_retries(
+        lambda: post(url, body, headers, retry.deadline), retry, "scheduled training", sleep
+    )
+    outcome = _outcome(answer)
+    level = logging.INFO if 0 < status < 500 else logging.ERROR
+    log.log(level, "scheduled training answered %s: %s", status or "nothing", outcome)
+    return status
+
+
+def _outcome(answer: bytes) -> str:
+    try:
+        doc = json.loads(answer)
+    except ValueError:
+        return answer[:200].decode(errors="replace")
+    return f"{doc.get('outcome')}: {doc.get('reason') or doc.get('error')}"
+
+
+def cron(expression: str, timezone: str) -> CronTrigger:
+    """A crontab line; six fields put seconds first (handy for tests and demos)."""
+    fields = expression.split()
+    if len(fields) == 6:
+        second, minute, hour, day, month, dow = fields
+        return CronTrigger(
+            second=second,
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month,
+            day_of_week=dow,
+            timezone=timezone,
+        )
+    try:
+        return CronTrigger.from_crontab(expression, timezone=timezone)
+    except ValueError as exc:
+        raise ConfigError(f"MILKPRICE_SCHEDULE={expression!r}: {exc}") from None
+
+
+def start_scheduler(
+    settings: Settings, url: str, retry: Retry | None = None
+) -> BackgroundScheduler:
+    scheduler = BackgroundScheduler(timezone=settings.timezone)
+    scheduler.add_job(
+        scheduled_training,
+        cron(settings.schedule, settings.timezone),
+        args=(url, settings.train_token, retry or Retry()),
+        id="train",
+        max_instances=1,  # never two runs at once
+        coalesce=True,  # missed runs become one
+        misfire_grace_time=None,
+    )
+    scheduler.start()
+    job = scheduler.get_job("train")
+    log.info(
+        "scheduler: training on '%s' (%s), next at %s",
+        settings.schedule,
+        settings.timezone,
+        job.next_run_time if job else None,
+    )
+    return scheduler
+
+
+# ---------------------------------------------------------------- bridge
+
+
+def storage_object_data(settings: Settings, name: str) -> dict[str, Any] | None:
+    """The StorageObjectData of the live generation of ``name``, as Eventarc sends it."""
+    blob = store.bucket(settings).get_blob(name, retry=store.RETRY, timeout=store.TIMEOUT)
+    if blob is None:
+        return None
+    stamp = lambda t: t.isoformat().replace("+00:00", "Z") if t else None  # noqa: E731
+    return {
+        "kind": "storage#object",
+        "id": f"{settings.bucket}/{name}/{blob.generation}",
+        "bucket": settings.bucket,
+        "name": name,
+        "generation": str(blob.generation),
+        "metageneration": str(blob.metageneration),
+        "contentType": blob.content_type or "application/octet-stream",
+        "size": str(blob.size),
+        "md5Hash": blob.md5_hash,
+        "crc32c": blob.crc32c,
+        "timeCreated": stamp(blob.time_created),
+        "updated": stamp(blob.updated),
+    }
+
+
+def cloud_event(settings: Settings, data: dict[str, Any]) -> CloudEvent:
+    return CloudEvent(
+        {
+            "type": FINALIZED,
+            "source": f"//storage.googleapis.com/projects/_/buckets/{settings.bucket}",
+            "subject": f"objects/{data['name']}",
+            "id": str(uuid.uuid4()),
+            "time": data.get("updated") or datetime.now(UTC).isoformat(),
+            "specversion": "1.0",
+            "datacontenttype": "application/json",
+        },
+        data,
+    )
+
+
+@dataclass
+class Bridge:
+    """Turns new generations under ``raw/`` into CloudEvents POSTed to ``url``."""
+
+    settings: Settings
+    url: str
+    state_file: Path | None = None
+    quiet: float = 2.0  # wait this long after the last change before delivering
+    poll: float = 1.0
+    retry: Retry = field(
+        default_factory=lambda: Retry(attempts=6, deadline=900.0, min_backoff=1.0, max_backoff=30.0)
+    )
+    seen: dict[str, int] = field(default_factory=dict)
+    delivered: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.state_file and self.state_file.exists():
+            self.seen = {k: int(v) for k, v in json.loads(self.state_file.read_text()).items()}
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="deliver")
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._futures: list[Future[int]] = []
+
+    def drain(self, timeout: float = 60.0) -> None:
+        """Wait for the deliveries started so far."""
+        wait(self._futures, timeout=timeout)
+        self._futures = [f for f in self._futures if not f.done()]
+
+    def changes(self) -> list[tuple[str, int]]:
+        """New (name, generation) pairs under raw/ since the last look."""
+        live = store.list_names(self.settings, store.RAW_PREFIX)
+        return [(n, g) for n, g in live if self.seen.get(n) != g]
+
+    def deliver(self, name: str, generation: int) -> int:
+        data = storage_object_data(self.settings, name)
+        if data is None or int(data["generation"]) != generation:
+            return 200  # replaced or deleted meanwhile: the newer generation has its own event
+        headers, body = to_binary(cloud_event(self.settings, data))
+        headers = {str(k): str(v) for k, v in headers.items()}
+        status, answer = with_retries(
+            lambda: post(self.url, body, headers, self.retry.deadline),
+            self.retry,
+            f"event for {name}#{generation}",
+            self._stop.wait,
+        )
+        level = logging.INFO if 200 <= status < 300 else logging.ERROR
+        log.log(level, "delivered %s#%s: %s %s", name, generation, status, _outcome(answer))
+        with self._lock:
+            self.delivered.append({"name": name, "generation": generation, "status": status})
+        return status
+
+    def step(self) -> list[tuple[str, int]]:
+        """One look: once changes have settled for ``quiet`` seconds, deliver them."""
+        pending = self.changes()
+        if not pending:
+            return []
+        deadline = time.monotonic() + self.quiet
+        while time.monotonic() < deadline and not self._stop.is_set():
+            self._stop.wait(min(self.poll, self.quiet))
+            again = self.changes()
+            if again != pending:
+                pending, deadline = again, time.monotonic() + self.quiet
+        for name, gen in pending:
+            self.seen[name] = gen
+            self._futures.append(self._pool.submit(self.deliver, name, gen))
+        if self.state_file:
+            self.state_file.write_text(json.dumps(self.seen))
+        return pending
+
+    def run(self) -> None:
+        log.info(
+            "bridge: watching gs://%s/%s -> %s", self.settings.bucket, store.RAW_PREFIX, self.url
+        )
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except MilkPriceError as exc:
+                log.warning("bridge: %s", exc.message)
+                self._stop.wait(5.0)
+            self._stop.wait(self.poll)
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="bridge", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,177 @@
+"""The local Cloud Scheduler and Eventarc stand-ins, against a real HTTP receiver."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from milkprice import events, store
+from milkprice.settings import Settings
+from tests.conftest import upload
+
+
+class Receiver:
+    """A real HTTP server that records what it gets and answers as told."""
+
+    def __init__(self, answer: Callable[[int], int], delay: float = 0.0) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.active = 0
+        self.most_active = 0
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with receiver.lock:
+                    receiver.active += 1
+                    receiver.most_active = max(receiver.most_active, receiver.active)
+                    n = len(receiver.requests)
+                    receiver.requests.append(
+                        {"headers": dict(self.headers), "body": body, "at": time.monotonic()}
+                    )
+                time.sleep(delay)
+                status = answer(n)
+                with receiver.lock:
+                    receiver.active -= 1
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(
+                    json.dumps({"outcome": "promoted" if status < 300 else "failed"}).encode()
+                )
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def receiver_factory() -> Iterator[Callable[..., Receiver]]:
+    made: list[Receiver] = []
+
+    def make(answer: Callable[[int], int] = lambda n: 200, delay: float = 0.0) -> Receiver:
+        made.append(Receiver(answer, delay))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def test_bridge_posts_eventarc_cloudevents(
+    settings: Settings, sample_raw: dict[str, bytes], receiver_factory: Callable[..., Receiver]
+) -> None:
+    receiver = receiver_factory()
+    bridge = events.Bridge(settings, receiver.url, quiet=0.3, poll=0.1)
+    generations = upload(settings, sample_raw)
+    store.write(settings, "models/unrelated.json", b"{}")
+    assert sorted(n for n, _ in bridge.step()) == [f"raw/{n}" for n in sorted(sample_raw)]
+    bridge.drain()
+    assert len(receiver.requests) == 3
+    for request in receiver.requests:
+        h = {k.lower(): v for k, v in request["headers"].items()}
+        data = json.loads(request["body"])
+        assert h["ce-type"] == "google.cloud.storage.object.v1.finalized"
+        assert h["ce-source"] == f"//storage.googleapis.com/projects/_/buckets/{settings.bucket}"
+        assert h["ce-subject"] == f"objects/{data['name']}"
+        assert h["ce-specversion"] == "1.0" and h["ce-id"] and h["ce-time"]
+        assert h["content-type"].startswith("application/json")
+        name = data["name"].removeprefix("raw/")
+        assert data["bucket"] == settings.bucket
+        assert int(data["generation"]) == generations[name]
+        assert data["size"] == str(len(sample_raw[name]))
+        for key in ("metageneration", "contentType", "md5Hash", "timeCreated", "updated"):
+            assert data[key], key
+    # nothing new: nothing sent; a new generation: one event
+    assert bridge.step() == []
+    store.write(settings, "raw/precio_leche.csv", sample_raw["precio_leche.csv"])
+    assert [n for n, _ in bridge.step()] == ["raw/precio_leche.csv"]
+    bridge.drain()
+    assert len(receiver.requests) == 4
+    bridge.stop()
+
+
+def test_bridge_retries_a_failed_delivery(
+    settings: Settings, sample_raw: dict[str, bytes], receiver_factory: Callable[..., Receiver]
+) -> None:
+    receiver = receiver_factory(answer=lambda n: 503 if n < 2 else 204)
+    retry = events.Retry(attempts=4, deadline=5, min_backoff=0.05, max_backoff=0.1)
+    bridge = events.Bridge(settings, receiver.url, quiet=0.1, poll=0.05, retry=retry)
+    store.write(settings, "raw/precio_leche.csv", sample_raw["precio_leche.csv"])
+    bridge.step()
+    bridge.drain()
+    assert len(receiver.requests) == 3  # two failures, then delivered
+    assert bridge.delivered[-1]["status"] == 204
+    bridge.stop()
+    ids = {r["headers"]["Ce-Id"] for r in receiver.requests}
+    assert len(ids) == 1  # a retry is the same event
+
+
+def test_bridge_state_survives_a_restart(
+    settings: Settings,
+    sample_raw: dict[str, bytes],
+    receiver_factory: Callable[..., Receiver],
+    tmp_path: Any,
+) -> None:
+    receiver = receiver_factory()
+    state = tmp_path / "bridge.json"
+    upload(settings, sample_raw)
+    first = events.Bridge(settings, receiver.url, state_file=state, quiet=0.1, poll=0.05)
+    assert len(first.step()) == 3
+    first.drain()
+    again = events.Bridge(settings, receiver.url, state_file=state, quiet=0.1, poll=0.05)
+    assert again.step() == []
+    first.stop()
+
+
+def test_scheduler_retries_and_never_overlaps(
+    settings: Settings, receiver_factory: Callable[..., Receiver]
+) -> None:
+    # every call takes longer than the one-second cron; the first answers 503
+    receiver = receiver_factory(answer=lambda n: 503 if n == 0 else 200, delay=1.5)
+    schedule = Settings(
+        bucket=settings.bucket, schedule="* * * * * *", timezone="UTC", train_token="tok"
+    )
+    retry = events.Retry(attempts=3, deadline=10, min_backoff=0.2, max_backoff=0.5)
+    scheduler = events.start_scheduler(schedule, receiver.url, retry)
+    try:
+        time.sleep(5.5)
+    finally:
+        scheduler.shutdown(wait=True)
+    assert receiver.most_active == 1  # never two runs at once
+    assert len(receiver.requests) >= 3
+    first, second = receiver.requests[0], receiver.requests[1]
+    assert second["at"] - first["at"] >= 1.5 + 0.2  # the retry came after its backoff
+    for r in receiver.requests:
+        assert r["headers"]["Authorization"] == "Bearer tok"
+        assert json.loads(r["body"]) == {"trigger": "schedule"}
+
+
+def test_scheduled_training_gives_up_after_its_attempts(
+    receiver_factory: Callable[..., Receiver],
+) -> None:
+    receiver = receiver_factory(answer=lambda n: 500)
+    slept: list[float] = []
+    retry = events.Retry(attempts=4, deadline=5, min_backoff=1, max_backoff=3)
+    assert events.scheduled_training(receiver.url, "", retry, slept.append) == 500
+    assert slept == [1, 2, 3] and len(receiver.requests) == 4
+
+
+def test_a_bad_crontab_names_the_variable() -> None:
+    from milkprice.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="MILKPRICE_SCHEDULE"):
+        events.cron("every day", "UTC")
