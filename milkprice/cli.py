@@ -85,6 +85,14 @@ def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
     from milkprice import events, logs
 
     logs.setup("events")
+    for attempt in range(30):  # the bucket may still be starting (compose starts all at once)
+        try:
+            store.ensure_bucket(settings)
+            break
+        except MilkPriceError:
+            if attempt == 29:
+                raise
+            time.sleep(1.0)
     scheduler = events.start_scheduler(settings, settings.train_endpoint())
     target = settings.event_endpoint()
     state = STATE / settings.state_dir / "bridge-state.json"

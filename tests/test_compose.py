@@ -1,0 +1,78 @@
+"""docker-compose.yml describes the same topology, ports and variables as the local stack."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+from milkprice.settings import PREFIX, Settings
+from tests.conftest import ROOT
+
+COMPOSE = ROOT / "docker-compose.yml"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return dict(yaml.safe_load(COMPOSE.read_text()))
+
+
+def _ports(service: dict[str, Any]) -> set[int]:
+    return {int(p.rsplit(":", 2)[-1]) for p in service.get("ports", [])}
+
+
+def test_services_and_ports_match_the_local_stack(compose: dict[str, Any]) -> None:
+    s = Settings()
+    services = compose["services"]
+    assert set(services) == {"gcs", "train", "train-events", "predict", "events"}
+    assert _ports(services["predict"]) == {s.predict_port}
+    assert _ports(services["train"]) == {s.train_port}
+    assert _ports(services["train-events"]) == {s.event_port}
+    assert _ports(services["gcs"]) == {s.gcs_port}
+    assert (
+        "fake-gcs-server:" in services["gcs"]["image"] and "latest" not in services["gcs"]["image"]
+    )
+    command = services["gcs"]["command"]
+    assert command[command.index("-scheme") + 1] == "http"
+    assert command[command.index("-backend") + 1] == "filesystem"
+    assert any("/storage" in v for v in services["gcs"]["volumes"])
+
+
+def test_every_function_gets_the_same_variables(compose: dict[str, Any]) -> None:
+    s = Settings()
+    known = {PREFIX + f.upper() for f in s.__dataclass_fields__}
+    for name in ("train", "train-events", "predict", "events"):
+        env = compose["services"][name]["environment"]
+        assert env["STORAGE_EMULATOR_HOST"] == f"http://gcs:{s.gcs_port}", name
+        assert env["MILKPRICE_BUCKET"] == s.bucket, name
+        unknown = {k for k in env if k.startswith(PREFIX)} - known
+        assert not unknown, (name, unknown)
+    events = compose["services"]["events"]["environment"]
+    assert events["MILKPRICE_TRAIN_URL"] == f"http://train:{s.train_port}/"
+    assert events["MILKPRICE_EVENT_URL"] == f"http://train-events:{s.event_port}/"
+    assert events["MILKPRICE_SCHEDULE"] == s.schedule
+
+
+def test_functions_are_built_from_their_own_dockerfiles(compose: dict[str, Any]) -> None:
+    for name, dockerfile in (
+        ("train", "infra/train.Dockerfile"),
+        ("predict", "infra/predict.Dockerfile"),
+    ):
+        build = compose["services"][name]["build"]
+        assert build["dockerfile"] == dockerfile
+        text = (ROOT / dockerfile).read_text()
+        assert f"functions/{name}" in text
+    assert "train" not in (ROOT / "infra/predict.Dockerfile").read_text().split("pip install")[1]
+
+
+@pytest.mark.skipif(
+    shutil.which("docker-compose") is None, reason="Debian's docker-compose is not installed"
+)
+def test_compose_file_is_valid() -> None:
+    result = subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
