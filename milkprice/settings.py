@@ -41,6 +41,7 @@ class Settings:
         default=5.0, metadata={"doc": "how often predict checks the pointer"}
     )
     max_body_bytes: int = field(default=10_000_000, metadata={"doc": "largest /predict body"})
+    max_raw_bytes: int = field(default=20_000_000, metadata={"doc": "largest raw file trained on"})
     max_rows: int = field(default=100_000, metadata={"doc": "most rows in one request"})
     train_token: str = field(
         default="", metadata={"doc": "bearer token the train trigger requires"}

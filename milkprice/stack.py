@@ -9,6 +9,7 @@ name; Ctrl-C or SIGTERM stops them all.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import secrets
 import signal
@@ -44,11 +45,31 @@ class Child:
     proc: subprocess.Popen[bytes]
 
 
+def as_json_line(name: str, line: str) -> str:
+    """Lines that are not already structured logs (fake-gcs-server's, a traceback) become one."""
+    if line.startswith("{"):
+        return line
+    lowered = line.lower()
+    severity = "INFO"
+    for word, level in (
+        ("level=warn", "WARNING"),
+        ("level=error", "ERROR"),
+        ("level=fatal", "CRITICAL"),
+        ("error", "ERROR"),
+        ("traceback", "ERROR"),
+        ("warning", "WARNING"),
+    ):
+        if word in lowered:
+            severity = level
+            break
+    return json.dumps({"severity": severity, "message": line, "component": name})
+
+
 def _pump(name: str, stream: IO[bytes]) -> None:
     for raw in iter(stream.readline, b""):
         line = raw.decode(errors="replace").rstrip()
         if line:
-            print(f"{name:>12} | {line}", flush=True)
+            print(f"{name:>12} | {as_json_line(name, line)}", flush=True)
 
 
 def spawn(name: str, args: list[str], env: dict[str, str]) -> Child:

@@ -71,6 +71,15 @@ def read(settings: Settings, name: str, generation: int | None = None) -> Blob |
     return Blob(name, data, int(blob.generation or 0))
 
 
+def size(settings: Settings, name: str) -> tuple[int, int] | None:
+    """(size in bytes, generation) of the live object, or None; no download."""
+    try:
+        blob = bucket(settings).get_blob(name, retry=RETRY, timeout=TIMEOUT)
+    except (gexc.GoogleAPIError, OSError) as exc:
+        raise _wrap(exc, f"reading {name}") from exc
+    return None if blob is None else (int(blob.size or 0), int(blob.generation))
+
+
 def generation(settings: Settings, name: str) -> int | None:
     """The live generation of an object, or None; a metadata call, no download."""
     try:

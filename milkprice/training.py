@@ -60,9 +60,20 @@ class Inputs:
 def read_inputs(settings: Settings) -> Inputs:
     blobs = {}
     for name in data.RAW_FILES:
-        blob = store.read(settings, store.RAW_PREFIX + name)
+        path = store.RAW_PREFIX + name
+        found = store.size(settings, path)
+        if found is None:
+            raise DataError(name, f"not found at gs://{settings.bucket}/{path}")
+        size, generation = found
+        if size > settings.max_raw_bytes:
+            raise DataError(
+                name,
+                f"is {size / 1e6:.1f} MB, more than the {settings.max_raw_bytes / 1e6:.1f} MB "
+                "a raw file may have (MILKPRICE_MAX_RAW_BYTES)",
+            )
+        blob = store.read(settings, path, generation)
         if blob is None:
-            raise DataError(name, f"not found at gs://{settings.bucket}/{store.RAW_PREFIX}{name}")
+            raise DataError(name, f"gs://{settings.bucket}/{path} changed while being read")
         blobs[name] = blob
     return Inputs(blobs)
 

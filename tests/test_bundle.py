@@ -1,0 +1,111 @@
+"""`make bundle` folders deploy as they are: each installs from its own requirements into a
+fresh venv and serves under functions-framework against the real emulator."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from milkprice import emulator
+from milkprice.settings import Settings
+from tests.conftest import ROOT, new_settings, upload
+
+sys.path.insert(0, str(ROOT / "infra"))
+import bundle
+
+pytestmark = pytest.mark.slow
+
+
+def _venv(folder: Path, tmp: Path) -> Path:
+    env_dir = tmp / f"venv-{folder.name}"
+    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True)
+    pip = [
+        str(env_dir / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-r",
+        str(folder / "requirements.txt"),
+    ]
+    subprocess.run(pip, check=True)
+    return env_dir / "bin"
+
+
+@pytest.fixture
+def serve(tmp_path: Path, gcs: str) -> Iterator[Any]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str, target: str, settings: Settings, signature: str = "http") -> str:
+        folder = bundle.bundle(name, tmp_path / "dist")
+        binary = _venv(folder, tmp_path)
+        port = emulator.free_port()
+        env = {
+            "PATH": os.environ["PATH"],
+            "STORAGE_EMULATOR_HOST": gcs,
+            "MILKPRICE_BUCKET": settings.bucket,
+            "MILKPRICE_BACKTEST_MONTHS": str(settings.backtest_months),
+        }
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(binary / "functions-framework"),
+                    "--target",
+                    target,
+                    "--signature-type",
+                    signature,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                cwd=folder,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        url = f"http://127.0.0.1:{port}/"
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(url + "v2/health/live", timeout=1)
+                break
+            except urllib.error.HTTPError:
+                break  # any answer: it is up
+            except OSError:
+                time.sleep(0.1)
+        return url
+
+    yield start
+    for p in procs:
+        p.terminate()
+        p.wait(timeout=10)
+
+
+def test_bundles_install_and_serve(
+    serve: Any, sample_raw: dict[str, bytes], tmp_path: Path
+) -> None:
+    settings = new_settings(backtest_months=6)
+    upload(settings, sample_raw)
+    train = serve("train", "train_http", settings)
+    request = urllib.request.Request(
+        train, data=b"{}", method="POST", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=600) as r:
+        assert b'"outcome":"promoted"' in r.read().replace(b" ", b"")
+    predict = serve("predict", "predict", settings)
+    with urllib.request.urlopen(predict + "forecast", timeout=30) as r:
+        assert r.status == 200 and b'"price"' in r.read()
+    # the predict bundle carries neither pandas nor scikit-learn, nor modules that need them
+    reqs = (tmp_path / "dist" / "predict" / "requirements.txt").read_text()
+    assert "onnxruntime==" in reqs and "pandas" not in reqs and "scikit-learn" not in reqs
+    assert not (tmp_path / "dist" / "predict" / "milkprice" / "data.py").exists()

@@ -1,0 +1,122 @@
+"""End to end: the whole stack as `make up` starts it, no Docker, driven as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.cloud import storage
+
+from milkprice import emulator
+from tests.conftest import ROOT, SHARED
+
+pytestmark = pytest.mark.slow
+
+
+class Stack:
+    def __init__(self, tmp: Path) -> None:
+        self.ports = {k: emulator.free_port() for k in ("GCS", "PREDICT", "TRAIN", "EVENT")}
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("MILKPRICE_")},
+            **{f"MILKPRICE_{k}_PORT": str(v) for k, v in self.ports.items()},
+            "MILKPRICE_STATE_DIR": str(tmp / "state"),
+            "MILKPRICE_BUCKET": "milk-price",
+            "MILKPRICE_BACKTEST_MONTHS": "6",
+            "MILKPRICE_RELOAD_SECONDS": "1",
+        }
+        self.env.pop("STORAGE_EMULATOR_HOST", None)
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "milkprice.cli", "up"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        tail = "\n".join(self.lines[-40:])
+        raise AssertionError(f"no {text!r} within {timeout} s; last lines:\n{tail}")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.ports['PREDICT']}{path}"
+
+    def get(self, path: str) -> tuple[int, Any, dict[str, str]]:
+        with urllib.request.urlopen(self.url(path), timeout=10) as r:
+            return r.status, json.loads(r.read()), dict(r.headers)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(tmp_path)
+    yield s
+    if s.proc.poll() is None:
+        s.proc.kill()
+        s.proc.wait()
+
+
+def test_up_serves_trains_on_upload_and_stops_cleanly(stack: Stack) -> None:
+    stack.wait_for("ready.", timeout=300)
+    assert any("waiting for the first model" in line for line in stack.lines)  # progress shown
+    assert any(line.lstrip().startswith("predict |") for line in stack.lines)  # prefixed logs
+    status, forecast, _ = stack.get("/forecast")
+    assert status == 200 and forecast["price"] > 0
+    first = forecast["model_version"]
+
+    # a second `up` fails at once with a clear message, not a port traceback
+    second = subprocess.run(
+        [sys.executable, "-m", "milkprice.cli", "up"],
+        cwd=ROOT,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode != 0 and "already running" in second.stderr
+    assert "Traceback" not in second.stderr
+
+    # a user uploads new raw data with the plain client; the stack retrains and serves it
+    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{stack.ports['GCS']}"
+    bucket = storage.Client(project="any").bucket("milk-price")
+    source = SHARED if SHARED.is_dir() else None
+    for name in ("precio_leche.csv", "precipitaciones.csv", "banco_central.csv"):
+        blob = bucket.blob(f"raw/{name}")
+        if source:
+            blob.upload_from_filename(str(source / name), content_type="text/csv")
+        else:
+            blob.upload_from_string(bucket.blob(f"raw/{name}").download_as_bytes() + b"\n")
+    deadline = time.monotonic() + 300
+    version = first
+    while version == first and time.monotonic() < deadline:
+        time.sleep(1)
+        version = stack.get("/forecast")[1]["model_version"]
+    assert version != first, "\n".join(stack.lines[-30:])
+
+    stack.proc.send_signal(signal.SIGTERM)
+    assert stack.proc.wait(timeout=30) == 0
+    for port in stack.ports.values():  # every child is gone
+        assert emulator.is_up("127.0.0.1", port, timeout=0.2) is False
