@@ -17,12 +17,19 @@ import skops.io as sio
 from onnx import TensorProto
 from skl2onnx import convert_sklearn, update_registered_converter
 from skl2onnx.algebra.onnx_operator import OnnxSubEstimator
-from skl2onnx.algebra.onnx_ops import OnnxAdd, OnnxCast, OnnxGather, OnnxMatMul
+from skl2onnx.algebra.onnx_ops import (
+    OnnxAdd,
+    OnnxCast,
+    OnnxExp,
+    OnnxGather,
+    OnnxMatMul,
+    OnnxMul,
+)
 from skl2onnx.common import tree_ensemble
 from skl2onnx.common.data_types import DoubleTensorType
 from skl2onnx.common.shape_calculator import calculate_linear_regressor_output_shapes
 
-from milkprice.model import ChangeRegressor, FixedLinear
+from milkprice.model import ChangeRegressor, FixedLinear, RatioRegressor
 
 INPUT = "X"
 OUTPUT = "price"
@@ -32,6 +39,7 @@ OPSET = {"": 17, "ai.onnx.ml": 3}
 TRUSTED = [
     "milkprice.model.ChangeRegressor",
     "milkprice.model.FixedLinear",
+    "milkprice.model.RatioRegressor",
     "milkprice.model.mutual_info",
     "sklearn.ensemble._gb.GradientBoostingRegressor",
     "sklearn.tree._classes.DecisionTreeRegressor",
@@ -94,6 +102,32 @@ def _add_node_int_flags(*args: Any, **kwargs: Any) -> Any:
 
 tree_ensemble.add_node = _add_node_int_flags
 
+
+def _convert_ratio(scope: Any, operator: Any, container: Any) -> None:
+    op: RatioRegressor = operator.raw_operator
+    opv = container.target_opset
+    X = operator.inputs[0]
+    n = op.n_features_in_
+    rest = OnnxGather(
+        X, np.array([i for i in range(n) if i != op.base], dtype=np.int64), axis=1, op_version=opv
+    )
+    sub = OnnxSubEstimator(
+        op.regressor_, rest, op_version=opv, input_types=[DoubleTensorType([None, n - 1])]
+    )
+    log_ratio = OnnxCast(sub, to=TensorProto.DOUBLE, op_version=opv)
+    base = OnnxGather(X, np.array([op.base], dtype=np.int64), axis=1, op_version=opv)
+    total = OnnxMul(
+        OnnxExp(log_ratio, op_version=opv), base, op_version=opv, output_names=operator.outputs[:1]
+    )
+    total.add_to(scope, container)
+
+
+update_registered_converter(
+    RatioRegressor,
+    "MilkPriceRatioRegressor",
+    calculate_linear_regressor_output_shapes,
+    _convert_ratio,
+)
 update_registered_converter(
     FixedLinear, "MilkPriceFixedLinear", calculate_linear_regressor_output_shapes, _convert_fixed
 )

@@ -68,6 +68,9 @@ LAST_PRICE = f"{PRICE}_mes_anterior"
 PRICE_EXTRA = tuple(f"{PRICE}_{n}" for n in ("lag2", "lag3", "lag12", "lag13"))
 CHANGE_1 = f"{PRICE}_cambio_mes_anterior"  # change between the two months before
 CHANGE_12 = f"{PRICE}_cambio_hace_12"  # last year's change into the same month
+LOG_CHANGE_1 = f"{PRICE}_logcambio_mes_anterior"  # log of last month's ratio to the one before
+LOG_CHANGE_12 = f"{PRICE}_logcambio_hace_12"  # log of last year's ratio into the same month
+LOG_YEAR = f"{PRICE}_logcambio_anual"  # log of last month's price over a year before it
 MONTHS = tuple(f"mes_{m:02d}" for m in range(1, 13))
 PRICE_FEATURES = (
     LAST_PRICE,
@@ -76,6 +79,9 @@ PRICE_FEATURES = (
     *PRICE_EXTRA,
     CHANGE_1,
     CHANGE_12,
+    LOG_CHANGE_1,
+    LOG_CHANGE_12,
+    LOG_YEAR,
 )
 RAIN_FEATURES = tuple(f"{r}{suffix}" for suffix in LEGACY_SUFFIXES for r in REGIONS)
 TARGET = PRICE
@@ -161,6 +167,10 @@ def build(clean: CleanData) -> pd.DataFrame:
         extra[f"{PRICE}_lag{lag}"] = price.shift(lag)
     extra[CHANGE_1] = price.shift(1) - price.shift(2)
     extra[CHANGE_12] = price.shift(12) - price.shift(13)
+    log_price = np.log(price.where(price > 0))
+    extra[LOG_CHANGE_1] = log_price.shift(1) - log_price.shift(2)
+    extra[LOG_CHANGE_12] = log_price.shift(12) - log_price.shift(13)
+    extra[LOG_YEAR] = log_price.shift(1) - log_price.shift(13)
     month_of_year = series.index.month
     for m, name in enumerate(MONTHS, start=1):
         extra[name] = (month_of_year == m).astype(float)

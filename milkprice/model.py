@@ -66,6 +66,30 @@ class ChangeRegressor(RegressorMixin, BaseEstimator):
         return np.ravel(self.regressor_.predict(X)) + X[:, self.base]
 
 
+class RatioRegressor(RegressorMixin, BaseEstimator):
+    """Fits ``regressor`` to the log of the ratio to the feature at ``base`` (last month's
+    price), so a seasonal pattern can scale with the price level. The regressor sees every
+    feature but ``base``: the level itself says little about next month's ratio."""
+
+    def __init__(self, regressor: Any = None, base: int = 0) -> None:
+        self.regressor = regressor
+        self.base = base
+
+    def _rest(self, X: np.ndarray) -> np.ndarray:
+        return np.delete(X, self.base, axis=1)
+
+    def fit(self, X: Any, y: Any) -> RatioRegressor:
+        X = np.asarray(X, dtype=float)
+        target = np.log(np.asarray(y, dtype=float) / X[:, self.base])
+        self.regressor_ = clone(self.regressor).fit(self._rest(X), target)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        X = np.asarray(X, dtype=float)
+        return np.exp(np.ravel(self.regressor_.predict(self._rest(X)))) * X[:, self.base]
+
+
 @functools.lru_cache(maxsize=512)
 def _mutual_info_cached(key: bytes, X: Any, y: Any) -> np.ndarray:
     return mutual_info_regression(X.array, y.array, random_state=0)
@@ -105,6 +129,7 @@ class Candidate:
     features: tuple[str, ...]
     make: Callable[[], Any]
     grid: dict[str, list[Any]] = field(default_factory=dict)
+    window: int | None = None  # train on the last ``window`` months only (a recent regime)
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> Any:
         """Fit, tuning ``grid`` by time-ordered splits inside the given window only."""
@@ -131,6 +156,11 @@ def _ridge_change(alphas: list[float]) -> tuple[Callable[[], Any], dict[str, lis
         return ChangeRegressor(inner, base=0)
 
     return make, {"regressor__ridge__alpha": alphas}
+
+
+def _ridge_ratio() -> Any:
+    # alpha is fixed: time-series splits of 60 months are too short to tune it reliably
+    return RatioRegressor(Pipeline([("scale", StandardScaler()), ("ridge", Ridge(1.0))]), base=0)
 
 
 def _gbm_change() -> Any:
@@ -184,11 +214,24 @@ def candidates() -> dict[str, list[Candidate]]:
             lambda: FixedLinear((1.0, 1.0)),
         ),
         Candidate(
+            "seasonal_naive_pct",
+            "last month's price times last year's ratio into the same month",
+            (last, F.LOG_CHANGE_12),
+            lambda: RatioRegressor(FixedLinear((1.0,)), base=0),
+        ),
+        Candidate(
             "ridge_change",
             "ridge on the monthly change: price lags, month",
             seasonal,
             ridge,
             alphas,
+        ),
+        Candidate(
+            "ridge_ratio_5y",
+            "ridge on the monthly log change over the last five years: momentum, month",
+            (last, F.LOG_CHANGE_1, F.LOG_YEAR, *F.MONTHS),
+            _ridge_ratio,
+            window=60,
         ),
         Candidate(
             "ridge_change_rain",
@@ -230,7 +273,8 @@ def candidates() -> dict[str, list[Candidate]]:
 
 def training_rows(frame: pd.DataFrame, candidate: Candidate, before: pd.Period) -> pd.DataFrame:
     rows = frame[(frame.index < before) & frame[F.TARGET].notna()]
-    return rows.dropna(subset=list(candidate.features))
+    rows = rows.dropna(subset=list(candidate.features))
+    return rows.iloc[-candidate.window :] if candidate.window else rows
 
 
 def metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:

@@ -69,7 +69,16 @@ def test_metrics() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["naive", "seasonal_naive", "ridge_change", "gbm_change", "old_pipeline", "gbm_change_legacy"],
+    [
+        "naive",
+        "seasonal_naive",
+        "seasonal_naive_pct",
+        "ridge_change",
+        "ridge_ratio_5y",
+        "gbm_change",
+        "old_pipeline",
+        "gbm_change_legacy",
+    ],
 )
 def test_every_candidate_exports_to_onnx_and_skops_exactly(frame: pd.DataFrame, name: str) -> None:
     pools = M.candidates()

@@ -28,6 +28,8 @@ def test_backtest_window_and_baselines(manifest: dict[str, Any]) -> None:
     assert by_name["naive"]["mape"] == pytest.approx(2.87, abs=0.01)
     assert by_name["seasonal_naive"]["rmse"] == pytest.approx(7.29, abs=0.01)
     assert by_name["old_pipeline"]["rmse"] > by_name["naive"]["rmse"]
+    # multiplicative seasonality: the seasonal swing grows with the price level
+    assert by_name["seasonal_naive_pct"]["rmse"] < by_name["seasonal_naive"]["rmse"]
 
 
 def test_served_models_beat_the_naive_forecast(manifest: dict[str, Any]) -> None:
