@@ -317,3 +317,54 @@ def fit_final(frame: pd.DataFrame, candidate: Candidate) -> tuple[Any, int]:
     cols = list(candidate.features)
     model = candidate.fit(rows[cols].to_numpy(float), rows[F.TARGET].to_numpy(float))
     return model, len(rows)
+
+
+# ---------------------------------------------------------------- intervals
+
+INTERVAL_LEVEL = 0.8
+CALIBRATION_MONTHS = 36
+
+
+@dataclass
+class Interval:
+    """An 80% interval as ratios to the point forecast, from past one-step-ahead errors."""
+
+    lower: float
+    upper: float
+    coverage: float  # share of scored months whose actual price fell inside (out of sample)
+    scored: int
+    calibration: int
+
+    def around(self, price: float) -> tuple[float, float]:
+        return price * (1 + self.lower), price * (1 + self.upper)
+
+
+def _quantiles(relative: np.ndarray) -> tuple[float, float]:
+    tail = (1 - INTERVAL_LEVEL) / 2
+    return float(np.quantile(relative, tail)), float(np.quantile(relative, 1 - tail))
+
+
+def conformal_interval(
+    frame: pd.DataFrame, candidate: Candidate, scored: pd.PeriodIndex
+) -> tuple[Interval, Backtest]:
+    """Split-conformal intervals on relative errors, checked honestly.
+
+    The candidate is backtested over the ``CALIBRATION_MONTHS`` before the scored months as
+    well; each scored month's interval comes only from the errors of the months before it
+    (a rolling window), so the coverage reported is out of sample. The interval served for
+    the next month uses the errors of the last ``CALIBRATION_MONTHS`` months.
+    """
+    start = scored[0] - CALIBRATION_MONTHS
+    months = pd.period_range(start, scored[-1], freq="M")
+    months = months[frame.loc[months, F.TARGET].notna().to_numpy()]
+    long = backtest(frame, candidate, pd.PeriodIndex(months))
+    actual = frame.loc[months, F.TARGET].to_numpy(float)
+    relative = pd.Series(actual / long.predictions.to_numpy() - 1, index=months)
+    inside = []
+    for month in scored:
+        past = relative[relative.index < month].iloc[-CALIBRATION_MONTHS:]
+        low, high = _quantiles(past.to_numpy())
+        inside.append(low <= relative[month] <= high)
+    low, high = _quantiles(relative.iloc[-CALIBRATION_MONTHS:].to_numpy())
+    interval = Interval(low, high, float(np.mean(inside)), len(scored), CALIBRATION_MONTHS)
+    return interval, long

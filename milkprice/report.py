@@ -30,6 +30,15 @@ def chart(table: pd.DataFrame, served: dict[str, str]) -> bytes:
     ax.plot(x, table["actual"], color="black", linewidth=2, label="actual price", marker="o")
     ax.plot(x, table["naive"], color="0.6", linestyle="--", label="naive: last month's price")
     styles = {"forecast": "tab:blue", "legacy": "tab:orange"}
+    if "forecast_lower" in table:
+        ax.fill_between(
+            x,
+            table["forecast_lower"],
+            table["forecast_upper"],
+            color="tab:blue",
+            alpha=0.15,
+            label="forecast model: 80% interval",
+        )
     for role, name in served.items():
         if name != "naive":
             ax.plot(x, table[name], color=styles[role], label=f"{role} model: {name}", marker=".")

@@ -186,9 +186,35 @@ def train(raw: dict[str, bytes], settings: Settings, timer: Timer, today: date) 
         "month": str(target_month),
         "features": {k: float(v) for k, v in next_values.items()},
     }
+    with timer("interval"):
+        interval, long = M.conformal_interval(frame, forecast, months)
+        naive_long = M.backtest(
+            frame,
+            next(c for c in pools["forecast"] if c.name == "naive"),
+            pd.PeriodIndex(long.predictions.index),
+        )
+    served["forecast"]["interval"] = {
+        "level": M.INTERVAL_LEVEL,
+        "lower_ratio": interval.lower,
+        "upper_ratio": interval.upper,
+        "coverage": interval.coverage,
+        "scored_months": interval.scored,
+        "calibration_months": interval.calibration,
+        "method": "split conformal on relative one-step-ahead errors, rolling window",
+    }
+    served["forecast"]["backtest_long"] = {
+        "months": [str(long.predictions.index[0]), str(long.predictions.index[-1])],
+        **long.metrics,
+        "naive": naive_long.metrics,
+    }
     with timer("report"):
         actual = frame.loc[months, F.TARGET]
         table = report.backtest_table(actual, {n: r.predictions for n, r in results.items()})
+        point = table[forecast.name]
+        table["forecast_lower"], table["forecast_upper"] = (
+            point * (1 + interval.lower),
+            point * (1 + interval.upper),
+        )
         files["backtest.csv"] = report.to_csv(table)
         files["backtest.png"] = report.chart(table, {role: c.name for role, c in chosen.items()})
     best = results[forecast.name].metrics["rmse"]

@@ -104,3 +104,14 @@ def test_skops_refuses_untrusted_types() -> None:
     payload = sio.dumps({"x": pd.Timestamp("2020-01-01")})
     with pytest.raises(ValueError, match="untrusted"):
         artifacts.from_skops(payload)
+
+
+def test_conformal_interval_is_out_of_sample(frame: pd.DataFrame) -> None:
+    naive = M.Candidate("naive", "naive", (F.LAST_PRICE,), M.FixedLinear)
+    scored = F.evaluation_months(frame, 12)
+    interval, long = M.conformal_interval(frame, naive, scored)
+    assert len(long.predictions) == 12 + M.CALIBRATION_MONTHS
+    assert interval.lower < 0 < interval.upper
+    assert 0 <= interval.coverage <= 1 and interval.scored == 12
+    low, high = interval.around(100.0)
+    assert low == pytest.approx(100 * (1 + interval.lower)) and high > 100

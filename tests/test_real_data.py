@@ -39,3 +39,11 @@ def test_served_models_beat_the_naive_forecast(manifest: dict[str, Any]) -> None
     assert set(legacy["features"]) <= set(F.LEGACY_FEATURES)
     assert manifest["next"]["month"] == "2021-03"
     assert set(manifest["next"]["features"]) == set(forecast["features"])
+
+
+def test_forecast_interval_covers_about_80_percent(manifest: dict[str, Any]) -> None:
+    interval = manifest["models"]["forecast"]["interval"]
+    assert interval["lower_ratio"] < 0 < interval["upper_ratio"]
+    assert 0.7 <= interval["coverage"] <= 0.9  # out of sample, over the 24 scored months
+    long = manifest["models"]["forecast"]["backtest_long"]
+    assert long["rmse"] < long["naive"]["rmse"]  # the 60-month view agrees
