@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DATA   ?=
+BENCH_SECONDS ?= 10
+export BENCH_SECONDS
 
 .PHONY: install up test lint bench bundle clean
 
@@ -27,6 +29,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy milkprice functions tests
+
+## make bench: benchmarks (bench/README.md); BENCH_SECONDS=1 is the short smoke run
+bench: install
+	$(BIN)/python bench/run.py
 
 ## make bundle: deployable Cloud Functions source folders in dist/train and dist/predict
 bundle: install

@@ -328,6 +328,7 @@ def run(
 
     timer = Timer(progress)
     started = time.perf_counter()
+    log.info("run %s started (%s)", run_id, trigger, extra={"run_id": run_id, "trigger": trigger})
     try:
         with timer("read"):
             pointer = store.read_json(settings, store.POINTER)
@@ -407,6 +408,14 @@ def run(
         record["timings"] = timer.seconds
         record["seconds"] = round(time.perf_counter() - started, 3)
         record["finished"] = now()
+        log.info(
+            "run %s %s in %.1f s: %s",
+            run_id,
+            record["outcome"],
+            record["seconds"],
+            record.get("reason", ""),
+            extra={"run_id": run_id, "trigger": trigger, "version": record.get("version")},
+        )
         if record["outcome"] != "skipped":
             with contextlib.suppress(MilkPriceError):
                 record.pop("stage", None)

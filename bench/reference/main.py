@@ -1,0 +1,47 @@
+"""The cold-start reference: serving the way a scikit-learn project usually does.
+
+At the first request it reads the pointer, the manifest and ``forecast.skops`` from the
+bucket and loads the pipeline with scikit-learn (``milkprice.artifacts.from_skops``); every
+request builds a pandas DataFrame from the JSON rows and predicts. The benchmark compares the
+predict function's cold start (ONNX Runtime, no pandas, no scikit-learn) with this one's.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import flask
+import functions_framework
+import pandas as pd
+
+from milkprice import artifacts, settings, store
+
+_lock = threading.Lock()
+_model: dict[str, Any] = {}
+
+
+def _load() -> dict[str, Any]:
+    with _lock:
+        if not _model:
+            s = settings.load()
+            pointer = store.read_json(s, store.POINTER)
+            if pointer is None:
+                raise RuntimeError(f"no model in gs://{s.bucket}")
+            version = pointer[0]["version"]
+            found = store.read_json(s, store.model_path(version, "manifest.json"))
+            if found is None:
+                raise RuntimeError(f"no manifest for {version}")
+            entry = found[0]["models"]["forecast"]
+            blob = store.read(s, store.model_path(version, entry["skops"]))
+            if blob is None:
+                raise RuntimeError(f"no {entry['skops']} for {version}")
+            _model.update(pipeline=artifacts.from_skops(blob.data), features=entry["features"])
+        return _model
+
+
+@functions_framework.http
+def reference(request: flask.Request) -> list[float]:
+    model = _load()
+    rows = pd.DataFrame((request.get_json() or {})["data"])
+    return [float(y) for y in model["pipeline"].predict(rows[model["features"]])]

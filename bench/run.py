@@ -1,0 +1,682 @@
+"""``make bench``: serving, cold start, training, freshness and soak of the milk price functions.
+
+Every figure stands beside a reference measured in the same run, because the machine is shared
+and noisy: the serving cases beside a bare Functions Framework function (the ceiling), the cold
+start beside a scikit-learn + pandas reference function, the freshness beside the training's
+own time. bench/README.md says what each case does and why the servers run as they do.
+
+BENCH_SECONDS (default 10) is the length of each serving case; below 10 it is a smoke run
+(2 cold starts, a 6-month backtest). Results go to bench/results.json (BENCH_RESULTS
+overrides), the table to stdout, progress to stderr. The exit status is 0 even when a target
+is missed and 1 when a case errors (a non-200 or wrong answer, a process that does not start).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script: import milkprice from this checkout
+
+from milkprice import emulator, sample, store  # noqa: E402
+from milkprice.features import LEGACY_FEATURES as LEGACY  # noqa: E402
+from milkprice.settings import Settings  # noqa: E402
+
+BENCH = ROOT / "bench"
+PREDICT = ROOT / "functions" / "predict" / "main.py"
+TRAIN = ROOT / "functions" / "train" / "main.py"
+LEGACY_NAMES = list(LEGACY)
+SHARED = ROOT.parent / "shared" / "data" / "milk-price-chile"
+FF = str(Path(sys.executable).parent / "functions-framework")
+HOST = "127.0.0.1"
+SECONDS = max(1, int(float(os.environ.get("BENCH_SECONDS") or 10)))
+SMOKE = SECONDS < 10
+WARMUP = 2
+SOAK = SECONDS * 6
+COLD_RUNS = 2 if SMOKE else 5
+MONTHS = 6 if SMOKE else 24  # backtest of the training measured (freshness and training)
+RESULTS = Path(os.environ.get("BENCH_RESULTS") or BENCH / "results.json")
+BUCKET = "milk-price-bench"
+V2 = "/v2/models/legacy/infer"
+# Exactly what `make up` gives predict (milkprice/stack.py); bench/README.md says why.
+SERVER_ENV = {"WORKERS": "1", "THREADS": "8", "OMP_NUM_THREADS": "1"}
+STARTED = time.monotonic()
+
+
+class BenchError(Exception):
+    """A case errored: the bench says what and exits non-zero."""
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.monotonic() - STARTED:5.0f} s] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- processes and HTTP
+
+
+class Processes:
+    """Every child of the bench: a clean env copy each, output to a log file, all stopped."""
+
+    def __init__(self, tmp: Path, gcs_url: str) -> None:
+        self.tmp = tmp
+        self.gcs_url = gcs_url
+        self.logs: dict[int, Path] = {}
+        self.names: dict[int, str] = {}
+        self.running: list[subprocess.Popen[bytes]] = []
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """os.environ without anything that configures the project, the servers or BLAS."""
+        skip = ("MILKPRICE_", "BENCH_", "OMP_", "OPENBLAS_", "MKL_", "GUNICORN_")
+        own = ("WORKERS", "THREADS", "PORT", "HOST", "DEBUG", "STORAGE_EMULATOR_HOST")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(skip) and k not in own}
+        env.update(PYTHONUNBUFFERED="1", STORAGE_EMULATOR_HOST=self.gcs_url)
+        env.update(MILKPRICE_BUCKET=BUCKET, **extra)
+        return env
+
+    def start(self, name: str, args: list[str], **extra: str) -> subprocess.Popen[bytes]:
+        log = self.tmp / f"{name}-{len(self.logs)}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                args,
+                cwd=ROOT,
+                env=self.env(**extra),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.logs[proc.pid] = log
+        self.names[proc.pid] = name
+        self.running.append(proc)
+        return proc
+
+    def function(
+        self, target: str, source: Path, port: int, signature: str = "http", **extra: str
+    ) -> subprocess.Popen[bytes]:
+        """A Functions Framework function, started the way `make up` starts one."""
+        args = [FF, "--target", target, "--source", str(source), "--signature-type", signature]
+        return self.start(target, [*args, "--host", HOST, "--port", str(port)], **extra)
+
+    def log(self, proc: subprocess.Popen[bytes], lines: int = 20) -> str:
+        text = self.logs[proc.pid].read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)  # its own session: it and its workers
+                proc.wait()
+        if proc in self.running:
+            self.running.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self.running)):
+            self.stop(proc)
+
+
+def call(url: str, body: bytes | None = None, timeout: float = 30) -> tuple[int, Any, bytes]:
+    """(status, headers, body) of a GET, or of a POST when there is a body; 0: no answer."""
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    request = urllib.request.Request(url, data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return int(r.status), r.headers, r.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.headers, exc.read()
+    except (urllib.error.URLError, OSError):
+        return 0, {}, b""
+
+
+def wait_for(
+    procs: Processes, proc: subprocess.Popen[bytes], ready: Callable[[], bool], limit: float = 60
+) -> None:
+    deadline = time.monotonic() + limit
+    while not ready():
+        if proc.poll() is not None:
+            raise BenchError(
+                f"{procs.names[proc.pid]} exited ({proc.returncode}):\n{procs.log(proc)}"
+            )
+        if time.monotonic() > deadline:
+            raise BenchError(
+                f"{procs.names[proc.pid]} not ready in {limit:.0f} s:\n{procs.log(proc)}"
+            )
+        time.sleep(0.05)
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex((HOST, port)) == 0
+
+
+def worker_rss_kb(master: int) -> int:
+    """VmRSS of the gunicorn worker, the child of the functions-framework process."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != master:
+                continue
+            found = re.search(r"VmRSS:\s+(\d+)", (stat.parent / "status").read_text())
+        except (OSError, IndexError, ValueError):
+            continue
+        if found:
+            return int(found[1])
+    raise BenchError(f"no gunicorn worker under pid {master}")
+
+
+# ---------------------------------------------------------------- wrk
+
+
+def ensure_wrk() -> None:
+    if shutil.which("wrk"):
+        return
+    if os.geteuid() != 0:
+        raise BenchError("wrk is missing and installing it needs root: apt-get install -y wrk")
+    say("installing wrk: apt-get install -y wrk")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", "wrk"]
+    if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
+        subprocess.run(install, env=env, capture_output=True)
+    if not shutil.which("wrk"):
+        raise BenchError("apt-get could not install wrk")
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+
+
+def wrk(url: str, body: Path, expect: Path, conc: int, seconds: int) -> dict[str, Any]:
+    """One wrk run: req/s, p50, p99 and errors (socket errors, non-200s and wrong answers)."""
+    args = ["wrk", "-t1", f"-c{conc}", f"-d{seconds}s", "--latency", "-s", str(BENCH / "wrk.lua")]
+    env = {**os.environ, "BENCH_BODY": str(body), "BENCH_EXPECT": str(expect)}
+    done = subprocess.run(
+        [*args, url], env=env, capture_output=True, text=True, timeout=seconds + 60
+    )
+    out = done.stdout
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    checked = re.search(r"^mismatches: (\d+)", out, re.M)
+    latency = {
+        m[1]: float(m[2]) * UNITS[m[3]]
+        for m in re.finditer(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+    }
+    if done.returncode != 0 or not rate or not checked or len(latency) != 2:
+        raise BenchError(f"wrk failed on {url}:\n{out}{done.stderr}")
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
+    errors = int(checked[1]) + (sum(map(int, sockets.groups())) if sockets else 0)
+    result: dict[str, Any] = {
+        "req_per_s": float(rate[1]),
+        "p50_ms": round(latency["50"], 3),
+        "p99_ms": round(latency["99"], 3),
+        "errors": errors,
+    }
+    if errors:
+        result["error_lines"] = [
+            line.strip() for line in out.splitlines() if line.startswith(("mismatch:", "  Socket"))
+        ]
+    return result
+
+
+# ---------------------------------------------------------------- the model and the cases
+
+
+def raw_data() -> tuple[str, dict[str, bytes]]:
+    """The real data set when it sits next to the repository, else the generated sample."""
+    if all((SHARED / n).is_file() for n in store.RAW_FILES):
+        return "real", {n: (SHARED / n).read_bytes() for n in store.RAW_FILES}
+    return "sample", sample.sample_files()
+
+
+def upload(settings: Settings, files: dict[str, bytes]) -> None:
+    for name, payload in files.items():
+        store.write(settings, store.RAW_PREFIX + name, payload, "text/csv")
+
+
+@dataclass
+class Case:
+    name: str
+    path: str
+    body: bytes
+    concurrency: int
+    prices: list[float]  # what the model in the bucket gives for these rows
+
+    def correct(self, answer: bytes, rtol: float = 1e-9) -> bool:
+        try:
+            doc = json.loads(answer)
+            if self.path.startswith("/v2/"):
+                out = doc["outputs"][0]
+                if out["name"] != "price" or out["shape"] != [len(self.prices), 1]:
+                    return False
+                doc = out["data"]
+            got = np.asarray(doc, dtype=np.float64)
+        except (ValueError, TypeError, KeyError, IndexError):
+            return False
+        return got.shape == (len(self.prices),) and bool(np.allclose(got, self.prices, rtol=rtol))
+
+
+def legacy_rows(n: int) -> np.ndarray:
+    """``n`` rows of the 141 legacy features: the old system's own rows, cycled, if present."""
+    source = SHARED / "legacy-features" / "X.csv"
+    if source.is_file():
+        with source.open() as f:
+            reader = csv.reader(f)
+            header = next(reader)
+            table = np.array([[float(v) for v in r] for r in reader])
+        order = [header.index(name) for name in LEGACY_NAMES]
+        base = table[:, order]
+    else:
+        base = np.random.default_rng(1).uniform(1.0, 300.0, (74, len(LEGACY_NAMES)))
+    return np.asarray(base[np.arange(n) % len(base)], dtype=np.float64)
+
+
+def cases(settings: Settings) -> tuple[list[Case], list[str]]:
+    """The four serving cases.
+
+    One row is the forecast model's next-month row. The 1000 rows are in the old clients'
+    format, every one of the 141 legacy features (the rows the old system built when
+    ../shared has them, else synthetic), so the JSON is as heavy as old clients send and the
+    legacy model scores them; the V2 tensor carries the same rows in the legacy model's
+    feature order. The expected prices come from the ONNX files in the bucket.
+    """
+    import onnxruntime as ort
+
+    found = store.read_json(settings, store.POINTER)
+    version = found[0]["version"] if found else "?"
+    manifest = store.read_json(settings, store.model_path(version, "manifest.json"))
+    if manifest is None:
+        raise BenchError(f"no manifest for the serving version {version}")
+    entry = manifest[0]["models"]["forecast"]
+    features = list(entry["features"])
+    onnx = store.read(settings, store.model_path(version, entry["onnx"]))
+    assert onnx is not None
+    session = ort.InferenceSession(onnx.data, providers=["CPUExecutionProvider"])
+    row = np.array([[manifest[0]["next"]["features"][f] for f in features]], dtype=np.float64)
+
+    def prices(X: np.ndarray, model: Any = session) -> list[float]:
+        return [float(y) for y in np.ravel(model.run(None, {"X": X})[0])]
+
+    def rows(X: np.ndarray, names: list[str] = features) -> str:
+        return json.dumps({"data": [dict(zip(names, map(float, r), strict=True)) for r in X]})
+
+    legacy_entry = manifest[0]["models"]["legacy"]
+    legacy_onnx = store.read(settings, store.model_path(version, legacy_entry["onnx"]))
+    assert legacy_onnx is not None
+    legacy = ort.InferenceSession(legacy_onnx.data, providers=["CPUExecutionProvider"])
+    old = legacy_rows(1000)
+    used = [LEGACY_NAMES.index(f) for f in legacy_entry["features"]]
+    tensor_rows = old[:, used]
+    shape: list[int] = list(tensor_rows.shape)
+    tensor = {"name": "X", "shape": shape, "datatype": "FP64", "data": tensor_rows.ravel().tolist()}
+    v2 = json.dumps({"inputs": [tensor]}).encode()
+    one, thousand = prices(row), prices(tensor_rows, legacy)
+    return [
+        Case("1 row /predict c=1", "/predict", rows(row).encode(), 1, one),
+        Case("1 row /predict c=8", "/predict", rows(row).encode(), 8, one),
+        Case("1000 rows /predict c=1", "/predict", rows(old, LEGACY_NAMES).encode(), 1, thousand),
+        Case("1000 rows V2 tensor c=1", V2, v2, 1, thousand),
+    ], features
+
+
+# ---------------------------------------------------------------- the bench
+
+
+class Bench:
+    def __init__(self, procs: Processes, settings: Settings, plan: list[Case]) -> None:
+        self.procs = procs
+        self.settings = settings
+        self.plan = plan
+        self.results: dict[str, Any] = {"cases": {}}
+        self.errors: list[str] = []
+
+    def file(self, name: str, data: bytes) -> Path:
+        path = self.procs.tmp / name
+        path.write_bytes(data)
+        return path
+
+    def start(self, name: str, port: int, **extra: str) -> subprocess.Popen[bytes]:
+        source = PREDICT if name == "predict" else BENCH / name / "main.py"
+        return self.procs.function(name, source, port, **SERVER_ENV, **extra)
+
+    def record(self, key: str, result: dict[str, Any]) -> None:
+        self.results["cases"][key] = result
+        if result["errors"]:
+            self.errors.append(f"{key}: {result['errors']} errors: {result.get('error_lines')}")
+
+    # ---- 1 and 5: serving, then the soak on the same predict process
+
+    def serving(self) -> None:
+        port = {"predict": emulator.free_port(), "ceiling": emulator.free_port()}
+        url = {name: f"http://{HOST}:{p}" for name, p in port.items()}
+        server = {name: self.start(name, p) for name, p in port.items()}
+        health = url["predict"] + "/v2/health/ready"
+        wait_for(self.procs, server["predict"], lambda: call(health)[0] == 200)
+        wait_for(self.procs, server["ceiling"], lambda: call(url["ceiling"], b"{}")[0] == 200)
+        for n, case in enumerate(self.plan):
+            sent = self.file(f"body-{n}.json", case.body)
+            for name in ("predict", "ceiling"):  # alternate: both see the same noise
+                status, _, answer = call(url[name] + case.path, case.body)
+                right = case.correct(answer) if name == "predict" else answer.strip() == b"[0.0]"
+                if status != 200 or not right:
+                    raise BenchError(f"{name} {case.name}: {status} {answer[:300]!r}")
+                expect = self.file(f"expect-{n}-{name}.json", answer)
+                say(f"{name} {case.name}: {WARMUP} s warm-up, {SECONDS} s measured")
+                warm = wrk(url[name] + case.path, sent, expect, case.concurrency, WARMUP)
+                got = wrk(url[name] + case.path, sent, expect, case.concurrency, SECONDS)
+                got["errors"] += warm["errors"]
+                self.record(f"{name} {case.name}", {"concurrency": case.concurrency, **got})
+                say(
+                    f"{name} {case.name}: {got['req_per_s']:.0f} req/s, p50 {got['p50_ms']} ms,"
+                    f" p99 {got['p99_ms']} ms, {got['errors']} errors"
+                )
+        say(f"soak: {SOAK} s at c=8 on 1 row /predict")
+        pid = server["predict"].pid
+        start_kb = worker_rss_kb(pid)
+        sent, expect = self.procs.tmp / "body-0.json", self.procs.tmp / "expect-0-predict.json"
+        soak = wrk(url["predict"] + "/predict", sent, expect, 8, SOAK)
+        end_kb = worker_rss_kb(pid)
+        growth = round((end_kb - start_kb) / start_kb * 100, 2)
+        soak.update(seconds=SOAK, rss_start_kb=start_kb, rss_end_kb=end_kb, rss_growth_pct=growth)
+        self.record("predict soak 1 row /predict c=8", {"concurrency": 8, **soak})
+        say(f"soak: {soak['errors']} errors, worker RSS {start_kb} -> {end_kb} kB ({growth:+}%)")
+        for proc in server.values():
+            self.procs.stop(proc)
+
+    # ---- 2: cold start
+
+    def cold_once(self, name: str) -> float:
+        """Process start to the first correct prediction (the bare function: first 200)."""
+        case = self.plan[0]
+        port = emulator.free_port()
+        url = f"http://{HOST}:{port}" + ("/predict" if name == "predict" else "/")
+        started = time.perf_counter()
+        proc = self.start(name, port)
+        try:
+            last = "no answer"
+            while proc.poll() is None and time.perf_counter() - started < 120:
+                status, _, answer = call(url, case.body)
+                if status == 200:
+                    took = time.perf_counter() - started
+                    if name != "ceiling" and not case.correct(answer, rtol=1e-6):
+                        raise BenchError(f"{name} answered a wrong prediction: {answer[:300]!r}")
+                    return took
+                last = f"{status} {answer[:200]!r}"
+                time.sleep(0.01)
+            raise BenchError(f"{name} gave no correct answer ({last}):\n{self.procs.log(proc)}")
+        finally:
+            self.procs.stop(proc)
+
+    def cold_start(self) -> None:
+        runs: dict[str, list[float]] = {"predict": [], "ceiling": [], "reference": []}
+        for i in range(COLD_RUNS):
+            for name, seconds in runs.items():
+                seconds.append(round(self.cold_once(name), 3))
+            got = ", ".join(f"{name} {s[-1]:.2f} s" for name, s in runs.items())
+            say(f"cold start {i + 1}/{COLD_RUNS}: {got}")
+        self.results["cold_start"] = {
+            name: {"median_s": round(statistics.median(s), 3), "runs_s": s}
+            for name, s in runs.items()
+        }
+
+    def runs(self) -> list[str]:
+        """The run records in the bucket."""
+        names = store.list_names(self.settings, store.RUNS_PREFIX)
+        return [name for name, _ in names if name.count("/") == 1]
+
+    # ---- 4 and 3: freshness through the real bridge and trigger, and that training run
+
+    def freshness(self, raw: dict[str, bytes]) -> None:
+        state = self.procs.tmp / "events"
+        state.mkdir()
+        # The bridge has seen the raw generations the serving model was trained on.
+        seen = dict(store.list_names(self.settings, store.RAW_PREFIX))
+        (state / "bridge-state.json").write_text(json.dumps(seen))
+        predict_port, train_port = emulator.free_port(), emulator.free_port()
+        env = {
+            "MILKPRICE_EVENT_URL": f"http://{HOST}:{train_port}/",
+            # The scheduler's target: it fires at 03:00 only, so nothing needs to listen.
+            "MILKPRICE_TRAIN_URL": f"http://{HOST}:{emulator.free_port()}/",
+            "MILKPRICE_RELOAD_SECONDS": "1",
+            "MILKPRICE_STATE_DIR": str(state),
+            "MILKPRICE_BACKTEST_MONTHS": str(MONTHS),
+        }
+        predict = self.start("predict", predict_port, **env)
+        train = self.procs.function("train_event", TRAIN, train_port, "cloudevent", **env)
+        events = self.procs.start(
+            "events", [sys.executable, "-m", "milkprice.cli", "events"], **env
+        )
+        base = f"http://{HOST}:{predict_port}"
+
+        def serving() -> str:
+            """The version GET /v2/models/forecast names, or '' before a model is loaded."""
+            status, _, answer = call(base + "/v2/models/forecast", timeout=10)
+            return str(json.loads(answer)["versions"][0]) if status == 200 else ""
+
+        wait_for(self.procs, predict, lambda: bool(serving()))
+        wait_for(self.procs, train, lambda: listening(train_port))
+        log = self.procs.logs[events.pid]
+        wait_for(self.procs, events, lambda: "bridge: watching" in log.read_text())
+        old = serving()
+        runs_before = set(self.runs())
+        say(f"freshness: uploading the raw files again ({MONTHS}-month backtest; serving {old})")
+        started = time.perf_counter()
+        upload(self.settings, raw)
+        new, polls = old, 0
+        while new in (old, ""):
+            for proc in (predict, train, events):
+                if proc.poll() is not None:
+                    name = self.procs.names[proc.pid]
+                    raise BenchError(f"{name} stopped:\n{self.procs.log(proc)}")
+            polls += 1
+            if polls % 20 == 0:  # every 2 s: did the training end without promoting?
+                for name in set(self.runs()) - runs_before:
+                    found = store.read_json(self.settings, name)
+                    if found and found[0]["outcome"] in ("failed", "not_promoted"):
+                        raise BenchError(f"the training ended {found[0]['outcome']}: {found[0]}")
+            if time.perf_counter() - started > 600:
+                raise BenchError(f"no new model served in 600 s:\n{self.procs.log(train)}")
+            time.sleep(0.1)
+            new = serving()
+        took = time.perf_counter() - started
+        found = store.read_json(self.settings, f"{store.RUNS_PREFIX}{new}.json")
+        if found is None or found[0].get("outcome") != "promoted":
+            raise BenchError(f"{new} is served but its run record says {found}")
+        run = found[0]
+        # The new model answers for its own next-month row what its ONNX file says.
+        [case, *_], _ = cases(self.settings)
+        status, headers, answer = call(base + "/predict", case.body)
+        if status != 200 or headers.get("X-Model-Version") != new or not case.correct(answer):
+            raise BenchError(f"{new} answers {status} {headers.get('X-Model-Version')} {answer!r}")
+        self.results["freshness"] = {"seconds": round(took, 3), "training_seconds": run["seconds"]}
+        self.results["training"] = {
+            "backtest_months": MONTHS,
+            "data": self.results["data"],
+            "seconds": run["seconds"],
+            "timings": run["timings"],
+            "run_id": run["run_id"],
+        }
+        say(f"freshness: {new} served {took:.1f} s after the upload; training {run['seconds']} s")
+        for proc in (events, train, predict):
+            self.procs.stop(proc)
+
+
+# ---------------------------------------------------------------- the report
+
+
+def targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each target: the value, the limit as text, and whether it is met."""
+    c, cold = r["cases"], r["cold_start"]
+    soak = c["predict soak 1 row /predict c=8"]
+
+    def vs_ceiling(case: str) -> float:
+        return c[f"predict {case}"]["req_per_s"] / c[f"ceiling {case}"]["req_per_s"]
+
+    checks = {
+        "1 row c=1 req/s": (vs_ceiling("1 row /predict c=1"), "≥ 0.70 x ceiling", 0.70, 1),
+        "1 row c=1 p99": (c["predict 1 row /predict c=1"]["p99_ms"], "< 3 ms", 3, -1),
+        "1 row c=8 req/s": (vs_ceiling("1 row /predict c=8"), "≥ 0.75 x ceiling", 0.75, 1),
+        "1000 rows p50": (c["predict 1000 rows /predict c=1"]["p50_ms"], "≤ 25 ms", 25, 0),
+        "V2 tensor p50": (c["predict 1000 rows V2 tensor c=1"]["p50_ms"], "≤ 12 ms", 12, 0),
+        "cold start": (
+            cold["predict"]["median_s"] / cold["reference"]["median_s"],
+            "≤ 0.5 x reference",
+            0.5,
+            0,
+        ),
+        "soak errors": (soak["errors"], "0", 0, 0),
+        "soak memory": (soak["rss_growth_pct"], "growth < 10 %", 10, -1),
+    }
+    # sense 1: at least the limit; 0: at most; -1: strictly below
+    return {
+        name: {
+            "value": round(value, 3),
+            "target": text,
+            "pass": value >= limit
+            if sense > 0
+            else value <= limit
+            if sense == 0
+            else value < limit,
+        }
+        for name, (value, text, limit, sense) in checks.items()
+    }
+
+
+def table(r: dict[str, Any]) -> str:
+    c, t = r["cases"], r["targets"]
+    lines = [
+        "| measure | predict | reference | ratio | target | result |",
+        "| --- | ---: | ---: | ---: | --- | --- |",
+    ]
+
+    def num(x: float) -> str:
+        return f"{x:,.0f}" if isinstance(x, int) or abs(x) >= 100 else f"{x:.2f}"
+
+    def row(measure: str, mine: float, ref: float | None, ref_name: str, target: str = "") -> None:
+        ratio = f"{mine / ref:.2f}" if ref else ""
+        shown = f"{num(ref)} {ref_name}" if ref is not None else ref_name
+        goal, result = (
+            (t[target]["target"], "PASS" if t[target]["pass"] else "FAIL") if target else ("", "")
+        )
+        lines.append(f"| {measure} | {num(mine)} | {shown} | {ratio} | {goal} | {result} |")
+
+    goals = {
+        "1 row /predict c=1": {"req_per_s": "1 row c=1 req/s", "p99_ms": "1 row c=1 p99"},
+        "1 row /predict c=8": {"req_per_s": "1 row c=8 req/s"},
+        "1000 rows /predict c=1": {"p50_ms": "1000 rows p50"},
+        "1000 rows V2 tensor c=1": {"p50_ms": "V2 tensor p50"},
+    }
+    for case, goal in goals.items():
+        for key, unit in (("req_per_s", "req/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms")):
+            mine, ref = c[f"predict {case}"][key], c[f"ceiling {case}"][key]
+            row(f"{case}: {unit}", mine, ref, "(ceiling)", goal.get(key, ""))
+    cold = {name: v["median_s"] for name, v in r["cold_start"].items()}
+    runs = len(r["cold_start"]["predict"]["runs_s"])
+    label = f"cold start s, median of {runs}"
+    row(label, cold["predict"], cold["reference"], "(scikit-learn reference)", "cold start")
+    row(label, cold["predict"], cold["ceiling"], "(bare function)")
+    fresh, train = r["freshness"], r["training"]
+    row(
+        "freshness: upload to serving s",
+        fresh["seconds"],
+        fresh["training_seconds"],
+        "(its training)",
+    )
+    total = train["seconds"]
+    label = f"training s, {train['backtest_months']}-month backtest, {train['data']} data"
+    row(label, total, None, "")
+    other = 0.0
+    for stage, seconds in sorted(train["timings"].items(), key=lambda kv: -kv[1]):
+        if seconds >= 0.01 * total:
+            row(f"training stage {stage} s", seconds, total, "(whole run)")
+        else:
+            other += seconds
+    row("training, the other stages s", other, total, "(whole run)")
+    soak = c["predict soak 1 row /predict c=8"]
+    soak_ref = c["predict 1 row /predict c=8"]["req_per_s"]
+    row(f"soak {soak['seconds']} s c=8: req/s", soak["req_per_s"], soak_ref, "(1 row c=8 case)")
+    row("soak: errors", soak["errors"], None, "", "soak errors")
+    end, start = soak["rss_end_kb"] / 1024, soak["rss_start_kb"] / 1024
+    row("soak: worker RSS MB at the end", end, start, "(at the start)", "soak memory")
+    return "\n".join(lines)
+
+
+def run(tmp: Path) -> int:
+    port = emulator.free_port()
+    gcs = emulator.start(tmp / "gcs", port)
+    gcs_url = emulator.url(HOST, port)
+    os.environ["STORAGE_EMULATOR_HOST"] = gcs_url  # for this process's own store calls
+    procs = Processes(tmp, gcs_url)
+    try:
+        settings = Settings(bucket=BUCKET, backtest_months=6)
+        store.ensure_bucket(settings)
+        data, raw = raw_data()
+        upload(settings, raw)
+        say(f"training the serving model on the {data} data (6-month backtest)")
+        from milkprice import training
+
+        record = training.run(settings, "http")
+        if record["outcome"] != "promoted":
+            raise BenchError(f"the serving model was not promoted: {record.get('reason')}")
+        plan, features = cases(settings)
+        bench = Bench(procs, settings, plan)
+        r = bench.results
+        r.update(mode="smoke" if SMOKE else "full", seconds_per_case=SECONDS, warmup_s=WARMUP)
+        r.update(data=data, cpus=os.cpu_count(), server_env=SERVER_ENV, features=features)
+        if not PREDICT.is_file():
+            raise BenchError(f"{PREDICT.relative_to(ROOT)} does not exist yet")
+        bench.serving()
+        bench.cold_start()
+        bench.freshness(raw)
+        r["targets"] = targets(r)
+        r["errors"] = bench.errors
+        r["wall_seconds"] = round(time.monotonic() - STARTED, 1)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(r, indent=2) + "\n")
+        print(table(r))
+        if SMOKE:
+            print(f"\nSmoke run: {SECONDS} s per case, a {MONTHS}-month backtest; indicative only.")
+        for error in bench.errors:
+            say(f"ERROR {error}")
+        say(f"done in {r['wall_seconds']} s; results in {RESULTS}")
+        return 1 if bench.errors else 0
+    finally:
+        procs.stop_all()
+        emulator.stop(gcs)
+
+
+def main() -> int:
+    say(f"{'smoke' if SMOKE else 'full'} run, {SECONDS} s per serving case")
+    # SIGTERM (a CI timeout) unwinds like Ctrl-C, so every child is still stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    tmp = Path(tempfile.mkdtemp(prefix="milkprice-bench-"))
+    try:
+        ensure_wrk()
+        return run(tmp)
+    except BenchError as exc:
+        say(f"ERROR {exc}")
+        return 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Predict function: route, parse, call ``milkprice.serving``, shape the answer.
+
+Thin on purpose, and light: no pandas or scikit-learn is imported, directly or through milkprice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import flask
+import functions_framework
+import orjson
+
+from milkprice import openapi, serving
+from milkprice.errors import MethodNotAllowed, NotFound
+
+Handler = Callable[[flask.Request, dict[str, str]], flask.Response]
+
+
+def _json(doc: Any, headers: dict[str, str] | None = None) -> flask.Response:
+    body = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    return flask.Response(body, 200, headers, mimetype="application/json")
+
+
+def _body(r: flask.Request) -> Any:
+    return serving.parse_body(r.headers.get("Content-Type"), r.stream, r.content_length)
+
+
+def _base(r: flask.Request) -> str:
+    scheme = r.headers.get("X-Forwarded-Proto", r.scheme).split(",")[0].strip()
+    return f"{scheme}://{r.host}"
+
+
+def _chart(r: flask.Request, _: dict[str, str]) -> flask.Response:
+    png, version, etag = serving.chart()
+    response = flask.Response(png, mimetype="image/png")
+    response.headers.update({"Cache-Control": "no-cache", "X-Model-Version": version})
+    response.set_etag(etag)
+    response.make_conditional(r)
+    return response
+
+
+ROUTES: dict[str, dict[str, Handler]] = {
+    "/": {"GET": lambda r, _: flask.Response(serving.landing(_base(r)))},
+    "/backtest.png": {"GET": _chart},
+    "/forecast": {"GET": lambda r, _: _json(*serving.forecast())},
+    "/predict": {"POST": lambda r, _: _json(*serving.predict_rows(_body(r)))},
+    "/openapi.json": {"GET": lambda r, _: _json(openapi.document(_base(r)))},
+    "/v2": {"GET": lambda r, _: _json(serving.v2_server())},
+    "/v2/health/live": {"GET": lambda r, _: _json({"live": True})},
+    "/v2/health/ready": {"GET": lambda r, _: _json(serving.v2_ready())},
+    "/v2/models/{name}": {"GET": lambda r, p: _json(serving.v2_metadata(p["name"]))},
+    "/v2/models/{name}/ready": {"GET": lambda r, p: _json(serving.v2_ready(p["name"]))},
+    "/v2/models/{name}/infer": {"POST": lambda r, p: _json(*serving.v2_infer(p["name"], _body(r)))},
+}
+PATTERNS = [(re.compile("^" + re.sub(r"{(\w+)}", r"(?P<\1>[^/]+)", t) + "$"), t) for t in ROUTES]
+
+
+def route(method: str, path: str) -> tuple[Handler, dict[str, str]]:
+    """The handler of a request and its path parameters; 404, or 405 with Allow."""
+    path = path.rstrip("/") or "/"
+    for pattern, template in PATTERNS:
+        if found := pattern.match(path):
+            methods = ROUTES[template]
+            if handler := methods.get("GET" if method == "HEAD" else method):
+                return handler, found.groupdict()
+            allow = ", ".join(sorted({*methods, *(("HEAD",) if "GET" in methods else ())}))
+            raise MethodNotAllowed(f"{method} {template}: use {allow}", headers={"Allow": allow})
+    raise NotFound(f"no route {path}; see /openapi.json")
+
+
+@functions_framework.http
+def predict(request: flask.Request) -> flask.Response:
+    try:
+        serving.check_length(request.content_length)
+        handler, params = route(request.method, request.path)
+        return handler(request, params)
+    except Exception as exc:
+        status, body, headers = serving.failure(exc, f"{request.method} {request.path}")
+    # An error may leave a (too large) body unread: a streamed answer keeps it unread.
+    response = flask.Response(iter([body]), status, headers, mimetype="application/json")
+    response.headers["Content-Length"] = str(len(body))
+    return response

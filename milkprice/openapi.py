@@ -1,0 +1,385 @@
+"""The OpenAPI 3.1 document of the predict function; tests keep it true to the router.
+
+The schemas are JSON Schema 2020-12 (OpenAPI 3.1's dialect), so a response can be validated
+against them as they are.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from typing import Any
+
+from milkprice import __version__
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(description: str, schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}, **extra}
+
+
+def _error(description: str, **extra: Any) -> dict[str, Any]:
+    return _json(description, _ref("Error"), **extra)
+
+
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds after which to try again",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+}
+NOT_READY = _error(
+    "No model has been promoted yet, or none could be loaded (the bucket is unreachable)",
+    headers=RETRY_AFTER,
+)
+MODEL_HEADERS = {
+    "X-Model-Version": {"description": "the serving model version", "schema": {"type": "string"}},
+}
+NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "forecast, legacy, or milk-price (the forecast model)",
+    "schema": {"type": "string", "enum": ["forecast", "legacy", "milk-price"]},
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {"type": "string"},
+            "details": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["problem"],
+                    "properties": {
+                        "row": {"type": "integer", "minimum": 0, "description": "0-based"},
+                        "field": {"type": "string"},
+                        "problem": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
+    "Row": {
+        "type": "object",
+        "description": (
+            "Feature name to value. A row with every feature of the forecast model is scored "
+            "by it; else a row with every feature of the legacy model (the old 141 features) "
+            "by the legacy model. Other keys are ignored. The names are listed by "
+            "GET /v2/models/{name} under parameters.feature_names."
+        ),
+        "additionalProperties": {"type": "number"},
+    },
+    "PredictRequest": {
+        "type": "object",
+        "required": ["data"],
+        "properties": {"data": {"type": "array", "minItems": 1, "items": _ref("Row")}},
+    },
+    "PredictResponse": {
+        "type": "array",
+        "description": "one price per row, in row order",
+        "items": {"type": "number"},
+    },
+    "Forecast": {
+        "type": "object",
+        "required": ["month", "price", "model_version"],
+        "properties": {
+            "month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+            "price": {"type": "number"},
+            "model_version": {"type": "string"},
+            "interval": {
+                "type": "object",
+                "description": "prediction interval from the backtest's one-step-ahead errors",
+                "required": ["level", "lower", "upper"],
+                "properties": {
+                    "level": {"type": "number"},
+                    "lower": {"type": "number"},
+                    "upper": {"type": "number"},
+                },
+            },
+        },
+    },
+    "TensorMetadata": {
+        "type": "object",
+        "required": ["name", "datatype", "shape"],
+        "properties": {
+            "name": {"type": "string"},
+            "datatype": {"type": "string"},
+            "shape": {"type": "array", "items": {"type": "integer"}},
+        },
+    },
+    "ServerMetadata": {
+        "type": "object",
+        "required": ["name", "version", "extensions"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "extensions": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "ModelMetadata": {
+        "type": "object",
+        "required": ["name", "versions", "platform", "inputs", "outputs", "parameters"],
+        "properties": {
+            "name": {"type": "string"},
+            "versions": {"type": "array", "items": {"type": "string"}},
+            "platform": {"type": "string", "const": "onnxruntime_onnx"},
+            "inputs": {"type": "array", "items": _ref("TensorMetadata")},
+            "outputs": {"type": "array", "items": _ref("TensorMetadata")},
+            "parameters": {
+                "type": "object",
+                "required": ["feature_names"],
+                "properties": {
+                    "feature_names": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "the input's columns, in order",
+                    },
+                    "role": {"type": "string"},
+                    "candidate": {"type": ["string", "null"]},
+                    "description": {"type": ["string", "null"]},
+                    "unit": {"type": ["string", "null"]},
+                },
+            },
+        },
+    },
+    "Live": {
+        "type": "object",
+        "required": ["live"],
+        "properties": {"live": {"type": "boolean"}},
+    },
+    "Ready": {
+        "type": "object",
+        "required": ["ready"],
+        "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
+    },
+    "InferRequest": {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "inputs": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["shape", "datatype", "data"],
+                    "properties": {
+                        "name": {"type": "string", "description": "any name; X by convention"},
+                        "shape": {
+                            "type": "array",
+                            "items": {"type": "integer"},
+                            "minItems": 2,
+                            "maxItems": 2,
+                            "description": "[N, F]: F features in the metadata's order",
+                        },
+                        "datatype": {"type": "string", "enum": ["FP64", "FP32"]},
+                        "data": {
+                            "type": "array",
+                            "description": "N*F numbers, flat (row-major) or as N rows",
+                            "items": {
+                                "anyOf": [
+                                    {"type": "number"},
+                                    {"type": "array", "items": {"type": "number"}},
+                                ]
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+    "InferResponse": {
+        "type": "object",
+        "required": ["model_name", "model_version", "outputs"],
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "id": {"type": "string"},
+            "outputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "shape", "datatype", "data"],
+                    "properties": {
+                        "name": {"type": "string", "const": "price"},
+                        "shape": {"type": "array", "items": {"type": "integer"}},
+                        "datatype": {"type": "string", "const": "FP64"},
+                        "data": {"type": "array", "items": {"type": "number"}},
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def _paths() -> dict[str, Any]:
+    bad_request = _error("Malformed JSON, or a row, field or tensor that cannot be scored")
+    too_large = _error("The body is above the byte limit, or holds too many rows")
+    media = _error("The Content-Type is not JSON")
+    unknown_model = _error("No model of that name")
+    return {
+        "/": {
+            "get": {
+                "summary": "Landing page: the serving model, its backtest, forecast and examples",
+                "responses": {
+                    "200": {"description": "HTML page", "content": {"text/html": {}}},
+                    "503": NOT_READY,
+                },
+            }
+        },
+        "/backtest.png": {
+            "get": {
+                "summary": "The backtest chart of the serving model",
+                "responses": {
+                    "200": {
+                        "description": "PNG image",
+                        "content": {"image/png": {}},
+                        "headers": MODEL_HEADERS,
+                    },
+                    "304": {"description": "Not modified since the ETag sent"},
+                    "404": _error("The serving model has no chart"),
+                    "503": NOT_READY,
+                },
+            }
+        },
+        "/forecast": {
+            "get": {
+                "summary": "Next month's price by the forecast model",
+                "responses": {
+                    "200": _json("The forecast", _ref("Forecast"), headers=MODEL_HEADERS),
+                    "503": NOT_READY,
+                },
+            }
+        },
+        "/predict": {
+            "post": {
+                "summary": "Prices of feature rows (the old contract)",
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("PredictRequest")}},
+                },
+                "responses": {
+                    "200": _json(
+                        "One price per row, in order",
+                        _ref("PredictResponse"),
+                        headers={
+                            **MODEL_HEADERS,
+                            "X-Model": {
+                                "description": "which models scored the rows",
+                                "schema": {
+                                    "type": "string",
+                                    "enum": ["forecast", "legacy", "forecast,legacy"],
+                                },
+                            },
+                        },
+                    ),
+                    "400": bad_request,
+                    "413": too_large,
+                    "415": media,
+                    "503": NOT_READY,
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {"200": _json("OpenAPI 3.1 document", {"type": "object"})},
+            }
+        },
+        "/v2": {
+            "get": {
+                "summary": "KServe V2 server metadata",
+                "responses": {"200": _json("Server metadata", _ref("ServerMetadata"))},
+            }
+        },
+        "/v2/health/live": {
+            "get": {
+                "summary": "KServe V2 liveness: always 200 while the process runs",
+                "responses": {"200": _json("Live", _ref("Live"))},
+            }
+        },
+        "/v2/health/ready": {
+            "get": {
+                "summary": "KServe V2 readiness: 200 once a model is loaded",
+                "responses": {"200": _json("Ready", _ref("Ready")), "503": NOT_READY},
+            }
+        },
+        "/v2/models/{name}": {
+            "get": {
+                "summary": "KServe V2 model metadata, with the input's feature names",
+                "parameters": [NAME],
+                "responses": {
+                    "200": _json("Model metadata", _ref("ModelMetadata")),
+                    "404": unknown_model,
+                    "503": NOT_READY,
+                },
+            }
+        },
+        "/v2/models/{name}/ready": {
+            "get": {
+                "summary": "KServe V2 model readiness",
+                "parameters": [NAME],
+                "responses": {
+                    "200": _json("Ready", _ref("Ready")),
+                    "404": unknown_model,
+                    "503": NOT_READY,
+                },
+            }
+        },
+        "/v2/models/{name}/infer": {
+            "post": {
+                "summary": "KServe V2 inference: one tensor [N, F] in, prices [N, 1] out",
+                "parameters": [NAME],
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("InferRequest")}},
+                },
+                "responses": {
+                    "200": _json("Prices", _ref("InferResponse"), headers=MODEL_HEADERS),
+                    "400": bad_request,
+                    "404": unknown_model,
+                    "413": too_large,
+                    "415": media,
+                    "503": NOT_READY,
+                },
+            }
+        },
+    }
+
+
+@functools.cache
+def _document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Milk price forecast, Chile",
+            "version": __version__,
+            "description": (
+                "Forecasts of the monthly producer price of milk in Chile (CLP per litre). "
+                "Every error answers JSON {error, details}. Any path or method not listed "
+                "answers 404 or 405 (with an Allow header); a body above the size limit "
+                "answers 413 on any path, before it is read."
+            ),
+        },
+        "paths": _paths(),
+        "components": {"schemas": SCHEMAS},
+    }
+
+
+def document(server_url: str | None = None) -> dict[str, Any]:
+    """The document; with ``server_url``, it names that server."""
+    doc = copy.deepcopy(_document())
+    if server_url:
+        doc["servers"] = [{"url": server_url.rstrip("/")}]
+    return doc

@@ -1,0 +1,49 @@
+"""`make bench BENCH_SECONDS=1`: the benchmark's smoke run ends well and reports every case."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_bench_smoke_run(tmp_path: Path) -> None:
+    if shutil.which("wrk") is None and os.geteuid() != 0:
+        pytest.skip("wrk is not installed and installing it (apt-get install -y wrk) needs root")
+    results = tmp_path / "results.json"
+    env = {**os.environ, "BENCH_SECONDS": "1", "BENCH_RESULTS": str(results)}
+    bench = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "run.py")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = bench.communicate(timeout=300)  # a smoke run takes about 75 s
+    except subprocess.TimeoutExpired:
+        bench.terminate()  # on SIGTERM the bench stops every process it started
+        out, err = bench.communicate()
+        pytest.fail(f"the smoke run took over 300 s:\n{err[-5000:]}")
+    assert bench.returncode == 0, out[-3000:] + err[-5000:]
+    doc = json.loads(results.read_text())
+    assert doc["mode"] == "smoke"
+    cases = doc["cases"]
+    assert len(cases) == 9  # four cases on each server, and the soak
+    assert {name.split()[0] for name in cases} == {"predict", "ceiling"}
+    for name, case in cases.items():
+        assert case["req_per_s"] > 0, name
+        assert case["errors"] == 0, (name, case)
+    assert doc["errors"] == []
+    assert all(run["median_s"] > 0 for run in doc["cold_start"].values())
+    assert doc["freshness"]["seconds"] > doc["freshness"]["training_seconds"] > 0
+    assert set(doc["targets"]) and "| measure |" in out

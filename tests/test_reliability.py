@@ -1,0 +1,419 @@
+"""A bad day: broken uploads, races, a crash mid-promotion, the bucket going away.
+
+Everything runs as deployed: functions-framework processes, the real fake-gcs-server, the
+real upload bridge. The rule checked everywhere: a clear error, the serving model untouched,
+no data lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from milkprice import emulator, events, store
+from milkprice.settings import Settings
+from tests.conftest import ROOT, new_settings, upload
+
+pytestmark = pytest.mark.slow
+FF = str(Path(sys.executable).parent / "functions-framework")
+
+
+class Function:
+    """One function served by functions-framework in its own process."""
+
+    def __init__(self, target: str, source: str, env: dict[str, str], signature: str = "http"):
+        self.port = emulator.free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log = Path(env["MILKPRICE_STATE_DIR"]) / f"{target}-{self.port}.log"
+        self.proc = subprocess.Popen(
+            [
+                FF,
+                "--target",
+                target,
+                "--source",
+                str(ROOT / "functions" / source / "main.py"),
+                "--signature-type",
+                signature,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            env=env,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if call(self.url + "v2/health/live", method="GET")[0]:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{target} did not start: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=15)
+
+
+def call(
+    url: str,
+    body: Any = None,
+    method: str = "POST",
+    headers: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            raw = r.read()
+            return r.status, json.loads(raw) if raw[:1] in (b"{", b"[") else raw
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        return exc.code, json.loads(raw) if raw[:1] in (b"{", b"[") else raw
+    except OSError:
+        return 0, None
+
+
+def env_for(settings: Settings, gcs: str, tmp: Path, **extra: str) -> dict[str, str]:
+    tmp.mkdir(parents=True, exist_ok=True)
+    return {
+        "PATH": os.environ["PATH"],
+        "STORAGE_EMULATOR_HOST": gcs,
+        "MILKPRICE_BUCKET": settings.bucket,
+        "MILKPRICE_BACKTEST_MONTHS": str(settings.backtest_months),
+        "MILKPRICE_RELOAD_SECONDS": "0.3",
+        "MILKPRICE_STATE_DIR": str(tmp),
+        **extra,
+    }
+
+
+def runs(settings: Settings) -> list[dict[str, Any]]:
+    names = sorted(n for n, _ in store.list_names(settings, store.RUNS_PREFIX) if n.count("/") == 1)
+    return [store.read_json(settings, n)[0] for n in names]  # type: ignore[index]
+
+
+def serving_version(predict: Function) -> str:
+    status, doc = call(predict.url + "forecast", method="GET")
+    assert status == 200, doc
+    return str(doc["model_version"])
+
+
+@pytest.fixture
+def functions() -> Iterator[list[Function]]:
+    started: list[Function] = []
+    yield started
+    for f in started:
+        f.stop()
+
+
+# ---------------------------------------------------------------- bad uploads
+
+
+def _bad_files(good: dict[str, bytes]) -> list[tuple[str, str, bytes, tuple[str, ...]]]:
+    """(case, file, bytes, words the run's reason must contain)."""
+    milk, rain, macro = (good[n] for n in store.RAW_FILES)
+    milk_lines = milk.decode().splitlines()
+    big_row = (milk_lines[1] + "\n").encode()
+    return [
+        ("empty file", "precio_leche.csv", b"", ("precio_leche.csv", "empty")),
+        (
+            "header only",
+            "precipitaciones.csv",
+            rain.split(b"\n")[0] + b"\n",
+            ("precipitaciones.csv", "no data rows"),
+        ),
+        (
+            "truncated mid-row",
+            "precipitaciones.csv",
+            rain[: len(rain) // 2],
+            ("precipitaciones.csv", "row", "fields"),
+        ),
+        (
+            "semicolon delimiter",
+            "precio_leche.csv",
+            milk.replace(b",", b";"),
+            ("precio_leche.csv", "';'"),
+        ),
+        (
+            "latin-1 bytes",
+            "precio_leche.csv",
+            milk.replace(b"Ene", "Ené".encode("latin-1")),
+            ("precio_leche.csv", "not UTF-8", "row 2"),
+        ),
+        (
+            "missing column",
+            "banco_central.csv",
+            macro.replace(b",Imacec_minero,", b",", 1),
+            ("banco_central.csv", "Imacec_minero", "missing column"),
+        ),
+        (
+            "renamed column",
+            "precio_leche.csv",
+            milk.replace(b"Precio_leche", b"Precio", 1),
+            ("precio_leche.csv", "Precio_leche", "missing column"),
+        ),
+        (
+            "text in a numeric column",
+            "precio_leche.csv",
+            milk.replace(
+                milk_lines[5].encode(), milk_lines[5].rsplit(",", 1)[0].encode() + b",n/a"
+            ),
+            ("precio_leche.csv", "Precio_leche", "row 6", "'n/a' is not a number"),
+        ),
+        (
+            "duplicated month, other values",
+            "precio_leche.csv",
+            milk + milk_lines[3].rsplit(",", 1)[0].encode() + b",1.5\n",
+            ("precio_leche.csv", "different values"),
+        ),
+        (
+            "dates far in the future",
+            "precipitaciones.csv",
+            rain + b"2099-01-01" + b",1" * 8 + b"\n",
+            ("precipitaciones.csv", "future"),
+        ),
+        (
+            "a file of 50 MB",
+            "banco_central.csv",
+            macro + big_row * (50_000_000 // len(big_row)),
+            ("banco_central.csv", "MB"),
+        ),
+        (
+            "milk file under the rainfall name",
+            "precipitaciones.csv",
+            milk,
+            ("precipitaciones.csv", "missing column", "date", "Anio"),
+        ),
+        (
+            "not a CSV at all",
+            "banco_central.csv",
+            bytes(range(256)) * 10,
+            ("banco_central.csv", "not UTF-8"),
+        ),
+    ]
+
+
+def test_bad_uploads_fail_clearly_and_lose_nothing(
+    gcs: str, tmp_path: Path, sample_raw: dict[str, bytes], functions: list[Function]
+) -> None:
+    from milkprice import training
+
+    settings = new_settings(backtest_months=6)
+    upload(settings, sample_raw)
+    good = training.run(settings, "http")
+    assert good["outcome"] == "promoted"
+    pointer = store.read_json(settings, store.POINTER)
+    env = env_for(settings, gcs, tmp_path)
+    trainer = Function("train_event", "train", env, "cloudevent")
+    predict = Function("predict", "predict", env)
+    functions += [trainer, predict]
+    assert serving_version(predict) == good["version"]
+    bridge = events.Bridge(settings, trainer.url, quiet=0.2, poll=0.1)
+    bridge.seen = dict(store.list_names(settings, store.RAW_PREFIX))
+    survived = 0
+    cases = _bad_files(sample_raw)
+    for case, name, payload, words in cases:
+        before = len(runs(settings))
+        bad_gen = store.write(settings, store.RAW_PREFIX + name, payload, "text/csv")
+        delivered = bridge.step()
+        assert [n for n, _ in delivered] == [store.RAW_PREFIX + name], case
+        bridge.drain()
+        assert bridge.delivered[-1]["status"] == 200, case
+        records = runs(settings)
+        assert len(records) == before + 1, case
+        [record] = [r for r in records if r.get("event", {}).get("generation") == str(bad_gen)]
+        assert record["outcome"] == "failed" and record["trigger"] == "upload", case
+        for word in words:
+            assert word in record["reason"], (case, word, record["reason"])
+        assert store.read_json(settings, store.POINTER) == pointer, case
+        assert serving_version(predict) == good["version"], case
+        kept = store.read(settings, store.RAW_PREFIX + name)
+        assert kept is not None and kept.data == payload, case  # still there to inspect
+        # put the good file back quietly (as if the bridge had seen it), for the next case
+        gen = store.write(settings, store.RAW_PREFIX + name, sample_raw[name], "text/csv")
+        bridge.seen[store.RAW_PREFIX + name] = gen
+        survived += 1
+    bridge.stop()
+    assert survived == len(cases) >= 12
+    # and every raw generation a model was trained on is still in the archive
+    manifest = store.read_json(settings, store.model_path(good["version"], "manifest.json"))
+    assert manifest is not None
+    for entry in manifest[0]["inputs"].values():
+        assert store.read(settings, entry["archive"]) is not None
+
+
+# ---------------------------------------------------------------- races and crashes
+
+
+def test_two_trainings_at_once_promote_exactly_once(
+    gcs: str, tmp_path: Path, sample_raw: dict[str, bytes], functions: list[Function]
+) -> None:
+    settings = new_settings(backtest_months=6)
+    upload(settings, sample_raw)
+    env = env_for(settings, gcs, tmp_path)
+    http = Function("train_http", "train", env)
+    event = Function("train_event", "train", env, "cloudevent")
+    functions += [http, event]
+    bridge = events.Bridge(settings, event.url, quiet=0.1, poll=0.05)
+    answers: list[tuple[int, Any]] = []
+    thread = threading.Thread(target=lambda: answers.append(call(http.url, {"trigger": "http"})))
+    thread.start()
+    bridge.step()  # the three raw files' events: one training, two skipped
+    bridge.drain(timeout=300)
+    thread.join(timeout=300)
+    bridge.stop()
+    records = runs(settings)
+    outcomes = sorted(r["outcome"] for r in records)
+    assert outcomes == ["not_promoted", "promoted"], records
+    loser = next(r for r in records if r["outcome"] == "not_promoted")
+    assert "another run promoted" in loser["reason"]
+    winner = next(r for r in records if r["outcome"] == "promoted")
+    pointer = store.read_json(settings, store.POINTER)
+    assert pointer is not None and pointer[0]["version"] == winner["version"]
+    assert {r["trigger"] for r in records} == {"http", "upload"}
+
+
+KILL_BEFORE_PROMOTE = """
+import os, signal, sys
+from milkprice import training
+from milkprice.settings import Settings
+training.promote = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+training.run(Settings.from_env(), "http")
+"""
+
+
+def test_a_crash_between_artifacts_and_pointer_keeps_the_old_model(
+    gcs: str, tmp_path: Path, sample_raw: dict[str, bytes], functions: list[Function]
+) -> None:
+    from milkprice import training
+
+    settings = new_settings(backtest_months=6)
+    upload(settings, sample_raw)
+    old = training.run(settings, "http")
+    env = env_for(settings, gcs, tmp_path)
+    predict = Function("predict", "predict", env)
+    functions.append(predict)
+    crashed = subprocess.run(
+        [sys.executable, "-c", KILL_BEFORE_PROMOTE],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=300,
+    )
+    assert crashed.returncode == -9, crashed.stderr[-2000:]
+    versions = {
+        n.split("/")[1]
+        for n, _ in store.list_names(settings, store.MODELS_PREFIX)
+        if n.endswith("manifest.json")
+    }
+    assert len(versions) == 2  # the new artifacts were written ...
+    pointer = store.read_json(settings, store.POINTER)
+    assert pointer is not None and pointer[0]["version"] == old["version"]  # ... not promoted
+    time.sleep(1)
+    assert serving_version(predict) == old["version"]
+
+
+# ---------------------------------------------------------------- storage outage
+
+
+def test_storage_outage_keeps_serving_and_recovers(
+    tmp_path: Path, sample_raw: dict[str, bytes], functions: list[Function]
+) -> None:
+    port = emulator.free_port()
+    root = tmp_path / "gcs"
+    own = emulator.start(root, port)
+    host = emulator.url("127.0.0.1", port)
+    try:
+        settings = Settings(bucket="outage", project="outage-test", backtest_months=6)
+        env = env_for(settings, host, tmp_path / "state")
+        trainer = Function("train_http", "train", env)
+        functions.append(trainer)
+        os.environ["STORAGE_EMULATOR_HOST"] = host
+        store.client.cache_clear()
+        store.ensure_bucket(settings)
+        upload(settings, sample_raw)
+        status, first = call(trainer.url, {"trigger": "http"})
+        assert status == 200 and first["outcome"] == "promoted"
+        predict = Function("predict", "predict", env)
+        functions.append(predict)
+        assert serving_version(predict) == first["version"]
+
+        emulator.stop(own)  # the bucket goes away
+        failures = served = 0
+        until = time.monotonic() + 15  # longer than one storage call's retry deadline
+        while time.monotonic() < until:
+            status, _doc = call(predict.url + "forecast", method="GET", timeout=10)
+            failures += status != 200
+            served += 1
+            time.sleep(0.02)
+        assert failures == 0 and served > 100
+        assert call(predict.url + "v2/health/ready", method="GET")[0] == 200
+        status, record = call(trainer.url, {"trigger": "http"}, timeout=120)
+        assert status >= 500 and record["outcome"] == "failed"
+        assert "storage unavailable" in record["reason"]
+
+        own = emulator.start(root, port)  # back, with everything it held
+        status, second = call(trainer.url, {"trigger": "http"})
+        assert status == 200 and second["outcome"] == "promoted", second
+        deadline = time.monotonic() + 30
+        while serving_version(predict) != second["version"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert serving_version(predict) == second["version"]
+        logged = [
+            json.loads(line)
+            for line in predict.log.read_text().splitlines()
+            if line.startswith("{")
+        ]
+        assert any(e["severity"] in ("WARNING", "ERROR") for e in logged)  # the outage was logged
+    finally:
+        emulator.stop(own)
+        store.client.cache_clear()
+
+
+# ---------------------------------------------------------------- security
+
+
+def test_no_pickle_or_joblib_anywhere() -> None:
+    for path in [*ROOT.glob("milkprice/*.py"), *ROOT.glob("functions/*/main.py")]:
+        text = path.read_text()
+        for word in ("import pickle", "import joblib", "from joblib", "cloudpickle"):
+            assert word not in text, (path, word)
+
+
+def test_the_train_token_never_reaches_the_logs(
+    gcs: str, tmp_path: Path, sample_raw: dict[str, bytes], functions: list[Function]
+) -> None:
+    settings = new_settings(backtest_months=6)
+    upload(settings, sample_raw)
+    secret = "tok-" + os.urandom(8).hex()
+    trainer = Function(
+        "train_http", "train", env_for(settings, gcs, tmp_path, MILKPRICE_TRAIN_TOKEN=secret)
+    )
+    functions.append(trainer)
+    assert call(trainer.url, {"trigger": "http"})[0] == 401
+    status, record = call(
+        trainer.url, {"trigger": "http"}, headers={"Authorization": f"Bearer {secret}"}
+    )
+    assert status == 200 and record["outcome"] == "promoted"
+    trainer.stop()
+    functions.remove(trainer)
+    log = trainer.log.read_text()
+    assert log.strip() and secret not in log
+    for r in runs(settings):
+        assert secret not in json.dumps(r)
