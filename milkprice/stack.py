@@ -213,6 +213,18 @@ def _training_status(settings: Settings) -> str:
     return f"run {run['run_id']} {run['outcome']}: {run.get('reason', '')}"
 
 
+def example_request(settings: Settings, state: Path) -> Path:
+    """A /predict body with the serving model's next-month row, for the printed example."""
+    path = state / "example-request.json"
+    pointer = store.read_json(settings, store.POINTER)
+    manifest = pointer and store.read_json(
+        settings, store.model_path(pointer[0]["version"], "manifest.json")
+    )
+    row = manifest[0]["next"]["features"] if manifest else {}
+    path.write_text(json.dumps({"data": [row]}, indent=1))
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def functions_framework(
     target: str, source: str, port: int, settings: Settings, signature: str = "http"
 ) -> list[str]:
@@ -287,11 +299,9 @@ def up(settings: Settings, data_dir: str | None = None) -> int:
             raise StackError("no model became ready; see the lines above")
         base = f"http://{settings.host}:{settings.predict_port}"
         say(f"ready. predict: {base}/   train: http://{settings.host}:{settings.train_port}/")
+        example = example_request(settings, state)
         say(f"try:  curl {base}/forecast")
-        say(
-            f"      curl -X POST {base}/predict -H 'Content-Type: application/json' "
-            f"-d @examples/predict.json"
-        )
+        say(f"      curl -X POST {base}/predict -H 'Content-Type: application/json' -d @{example}")
         say("Ctrl-C stops everything")
         while not stopping.wait(1.0):
             dead = [c.name for c in children if c.proc.poll() is not None]

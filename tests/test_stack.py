@@ -86,6 +86,17 @@ def test_up_serves_trains_on_upload_and_stops_cleanly(stack: Stack) -> None:
     status, forecast, _ = stack.get("/forecast")
     assert status == 200 and forecast["price"] > 0
     first = forecast["model_version"]
+    # the printed curl example works as printed
+    printed = next(line for line in stack.lines if "-d @" in line)
+    body = Path(ROOT, printed.rsplit("-d @", 1)[1].strip()).read_bytes()
+    request = urllib.request.Request(
+        stack.url("/predict"),
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as r:
+        assert r.status == 200 and json.loads(r.read())[0] == pytest.approx(forecast["price"])
 
     # a second `up` fails at once with a clear message, not a port traceback
     second = subprocess.run(
