@@ -29,7 +29,6 @@ from types import MappingProxyType
 from typing import IO, Any
 
 import numpy as np
-import onnxruntime as ort
 import orjson
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
@@ -83,7 +82,7 @@ class Model:
     feature_set: frozenset[str]
     columns: Mapping[str, int]  # feature name -> column
     take: Callable[[dict[str, Any]], tuple[Any, ...]]  # a row's values in column order
-    session: ort.InferenceSession
+    session: Any  # onnxruntime.InferenceSession
     input: str
     output: str
 
@@ -181,7 +180,12 @@ def _taker(features: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, .
     return itemgetter(*features)
 
 
-def _session(data: bytes) -> ort.InferenceSession:
+def _session(data: bytes) -> Any:
+    # Imported here, in the serving process: functions-framework imports this module in the
+    # gunicorn master before forking, and onnxruntime's global state inherited across a fork
+    # aborts the worker when it exits ("std::system_error: Invalid argument").
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1

@@ -135,8 +135,11 @@ def train(raw: dict[str, bytes], settings: Settings, timer: Timer, today: date) 
         )
     pools = M.candidates()
     results: dict[str, M.Backtest] = {}
+    unique = list({c.name: c for pool in pools.values() for c in pool}.values())
     with timer("backtest"):
-        for candidate in {c.name: c for pool in pools.values() for c in pool}.values():
+        for i, candidate in enumerate(unique, start=1):
+            if timer.on_stage:  # progress for whoever watches the run record
+                timer.on_stage(f"backtest {i}/{len(unique)}: {candidate.name}")
             results[candidate.name] = M.backtest(frame, candidate, months)
     naive = results["naive"].metrics
     chosen: dict[str, M.Candidate] = {}
@@ -235,7 +238,7 @@ def train(raw: dict[str, bytes], settings: Settings, timer: Timer, today: date) 
             "seconds": round(results[c.name].seconds, 3),
             **({"not_eligible": notes[c.name]} if c.name in notes else {}),
         }
-        for c in {c.name: c for pool in pools.values() for c in pool}.values()
+        for c in unique
     ]
     return Trained(
         files=files,
