@@ -1,0 +1,128 @@
+"""The milkprice command as a user runs it: clear tables, one-line errors, non-zero exits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from milkprice import store
+from milkprice.settings import Settings
+from tests.conftest import ROOT, new_settings, upload
+from tests.test_reliability import Function, env_for
+
+pytestmark = pytest.mark.slow
+
+
+def milkprice(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "milkprice.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def served(
+    gcs: str, tmp_path: Path, sample_raw: dict[str, bytes]
+) -> Iterator[tuple[Settings, dict[str, str]]]:
+    settings = new_settings(backtest_months=6)
+    upload(settings, sample_raw)
+    env = env_for(settings, gcs, tmp_path, MILKPRICE_TRAIN_TOKEN="cli-token")
+    trainer = Function("train_http", "train", env)
+    predict = Function("predict", "predict", env)
+    env.update(MILKPRICE_TRAIN_URL=trainer.url, MILKPRICE_PREDICT_PORT=str(predict.port))
+    yield settings, env
+    trainer.stop()
+    predict.stop()
+
+
+def test_train_status_models_rollback_predict(
+    served: tuple[Settings, dict[str, str]], tmp_path: Path
+) -> None:
+    settings, env = served
+    first = milkprice("train", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "promoted" in first.stdout and "training through" in first.stdout
+    second = milkprice("train", env=env)
+    assert second.returncode == 0, second.stderr
+    versions = sorted(
+        n.split("/")[1]
+        for n, _ in store.list_names(settings, store.MODELS_PREFIX)
+        if n.endswith("manifest.json")
+    )
+    assert len(versions) == 2
+
+    status = milkprice("status", env=env)
+    assert status.returncode == 0 and f"serving version {versions[1]}" in status.stdout
+    assert (
+        "forecast" in status.stdout and "legacy" in status.stdout and "naive rmse" in status.stdout
+    )
+    assert status.stdout.count("promoted") >= 2  # the runs table
+
+    models = milkprice("models", env=env)
+    assert f"* {versions[1]}" in models.stdout and f"  {versions[0]}" in models.stdout
+
+    back = milkprice("rollback", versions[0], env=env)
+    assert back.returncode == 0, back.stderr
+    assert store.read_json(settings, store.POINTER)[0]["version"] == versions[0]  # type: ignore[index]
+
+    manifest = store.read_json(settings, store.model_path(versions[0], "manifest.json"))
+    assert manifest is not None
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"data": [manifest[0]["next"]["features"]]}))
+    import time
+
+    time.sleep(0.6)  # the predict function notices the rollback within its interval
+    answer = milkprice("predict", str(request), env=env)
+    assert answer.returncode == 0, answer.stderr
+    assert len(json.loads(answer.stdout)) == 1
+
+
+def test_errors_are_one_line_and_fail(
+    served: tuple[Settings, dict[str, str]], tmp_path: Path
+) -> None:
+    _, env = served
+    cases = [
+        (("rollback", "no-such-version"), "no model version no-such-version"),
+        (("upload", str(tmp_path / "missing.csv")), "no such file"),
+        (("predict", str(tmp_path / "missing.json")), "missing.json"),
+    ]
+    wrong_name = tmp_path / "prices.csv"
+    wrong_name.write_text("a,b\n1,2\n")
+    cases.append((("upload", str(wrong_name)), "raw files are named"))
+    bad_request = tmp_path / "bad.json"
+    bad_request.write_text(json.dumps({"data": [{"nothing": 1}]}))
+    # nothing is trained in this bucket yet: the answer says so
+    cases.append((("predict", str(bad_request)), "no model has been promoted yet"))
+    no_token = {k: v for k, v in env.items() if k != "MILKPRICE_TRAIN_TOKEN"}
+    no_token["MILKPRICE_STATE_DIR"] = str(tmp_path / "empty-state")
+    for args, words in cases:
+        result = milkprice(*args, env=env)
+        assert result.returncode == 1, (args, result.stdout)
+        assert words in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    unauthorized = milkprice("train", env=no_token)
+    assert unauthorized.returncode == 1 and "401" in unauthorized.stderr
+    down = {**env, "MILKPRICE_TRAIN_URL": "http://127.0.0.1:9/"}
+    result = milkprice("train", env=down)
+    assert result.returncode == 1 and "cannot reach" in result.stderr
+
+
+def test_upload_writes_raw_files(
+    served: tuple[Settings, dict[str, str]], tmp_path: Path, sample_raw: dict[str, bytes]
+) -> None:
+    settings, env = served
+    path = tmp_path / "precio_leche.csv"
+    path.write_bytes(sample_raw["precio_leche.csv"] + b"\n")
+    result = milkprice("upload", str(path), env=env)
+    assert result.returncode == 0 and "generation" in result.stdout
+    blob = store.read(settings, "raw/precio_leche.csv")
+    assert blob is not None and blob.data == path.read_bytes()
