@@ -512,6 +512,10 @@ def read_body(stream: IO[bytes], length: int | None, limit: int) -> bytes:
         size += len(chunk)
     if size > limit:
         raise too_large(None, limit)
+    if length is not None and size < length:
+        raise BadRequest(
+            f"the body ended after {size} of the {length} bytes its Content-Length declared"
+        )
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 

@@ -55,20 +55,34 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/v2/models/{name}/ready": {"GET": lambda r, p: _json(serving.v2_ready(p["name"]))},
     "/v2/models/{name}/infer": {"POST": lambda r, p: _json(*serving.v2_infer(p["name"], _body(r)))},
 }
-PATTERNS = [(re.compile("^" + re.sub(r"{(\w+)}", r"(?P<\1>[^/]+)", t) + "$"), t) for t in ROUTES]
+PATTERNS = [(re.compile(re.sub(r"{(\w+)}", r"(?P<\1>[^/]+)", t)), t) for t in ROUTES]
 
 
 def route(method: str, path: str) -> tuple[Handler, dict[str, str]]:
     """The handler of a request and its path parameters; 404, or 405 with Allow."""
     path = path.rstrip("/") or "/"
     for pattern, template in PATTERNS:
-        if found := pattern.match(path):
+        if found := pattern.fullmatch(path):
             methods = ROUTES[template]
             if handler := methods.get("GET" if method == "HEAD" else method):
                 return handler, found.groupdict()
             allow = ", ".join(sorted({*methods, *(("HEAD",) if "GET" in methods else ())}))
             raise MethodNotAllowed(f"{method} {template}: use {allow}", headers={"Allow": allow})
     raise NotFound(f"no route {path}; see /openapi.json")
+
+
+def _error(exc: Exception, request: flask.Request) -> flask.Response:
+    status, body, headers = serving.failure(exc, f"{request.method} {request.path}")
+    # An error may leave a (too large) body unread: a streamed answer keeps it unread.
+    response = flask.Response(iter([body]), status, headers, mimetype="application/json")
+    response.headers["Content-Length"] = str(len(body))
+    return response
+
+
+@functions_framework.errorhandler(404)
+def _unrouted(_: Exception) -> flask.Response:
+    """Paths functions-framework's own rule does not match (a newline in them) get JSON too."""
+    return _error(NotFound(f"no route {flask.request.path!r}; see /openapi.json"), flask.request)
 
 
 @functions_framework.http
@@ -78,8 +92,4 @@ def predict(request: flask.Request) -> flask.Response:
         handler, params = route(request.method, request.path)
         return handler(request, params)
     except Exception as exc:
-        status, body, headers = serving.failure(exc, f"{request.method} {request.path}")
-    # An error may leave a (too large) body unread: a streamed answer keeps it unread.
-    response = flask.Response(iter([body]), status, headers, mimetype="application/json")
-    response.headers["Content-Length"] = str(len(body))
-    return response
+        return _error(exc, request)
