@@ -352,6 +352,7 @@ class Server:
         self._next_check = 0.0
         self._reason = "no model is loaded yet"
         self._bad_generation: int | None = None
+        self._outages = 0  # storage failures in a row: the checks back off while serving
         self._lock = threading.Lock()
 
     @property
@@ -372,10 +373,17 @@ class Server:
             try:
                 self._check()
             finally:
-                self._next_check = time.monotonic() + self.interval
+                self._next_check = time.monotonic() + self.delay()
             return self._serving()
         finally:
             self._lock.release()
+
+    def delay(self) -> float:
+        """Seconds to the next pointer check: the interval, doubled per storage failure in a
+        row while a model is serving (up to a minute); without one, keep trying every interval."""
+        if self._loaded is None or not self._outages:
+            return self.interval
+        return max(self.interval, min(MAX_BACKOFF, self.interval * 2**self._outages))
 
     def _serving(self) -> Loaded:
         if self._loaded is None:
@@ -388,10 +396,12 @@ class Server:
         try:
             generation = pointer_generation(self.settings)
         except MilkPriceError as exc:
+            self._outages += 1
             self._failed(
                 "checking the model pointer failed", exc, serving, "storage is unavailable"
             )
             return
+        self._outages = 0
         if generation is None:
             if loaded is not None:
                 log.warning(
@@ -413,6 +423,7 @@ class Server:
             self._failed("loading the promoted model failed", exc, serving, exc.message)
             return
         except MilkPriceError as exc:  # storage: try again at the next check
+            self._outages += 1
             self._failed(
                 "loading the promoted model failed", exc, serving, "storage is unavailable"
             )
@@ -437,9 +448,19 @@ class Server:
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         trace = None if isinstance(exc, MilkPriceError) else exc  # a bug: keep its stack
         now = f"still serving version {serving}" if serving else "no model to serve yet"
-        log.error("%s; %s: %s", what, now, message, exc_info=trace, extra={"version": serving})
+        log.error(
+            "%s; %s: %s; next check in %.1f s",
+            what,
+            now,
+            message,
+            self.delay(),
+            exc_info=trace,
+            extra={"version": serving},
+        )
         self._reason = f"no model is loaded yet: {reason}"
 
+
+MAX_BACKOFF = 60.0
 
 _server: Server | None = None
 _server_lock = threading.Lock()

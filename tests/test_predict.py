@@ -1098,3 +1098,14 @@ def test_train_and_predict_apps_live_side_by_side(
     assert predict.get("/v2/health/live").status_code == 200
     assert predict.get("/predict").status_code == 405
     assert _main_module_globals(predict)["__file__"] == SOURCE
+
+
+def test_pointer_checks_back_off_while_storage_fails() -> None:
+    server = serving.Server(Settings(bucket="any", reload_seconds=2.0))
+    assert server.delay() == 2.0  # nothing loaded: keep trying at the interval
+    server._outages = 3
+    assert server.delay() == 2.0
+    server._loaded = object()  # type: ignore[assignment]
+    server._outages = 0
+    assert server.delay() == 2.0
+    assert [server.delay() for server._outages in (1, 2, 3, 10)] == [4.0, 8.0, 16.0, 60.0]

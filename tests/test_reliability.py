@@ -380,7 +380,14 @@ def test_storage_outage_keeps_serving_and_recovers(
             for line in predict.log.read_text().splitlines()
             if line.startswith("{")
         ]
-        assert any(e["severity"] in ("WARNING", "ERROR") for e in logged)  # the outage was logged
+        failed = [e["message"] for e in logged if e["severity"] in ("WARNING", "ERROR")]
+        assert failed  # the outage was logged, and the checks backed off
+        waits = [
+            float(m.rsplit("next check in ", 1)[1].split()[0])
+            for m in failed
+            if "next check in" in m
+        ]
+        assert len(waits) >= 2 and waits[1] > waits[0]
     finally:
         emulator.stop(own)
         store.client.cache_clear()
