@@ -20,24 +20,11 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from milkprice import store
+from milkprice import schema
 from milkprice.errors import DataError
+from milkprice.schema import MONTHS_ES, PRICE, REGIONS
 
-RAW_FILES = (MILK, RAIN, MACRO) = store.RAW_FILES
-
-MONTHS_ES = ("Ene", "Feb", "Mar", "Abr", "May", "Jun", "Jul", "Ago", "Sep", "Oct", "Nov", "Dic")
-REGIONS = (
-    "Coquimbo",
-    "Valparaiso",
-    "Metropolitana_de_Santiago",
-    "Libertador_Gral__Bernardo_O_Higgins",
-    "Maule",
-    "Biobio",
-    "La_Araucania",
-    "Los_Rios",
-)
-PRICE = "Precio_leche"
-IVCM = "Indice_de_ventas_comercio_real_no_durables_IVCM"
+RAW_FILES = (MILK, RAIN, MACRO) = schema.RAW_FILES
 # A cell the central bank's export uses as a footnote mark where a series has no value.
 PLACEHOLDERS = frozenset({"a"})
 MAX_PRICE = 5_000.0  # CLP per litre

@@ -15,49 +15,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from milkprice.data import IVCM, PRICE, REGIONS, CleanData
+from milkprice.data import CleanData
+from milkprice.schema import IMACEC_SERIES, IVCM, PIB_SERIES, PRICE, REGIONS
 
-PIB_SERIES = (
-    "PIB_Agropecuario_silvicola",
-    "PIB_Pesca",
-    "PIB_Mineria",
-    "PIB_Mineria_del_cobre",
-    "PIB_Otras_actividades_mineras",
-    "PIB_Industria_Manufacturera",
-    "PIB_Alimentos",
-    "PIB_Bebidas_y_tabaco",
-    "PIB_Textil",
-    "PIB_Maderas_y_muebles",
-    "PIB_Celulosa",
-    "PIB_Refinacion_de_petroleo",
-    "PIB_Quimica",
-    "PIB_Minerales_no_metalicos_y_metalica_basica",
-    "PIB_Productos_metalicos",
-    "PIB_Electricidad",
-    "PIB_Construccion",
-    "PIB_Comercio",
-    "PIB_Restaurantes_y_hoteles",
-    "PIB_Transporte",
-    "PIB_Comunicaciones",
-    "PIB_Servicios_financieros",
-    "PIB_Servicios_empresariales",
-    "PIB_Servicios_de_vivienda",
-    "PIB_Servicios_personales",
-    "PIB_Administracion_publica",
-    "PIB_a_costo_de_factores",
-    "PIB",
-)
-IMACEC_SERIES = (
-    "Imacec_empalmado",
-    "Imacec_produccion_de_bienes",
-    "Imacec_minero",
-    "Imacec_industria",
-    "Imacec_resto_de_bienes",
-    "Imacec_comercio",
-    "Imacec_servicios",
-    "Imacec_a_costo_de_factores",
-    "Imacec_no_minero",
-)
 LEGACY_SALES = "num"  # the old name of the decoded non-durables sales index
 LEGACY_SERIES = (PRICE, *REGIONS, *PIB_SERIES, *IMACEC_SERIES, LEGACY_SALES)
 LEGACY_SUFFIXES = ("_shift3_mean", "_shift3_std", "_mes_anterior")

@@ -14,57 +14,15 @@ import sys
 
 import numpy as np
 
-SAMPLE_FILES: tuple[str, ...] = ("precio_leche.csv", "precipitaciones.csv", "banco_central.csv")
-MESES = ("Ene", "Feb", "Mar", "Abr", "May", "Jun", "Jul", "Ago", "Sep", "Oct", "Nov", "Dic")
-REGIONS = (
-    "Coquimbo",
-    "Valparaiso",
-    "Metropolitana_de_Santiago",
-    "Libertador_Gral__Bernardo_O_Higgins",
-    "Maule",
-    "Biobio",
-    "La_Araucania",
-    "Los_Rios",
-)
+from milkprice.schema import IMACEC_SERIES, MONTHS_ES, PIB_SERIES, RAW_FILES, REGIONS
+
+SAMPLE_FILES: tuple[str, ...] = RAW_FILES
+MESES = MONTHS_ES
 _P = "Ocupacion_en_"
 BANCO_COLUMNS: tuple[str, ...] = (
     "Periodo",
-    "Imacec_empalmado",
-    "Imacec_produccion_de_bienes",
-    "Imacec_minero",
-    "Imacec_industria",
-    "Imacec_resto_de_bienes",
-    "Imacec_comercio",
-    "Imacec_servicios",
-    "Imacec_a_costo_de_factores",
-    "Imacec_no_minero",
-    "PIB_Agropecuario_silvicola",
-    "PIB_Pesca",
-    "PIB_Mineria",
-    "PIB_Mineria_del_cobre",
-    "PIB_Otras_actividades_mineras",
-    "PIB_Industria_Manufacturera",
-    "PIB_Alimentos",
-    "PIB_Bebidas_y_tabaco",
-    "PIB_Textil",
-    "PIB_Maderas_y_muebles",
-    "PIB_Celulosa",
-    "PIB_Refinacion_de_petroleo",
-    "PIB_Quimica",
-    "PIB_Minerales_no_metalicos_y_metalica_basica",
-    "PIB_Productos_metalicos",
-    "PIB_Electricidad",
-    "PIB_Construccion",
-    "PIB_Comercio",
-    "PIB_Restaurantes_y_hoteles",
-    "PIB_Transporte",
-    "PIB_Comunicaciones",
-    "PIB_Servicios_financieros",
-    "PIB_Servicios_empresariales",
-    "PIB_Servicios_de_vivienda",
-    "PIB_Servicios_personales",
-    "PIB_Administracion_publica",
-    "PIB_a_costo_de_factores",
+    *IMACEC_SERIES,
+    *PIB_SERIES[:-1],
     "Impuesto_al_valor_agregado",
     "Derechos_de_Importacion",
     "PIB",

@@ -20,10 +20,11 @@ from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
 from google.cloud import storage
 
+from milkprice import schema
 from milkprice.errors import Conflict, StorageUnavailable
 from milkprice.settings import Settings
 
-RAW_FILES = ("precio_leche.csv", "precipitaciones.csv", "banco_central.csv")
+RAW_FILES = schema.RAW_FILES  # the three objects under raw/
 RAW_PREFIX = "raw/"
 ARCHIVE_PREFIX = "archive/"
 MODELS_PREFIX = "models/"
