@@ -16,7 +16,16 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "milkprice"
 # Serving never imports pandas or scikit-learn: its bundle carries neither them nor the
 # modules that import them.
-PREDICT_MODULES = ("__init__", "settings", "errors", "store", "logs", "serving", "openapi")
+PREDICT_MODULES = (
+    "__init__",
+    "schema",
+    "settings",
+    "errors",
+    "store",
+    "logs",
+    "serving",
+    "openapi",
+)
 
 
 def requirements(extras: tuple[str, ...]) -> list[str]:
