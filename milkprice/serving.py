@@ -30,7 +30,6 @@ from typing import IO, Any
 
 import numpy as np
 import orjson
-from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
 
 from milkprice import __version__, logs, store
@@ -41,7 +40,6 @@ from milkprice.errors import (
     NotFound,
     NotReady,
     PayloadTooLarge,
-    StorageUnavailable,
     UnsupportedMediaType,
     to_response,
 )
@@ -328,16 +326,8 @@ def _forecast_answer(
 
 
 def pointer_generation(settings: settings_module.Settings) -> int | None:
-    """The pointer's live generation, or None: ``store.generation`` with a short deadline."""
-    try:
-        blob = store.bucket(settings).get_blob(
-            store.POINTER, retry=CHECK_RETRY, timeout=CHECK_TIMEOUT
-        )
-    except (gexc.GoogleAPIError, OSError) as exc:
-        raise StorageUnavailable(
-            f"reading {store.POINTER}: storage unavailable ({type(exc).__name__})"
-        ) from exc
-    return None if blob is None else int(blob.generation)
+    """The pointer's live generation, or None, with a deadline short enough for a request."""
+    return store.generation(settings, store.POINTER, CHECK_RETRY, CHECK_TIMEOUT)
 
 
 class Server:

@@ -81,10 +81,15 @@ def size(settings: Settings, name: str) -> tuple[int, int] | None:
     return None if blob is None else (int(blob.size or 0), int(blob.generation))
 
 
-def generation(settings: Settings, name: str) -> int | None:
-    """The live generation of an object, or None; a metadata call, no download."""
+def generation(
+    settings: Settings, name: str, retry: Retry = RETRY, timeout: float = TIMEOUT
+) -> int | None:
+    """The live generation of an object, or None; a metadata call, no download.
+
+    A caller on a request path passes a shorter ``retry`` and ``timeout``.
+    """
     try:
-        blob = bucket(settings).get_blob(name, retry=RETRY, timeout=TIMEOUT)
+        blob = bucket(settings).get_blob(name, retry=retry, timeout=timeout)
     except (gexc.GoogleAPIError, OSError) as exc:
         raise _wrap(exc, f"reading {name}") from exc
     return None if blob is None else int(blob.generation)

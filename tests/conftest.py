@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,7 +74,8 @@ def upload(settings: Settings, files: dict[str, bytes]) -> dict[str, int]:
     }
 
 
-def _trained(raw: dict[str, bytes], months: int) -> tuple[Settings, dict[str, object]]:
+def trained_bucket(raw: dict[str, bytes], months: int) -> tuple[Settings, dict[str, Any]]:
+    """A new bucket holding ``raw`` and a model promoted from it."""
     from milkprice import training
 
     settings = new_settings(backtest_months=months)
@@ -86,13 +88,13 @@ def _trained(raw: dict[str, bytes], months: int) -> tuple[Settings, dict[str, ob
 @pytest.fixture(scope="session")
 def trained_sample(gcs: str, sample_raw: dict[str, bytes]) -> tuple[Settings, dict[str, object]]:
     """A bucket holding a model promoted from the sample data (shared: do not change it)."""
-    return _trained(sample_raw, 6)
+    return trained_bucket(sample_raw, 6)
 
 
 @pytest.fixture(scope="session")
 def trained_real(gcs: str, real_raw: dict[str, bytes]) -> tuple[Settings, dict[str, object]]:
     """A bucket holding a model promoted from the real data, full 24-month backtest."""
-    return _trained(real_raw, 24)
+    return trained_bucket(real_raw, 24)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import pytest
 
 from milkprice import emulator, events, store
 from milkprice.settings import Settings
-from tests.conftest import ROOT, new_settings, upload
+from tests.conftest import ROOT, new_settings, trained_bucket, upload
 
 pytestmark = pytest.mark.slow
 FF = str(Path(sys.executable).parent / "functions-framework")
@@ -212,12 +212,7 @@ def _bad_files(good: dict[str, bytes]) -> list[tuple[str, str, bytes, tuple[str,
 def test_bad_uploads_fail_clearly_and_lose_nothing(
     gcs: str, tmp_path: Path, sample_raw: dict[str, bytes], functions: list[Function]
 ) -> None:
-    from milkprice import training
-
-    settings = new_settings(backtest_months=6)
-    upload(settings, sample_raw)
-    good = training.run(settings, "http")
-    assert good["outcome"] == "promoted"
+    settings, good = trained_bucket(sample_raw, 6)
     pointer = store.read_json(settings, store.POINTER)
     env = env_for(settings, gcs, tmp_path)
     trainer = Function("train_event", "train", env, "cloudevent")
@@ -301,11 +296,7 @@ training.run(Settings.from_env(), "http")
 def test_a_crash_between_artifacts_and_pointer_keeps_the_old_model(
     gcs: str, tmp_path: Path, sample_raw: dict[str, bytes], functions: list[Function]
 ) -> None:
-    from milkprice import training
-
-    settings = new_settings(backtest_months=6)
-    upload(settings, sample_raw)
-    old = training.run(settings, "http")
+    settings, old = trained_bucket(sample_raw, 6)
     env = env_for(settings, gcs, tmp_path)
     predict = Function("predict", "predict", env)
     functions.append(predict)
