@@ -7,7 +7,7 @@ DATA   ?=
 BENCH_SECONDS ?= 10
 export BENCH_SECONDS
 
-.PHONY: install up test lint bench bundle clean
+.PHONY: install up test lint evaluate bench bundle clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy milkprice functions tests
+
+## make evaluate: every candidate's backtest figures (DATA=folder of the three CSVs)
+evaluate: install
+	$(BIN)/milkprice evaluate $(if $(DATA),--data $(DATA))
 
 ## make bench: benchmarks (bench/README.md); BENCH_SECONDS=1 is the short smoke run
 bench: install

@@ -458,6 +458,8 @@ class Bench:
             "MILKPRICE_RELOAD_SECONDS": "1",
             "MILKPRICE_STATE_DIR": str(state),
             "MILKPRICE_BACKTEST_MONTHS": str(MONTHS),
+            # the full run has the 60-month second view; the smoke run has none
+            "MILKPRICE_LONG_BACKTEST_MONTHS": "0" if SMOKE else "60",
         }
         predict = self.start("predict", predict_port, **env)
         train = self.procs.function("train_event", TRAIN, train_port, "cloudevent", **env)
@@ -626,7 +628,7 @@ def run(tmp: Path) -> int:
     os.environ["STORAGE_EMULATOR_HOST"] = gcs_url  # for this process's own store calls
     procs = Processes(tmp, gcs_url)
     try:
-        settings = Settings(bucket=BUCKET, backtest_months=6)
+        settings = Settings(bucket=BUCKET, backtest_months=6, long_backtest_months=0)
         store.ensure_bucket(settings)
         data, raw = raw_data()
         upload(settings, raw)

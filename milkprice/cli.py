@@ -220,6 +220,94 @@ def cmd_predict(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_folder(folder: Path) -> dict[str, bytes]:
+    raw = {}
+    for name in store.RAW_FILES:
+        try:
+            raw[name] = (folder / name).read_bytes()
+        except OSError as exc:
+            raise MilkPriceError(f"{folder / name}: {exc.strerror or exc}") from None
+    return raw
+
+
+def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    """The training core on local files, nothing written: every candidate's figures."""
+    from datetime import date
+
+    from milkprice import sample, training
+
+    raw = _read_folder(Path(args.data)) if args.data else sample.sample_files()
+    source = args.data or "the sample data (python -m milkprice.sample)"
+    print(f"evaluating on {source}", file=sys.stderr)
+    timer = training.Timer(lambda stage: print(f"  {stage}", file=sys.stderr, flush=True))
+    started = time.perf_counter()
+    trained = training.train(raw, settings, timer, date.today())
+    seconds = time.perf_counter() - started
+    if args.json:
+        report = {
+            "seconds": seconds,
+            "timings": timer.seconds,
+            "backtest_months": trained.backtest_months,
+            "long_months": trained.long_months,
+            "models": trained.served,
+            "candidates": trained.candidates,
+        }
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    print(evaluation_text(trained, seconds, timer.seconds.get("backtest", 0.0)))
+    return 0
+
+
+def evaluation_text(trained: Any, seconds: float, backtest_seconds: float) -> str:
+    months, long = trained.backtest_months, trained.long_months
+    naive = next(c for c in trained.candidates if c["name"] == "naive")
+    rows = []
+    for c in trained.candidates:
+        if "rmse" not in c:
+            rows.append([c["name"], "", "", "", "", "", "", "", "", c.get("note", "")])
+            continue
+        lv = c.get("long") or {}
+        rows.append(
+            [
+                c["name"],
+                ",".join(c["pools"]),
+                f"{c['rmse']:.3f}",
+                f"{c['mae']:.3f}",
+                f"{c['mape']:.2f}",
+                f"{c['rmse'] / naive['rmse']:.3f}",
+                f"{lv['rmse']:.3f}" if lv else "-",
+                f"{lv['rmse_to_naive']:.3f}" if lv else "-",
+                f"{c['seconds']:.1f}",
+                c.get("not_eligible", ""),
+            ]
+        )
+    header = ["candidate", "pools", "RMSE", "MAE", "MAPE %", "/naive"]
+    header += [f"RMSE {len(long)} mo" if long else "long RMSE", "/naive", "seconds", "note"]
+    lines = [
+        f"one step ahead, refit at every origin; chosen on {months[0]}..{months[-1]} "
+        f"({len(months)} months)"
+        + (f"; long view {long[0]}..{long[-1]} ({len(long)} months)" if long else ""),
+        "",
+        _table(rows, header),
+        "",
+    ]
+    for role, m in trained.served.items():
+        line = (
+            f"{role} model: {m['candidate']}, RMSE {m['backtest']['rmse']:.3f} = "
+            f"{m['backtest']['rmse'] / m['naive']['rmse']:.3f} of the naive forecast's "
+            f"{m['naive']['rmse']:.3f}"
+        )
+        if "interval" in m:
+            i = m["interval"]
+            line += (
+                f"; {i['level']:.0%} interval held the actual price in "
+                f"{i['coverage']:.0%} of {i['scored_months']} months"
+            )
+        lines.append(line)
+    lines.append(f"training core: {seconds:.1f} s, of which the backtest {backtest_seconds:.1f} s")
+    lines.append("promoted by a training run: " + ("yes" if trained.promote else "no") + ".")
+    return "\n".join(lines)
+
+
 COMMANDS = {
     "up": (cmd_up, "run the whole local stack (bucket, functions, scheduler, bridge)"),
     "upload": (cmd_upload, "upload raw CSV files to raw/ (training follows the upload)"),
@@ -228,6 +316,7 @@ COMMANDS = {
     "models": (cmd_models, "every model version with its metrics"),
     "rollback": (cmd_rollback, "serve an earlier version again"),
     "predict": (cmd_predict, "POST a JSON file to /predict"),
+    "evaluate": (cmd_evaluate, "score every candidate on local CSVs (no bucket, nothing written)"),
     "events": (cmd_events, "run the scheduler and the upload bridge (used by up)"),
 }
 
@@ -245,6 +334,9 @@ def parser() -> argparse.ArgumentParser:
             c.add_argument("version")
         elif name == "predict":
             c.add_argument("file", metavar="FILE.json")
+        elif name == "evaluate":
+            c.add_argument("--data", help="folder with the three CSVs (default: sample data)")
+            c.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
         elif name == "status":
             c.add_argument("--last", type=int, default=5, help="how many runs to list")
     return p
@@ -254,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        if args.command != "up":
+        if args.command not in ("up", "evaluate"):
             _emulator(settings)
         handler = COMMANDS[args.command][0]
         return handler(settings, args)

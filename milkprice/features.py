@@ -31,6 +31,10 @@ CHANGE_12 = f"{PRICE}_cambio_hace_12"  # last year's change into the same month
 LOG_CHANGE_1 = f"{PRICE}_logcambio_mes_anterior"  # log of last month's ratio to the one before
 LOG_CHANGE_12 = f"{PRICE}_logcambio_hace_12"  # log of last year's ratio into the same month
 LOG_YEAR = f"{PRICE}_logcambio_anual"  # log of last month's price over a year before it
+LOG_CHANGE_2 = f"{PRICE}_logcambio_hace_2"  # the monthly log change two months back
+# the same month's log change two, three and four years back: a seasonal pattern that is
+# averaged over several years moves less with one odd year
+LOG_CHANGE_YEARS = tuple(f"{PRICE}_logcambio_hace_{12 * k}" for k in (2, 3, 4))
 MONTHS = tuple(f"mes_{m:02d}" for m in range(1, 13))
 PRICE_FEATURES = (
     LAST_PRICE,
@@ -43,6 +47,13 @@ PRICE_FEATURES = (
     LOG_CHANGE_12,
     LOG_YEAR,
 )
+SEASONAL_AR = (LAST_PRICE, LOG_CHANGE_1, LOG_CHANGE_2, LOG_CHANGE_12, *LOG_CHANGE_YEARS)
+# Macro drivers as log changes up to last month, each (series, months): the dollar (dairy
+# trades in dollars) and the economy's activity. Decoded by the cleaning rules; a series the
+# file lacks gives an empty column, and a model using it is not scored.
+EXCHANGE_RATE = "Tipo_de_cambio_del_dolar_observado_diario"
+MACRO_DRIVERS = ((EXCHANGE_RATE, 3), (EXCHANGE_RATE, 12), (IMACEC_SERIES[0], 12))
+MACRO_CHANGES = tuple(f"bc_{series}_logcambio_{n}m" for series, n in MACRO_DRIVERS)
 RAIN_FEATURES = tuple(f"{r}{suffix}" for suffix in LEGACY_SUFFIXES for r in REGIONS)
 TARGET = PRICE
 ALL_SOURCES = "_all_sources"  # not a feature: whether all three files have this month
@@ -131,11 +142,19 @@ def build(clean: CleanData) -> pd.DataFrame:
     extra[LOG_CHANGE_1] = log_price.shift(1) - log_price.shift(2)
     extra[LOG_CHANGE_12] = log_price.shift(12) - log_price.shift(13)
     extra[LOG_YEAR] = log_price.shift(1) - log_price.shift(13)
+    log_change = log_price.diff()
+    extra[LOG_CHANGE_2] = log_change.shift(2)
+    for name, lag in zip(LOG_CHANGE_YEARS, (24, 36, 48), strict=True):
+        extra[name] = log_change.shift(lag)
     month_of_year = series.index.month
     for m, name in enumerate(MONTHS, start=1):
         extra[name] = (month_of_year == m).astype(float)
     macro = clean.macro[macro_series(clean)].reindex(series.index).shift(1)
     macro.columns = list(macro_feature_names(clean))
+    for name, (column, n) in zip(MACRO_CHANGES, MACRO_DRIVERS, strict=True):
+        values = clean.macro[column] if column in clean.macro else pd.Series(dtype=float)
+        log_level = np.log(values.where(values > 0)).reindex(series.index)
+        extra[name] = log_level.shift(1) - log_level.shift(1 + n)
     complete = series[[PRICE, *REGIONS, LEGACY_SALES]].notna().all(axis=1).rename(ALL_SOURCES)
     return pd.concat([*parts, extra, macro, complete], axis=1)
 

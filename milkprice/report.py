@@ -27,6 +27,11 @@ def chart(table: pd.DataFrame, served: dict[str, str]) -> bytes:
     fig = Figure(figsize=(9, 4.5), dpi=100)
     ax = fig.add_subplot()
     x = pd.PeriodIndex(table.index, freq="M").to_timestamp()
+    if "selection" in table and not table["selection"].all():
+        chosen = x[table["selection"].to_numpy() == 1]
+        ax.axvspan(
+            chosen.min(), chosen.max(), color="0.93", label="months the models are chosen on"
+        )
     ax.plot(x, table["actual"], color="black", linewidth=2, label="actual price", marker="o")
     ax.plot(x, table["naive"], color="0.6", linestyle="--", label="naive: last month's price")
     styles = {"forecast": "tab:blue", "legacy": "tab:orange"}
@@ -43,7 +48,7 @@ def chart(table: pd.DataFrame, served: dict[str, str]) -> bytes:
         if name != "naive":
             ax.plot(x, table[name], color=styles[role], label=f"{role} model: {name}", marker=".")
     ax.set_ylabel("CLP per litre")
-    ax.set_title("Milk producer price: one-step-ahead backtest")
+    ax.set_title(f"Milk producer price: one-step-ahead backtest, {len(table)} months")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.autofmt_xdate()

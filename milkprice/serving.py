@@ -808,6 +808,7 @@ def landing_context(loaded: Loaded, base: str) -> dict[str, Any]:
         "models": models,
         "naive": models["forecast"].get("naive") or {"rmse": 0.0, "mae": 0.0, "mape": 0.0},
         "months": backtest.get("months") or ["?"],
+        "long_months": backtest.get("long_months") or [],
         "method": backtest.get("method", ""),
         "chart": loaded.chart is not None,
         "candidates": manifest.get("candidates") or [],

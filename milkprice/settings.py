@@ -36,7 +36,12 @@ class Settings:
         default="", metadata={"doc": "storage trigger URL (default: host and port)"}
     )
     state_dir: str = field(default="var", metadata={"doc": "local folder for the emulator's data"})
-    backtest_months: int = field(default=24, metadata={"doc": "months scored one step ahead"})
+    backtest_months: int = field(
+        default=24, metadata={"doc": "months scored one step ahead; the best here is served"}
+    )
+    long_backtest_months: int = field(
+        default=60, metadata={"doc": "months of the second, longer view of the same backtest"}
+    )
     reload_seconds: float = field(
         default=5.0, metadata={"doc": "how often predict checks the pointer"}
     )

@@ -107,6 +107,7 @@ class Trained:
     served: dict[str, dict[str, Any]]  # role -> its manifest entry (without sha256)
     candidates: list[dict[str, Any]]
     backtest_months: list[str]
+    long_months: list[str]  # the long view's months (empty when it adds none)
     next_row: dict[str, Any]
     cleaning: dict[str, dict[str, int]]
     promote: bool
@@ -133,17 +134,30 @@ def train(raw: dict[str, bytes], settings: Settings, timer: Timer, today: date) 
             f"only {len(months)} months are covered by all three files; the backtest needs "
             f"{settings.backtest_months}",
         )
-    pools = M.candidates()
+    long_months = F.evaluation_months(frame, max(settings.long_backtest_months, len(months)))
+    pools, notes = M.candidates(), {}
+    every = list({c.name: c for pool in pools.values() for c in pool}.values())
+    for c in every:  # a candidate whose features are too recent to train on is left out
+        why = M.unscorable(frame, c, months[0])
+        if why:
+            notes[c.name] = f"not scored: {why}"
+    unique = [c for c in every if c.name not in notes]
+    pools = {role: [c for c in pool if c.name not in notes] for role, pool in pools.items()}
     results: dict[str, M.Backtest] = {}
-    unique = list({c.name: c for pool in pools.values() for c in pool}.values())
+    long_results: dict[str, M.Backtest] = {}
     with timer("backtest"):
         for i, candidate in enumerate(unique, start=1):
             if timer.on_stage:  # progress for whoever watches the run record
                 timer.on_stage(f"backtest {i}/{len(unique)}: {candidate.name}")
-            results[candidate.name] = M.backtest(frame, candidate, months)
+            # one run over the long view gives the short one too: a month's forecast only
+            # depends on the months before it
+            span = months if M.unscorable(frame, candidate, long_months[0]) else long_months
+            full = M.backtest(frame, candidate, span)
+            results[candidate.name] = M.view(frame, full, months)
+            if len(span) > len(months):
+                long_results[candidate.name] = full
     naive = results["naive"].metrics
     chosen: dict[str, M.Candidate] = {}
-    notes: dict[str, str] = {}
     for role, pool in pools.items():
         ranked = sorted(pool, key=lambda c: results[c.name].metrics["rmse"])
         if role == "forecast":
@@ -190,12 +204,8 @@ def train(raw: dict[str, bytes], settings: Settings, timer: Timer, today: date) 
         "features": {k: float(v) for k, v in next_values.items()},
     }
     with timer("interval"):
-        interval, long = M.conformal_interval(frame, forecast, months)
-        naive_long = M.backtest(
-            frame,
-            next(c for c in pools["forecast"] if c.name == "naive"),
-            pd.PeriodIndex(long.predictions.index),
-        )
+        prior = long_results.get(forecast.name, results[forecast.name])
+        interval, calibration = M.conformal_interval(frame, forecast, months, prior.predictions)
     served["forecast"]["interval"] = {
         "level": M.INTERVAL_LEVEL,
         "lower_ratio": interval.lower,
@@ -205,19 +215,20 @@ def train(raw: dict[str, bytes], settings: Settings, timer: Timer, today: date) 
         "calibration_months": interval.calibration,
         "method": "split conformal on relative one-step-ahead errors, rolling window",
     }
-    served["forecast"]["backtest_long"] = {
-        "months": [str(long.predictions.index[0]), str(long.predictions.index[-1])],
-        **long.metrics,
-        "naive": naive_long.metrics,
-    }
+    long_view = _long_view(long_results)
+    if forecast.name in long_results:
+        served["forecast"]["backtest_long"] = long_view[forecast.name]
     with timer("report"):
-        actual = frame.loc[months, F.TARGET]
-        table = report.backtest_table(actual, {n: r.predictions for n, r in results.items()})
-        point = table[forecast.name]
-        table["forecast_lower"], table["forecast_upper"] = (
-            point * (1 + interval.lower),
-            point * (1 + interval.upper),
+        shown = long_months if long_results else months
+        actual = frame.loc[shown, F.TARGET]
+        table = report.backtest_table(
+            actual, {n: long_results.get(n, r).predictions for n, r in results.items()}
         )
+        point = table[forecast.name]
+        bounds = M.rolling_bounds(frame, calibration.predictions, pd.PeriodIndex(shown))
+        table["forecast_lower"] = point * (1 + bounds["lower"].to_numpy())
+        table["forecast_upper"] = point * (1 + bounds["upper"].to_numpy())
+        table["selection"] = pd.PeriodIndex(shown).isin(months).astype(int)
         files["backtest.csv"] = report.to_csv(table)
         files["backtest.png"] = report.chart(table, {role: c.name for role, c in chosen.items()})
     best = results[forecast.name].metrics["rmse"]
@@ -236,15 +247,21 @@ def train(raw: dict[str, bytes], settings: Settings, timer: Timer, today: date) 
             "features": len(c.features),
             **results[c.name].metrics,
             "seconds": round(results[c.name].seconds, 3),
+            **({"long": long_view[c.name]} if c.name in long_view else {}),
             **({"not_eligible": notes[c.name]} if c.name in notes else {}),
         }
         for c in unique
+    ] + [
+        {"name": c.name, "description": c.description, "features": len(c.features), "note": why}
+        for c in every
+        if (why := notes.get(c.name)) and c.name not in results
     ]
     return Trained(
         files=files,
         served=served,
         candidates=candidates,
         backtest_months=[str(m) for m in months],
+        long_months=[str(m) for m in long_months] if long_results else [],
         next_row=next_row,
         cleaning=clean.counts,
         promote=promote,
@@ -253,6 +270,22 @@ def train(raw: dict[str, bytes], settings: Settings, timer: Timer, today: date) 
 
 
 # ---------------------------------------------------------------- the bucket part
+
+
+def _long_view(results: dict[str, M.Backtest]) -> dict[str, dict[str, Any]]:
+    """Every candidate's metrics on the long view, beside the naive forecast's ratio."""
+    if "naive" not in results:
+        return {}
+    naive = results["naive"].metrics["rmse"]
+    return {
+        name: {
+            "months": [str(r.predictions.index[0]), str(r.predictions.index[-1])],
+            "scored": len(r.predictions),
+            **r.metrics,
+            "rmse_to_naive": r.metrics["rmse"] / naive,
+        }
+        for name, r in results.items()
+    }
 
 
 def _library_versions() -> dict[str, str]:
@@ -376,6 +409,7 @@ def run(
                 "next": trained.next_row,
                 "backtest": {
                     "months": trained.backtest_months,
+                    "long_months": trained.long_months,
                     "method": "rolling origin, expanding window, one step ahead, refit each month",
                     "table": "backtest.csv",
                     "chart": "backtest.png",

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "milk-price-chile"
 TODAY = date(2026, 11, 27)
 # Small backtests keep function tests quick; the real-data tests use the full 24 months.
-QUICK = {"MILKPRICE_BACKTEST_MONTHS": "6"}
+QUICK = {"MILKPRICE_BACKTEST_MONTHS": "6", "MILKPRICE_LONG_BACKTEST_MONTHS": "0"}
 
 
 @pytest.fixture(autouse=True)
@@ -42,6 +42,7 @@ def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def new_settings(**overrides: object) -> Settings:
     bucket = f"test-{uuid.uuid4().hex[:12]}"
+    overrides.setdefault("long_backtest_months", 0)  # the long view has tests of its own
     settings = Settings(bucket=bucket, **overrides)  # type: ignore[arg-type]
     store.ensure_bucket(settings)
     os.environ["MILKPRICE_BUCKET"] = bucket
@@ -74,11 +75,13 @@ def upload(settings: Settings, files: dict[str, bytes]) -> dict[str, int]:
     }
 
 
-def trained_bucket(raw: dict[str, bytes], months: int) -> tuple[Settings, dict[str, Any]]:
+def trained_bucket(
+    raw: dict[str, bytes], months: int, long: int = 0
+) -> tuple[Settings, dict[str, Any]]:
     """A new bucket holding ``raw`` and a model promoted from it."""
     from milkprice import training
 
-    settings = new_settings(backtest_months=months)
+    settings = new_settings(backtest_months=months, long_backtest_months=long)
     upload(settings, raw)
     record = training.run(settings, "http", today=TODAY)
     assert record["outcome"] == "promoted", record
@@ -93,8 +96,8 @@ def trained_sample(gcs: str, sample_raw: dict[str, bytes]) -> tuple[Settings, di
 
 @pytest.fixture(scope="session")
 def trained_real(gcs: str, real_raw: dict[str, bytes]) -> tuple[Settings, dict[str, object]]:
-    """A bucket holding a model promoted from the real data, full 24-month backtest."""
-    return trained_bucket(real_raw, 24)
+    """A bucket holding a model promoted from the real data: the full 24 and 60-month views."""
+    return trained_bucket(real_raw, 24, 60)
 
 
 @pytest.fixture

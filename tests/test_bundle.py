@@ -54,6 +54,7 @@ def serve(tmp_path: Path, gcs: str) -> Iterator[Any]:
             "STORAGE_EMULATOR_HOST": gcs,
             "MILKPRICE_BUCKET": settings.bucket,
             "MILKPRICE_BACKTEST_MONTHS": str(settings.backtest_months),
+            "MILKPRICE_LONG_BACKTEST_MONTHS": str(settings.long_backtest_months),
         }
         procs.append(
             subprocess.Popen(

@@ -126,3 +126,36 @@ def test_upload_writes_raw_files(
     assert result.returncode == 0 and "generation" in result.stdout
     blob = store.read(settings, "raw/precio_leche.csv")
     assert blob is not None and blob.data == path.read_bytes()
+
+
+def test_evaluate_scores_every_candidate_on_local_files(tmp_path: Path) -> None:
+    from milkprice import sample
+
+    sample.write_sample(tmp_path / "data")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "MILKPRICE_BACKTEST_MONTHS": "6",
+        "MILKPRICE_LONG_BACKTEST_MONTHS": "12",
+    }
+    out = tmp_path / "figures.json"
+    done = milkprice("evaluate", "--data", str(tmp_path / "data"), "--json", str(out), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "backtest 1/" in done.stderr  # progress while it works
+    figures = json.loads(out.read_text())
+    assert len(figures["backtest_months"]) == 6 and len(figures["long_months"]) == 12
+    naive = next(c for c in figures["candidates"] if c["name"] == "naive")
+    for c in figures["candidates"]:
+        line = next(x for x in done.stdout.splitlines() if x.startswith(c["name"] + " "))
+        assert f"{c['rmse']:.3f}" in line and f"{c['rmse'] / naive['rmse']:.3f}" in line
+        if "long" in c:
+            assert len(c["long"]) and f"{c['long']['rmse']:.3f}" in line
+    chosen = figures["models"]["forecast"]
+    assert f"forecast model: {chosen['candidate']}" in done.stdout
+    assert "RMSE 12 mo" in done.stdout and "interval held the actual price" in done.stdout
+
+
+def test_evaluate_names_a_missing_file(tmp_path: Path) -> None:
+    done = milkprice("evaluate", "--data", str(tmp_path), env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("milkprice evaluate: ")
+    assert "precio_leche.csv" in done.stderr and "Traceback" not in done.stderr

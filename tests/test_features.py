@@ -59,6 +59,7 @@ def test_features_use_only_earlier_months(sample_raw: dict[str, bytes]) -> None:
     month = pd.Period("2015-06", freq="M")
     clean.milk.loc[month] += 1000.0
     clean.rain.loc[month] += 1000.0
+    clean.macro.loc[month] *= 3.0
     after = F.build(clean)
     features = [c for c in before.columns if c not in (F.TARGET, F.ALL_SOURCES)]
     upto = before.index <= month
@@ -77,3 +78,21 @@ def test_next_month_and_evaluation_window(real_frame: pd.DataFrame) -> None:
         real_frame.loc["2020-03", F.TARGET] - real_frame.loc["2020-02", F.TARGET]
     )
     assert row["mes_03"] == 1.0 and row["mes_04"] == 0.0
+
+
+def test_seasonal_log_changes_and_macro_drivers(real_frame: pd.DataFrame) -> None:
+    price = real_frame[F.TARGET]
+    month = pd.Period("2019-04", freq="M")
+
+    def change(m: pd.Period) -> float:
+        return float(np.log(price[m] / price[m - 1]))
+
+    assert real_frame.loc[month, F.LOG_CHANGE_2] == pytest.approx(change(month - 2))
+    for name, years in zip(F.LOG_CHANGE_YEARS, (2, 3, 4), strict=True):
+        assert real_frame.loc[month, name] == pytest.approx(change(month - 12 * years))
+    # the dollar's 3-month log change up to last month: 667.68 (2019-03) over 681.99 (2018-12)
+    dollar = real_frame.loc[month, F.MACRO_CHANGES[0]]
+    assert dollar == pytest.approx(np.log(667.68 / 681.99), abs=1e-4)
+    # every feature of the long-history model exists from 1983 on
+    first = real_frame.dropna(subset=list(F.SEASONAL_AR)).index.min()
+    assert first <= pd.Period("1983-12", freq="M")

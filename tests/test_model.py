@@ -67,19 +67,7 @@ def test_metrics() -> None:
     assert m == {"rmse": 10.0, "mae": 10.0, "mape": pytest.approx(7.5)}
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "naive",
-        "seasonal_naive",
-        "seasonal_naive_pct",
-        "ridge_change",
-        "ridge_ratio_5y",
-        "gbm_change",
-        "old_pipeline",
-        "gbm_change_legacy",
-    ],
-)
+@pytest.mark.parametrize("name", sorted({c.name for pool in M.candidates().values() for c in pool}))
 def test_every_candidate_exports_to_onnx_and_skops_exactly(frame: pd.DataFrame, name: str) -> None:
     pools = M.candidates()
     candidate = next(c for pool in pools.values() for c in pool if c.name == name)
@@ -115,3 +103,42 @@ def test_conformal_interval_is_out_of_sample(frame: pd.DataFrame) -> None:
     assert 0 <= interval.coverage <= 1 and interval.scored == 12
     low, high = interval.around(100.0)
     assert low == pytest.approx(100 * (1 + interval.lower)) and high > 100
+
+
+def test_one_long_backtest_gives_the_short_view(frame: pd.DataFrame) -> None:
+    candidate = next(c for c in M.candidates()["forecast"] if c.name == "ridge_ratio_seasonal")
+    short, long = F.evaluation_months(frame, 4), F.evaluation_months(frame, 10)
+    alone = M.backtest(frame, candidate, short)
+    seen = M.view(frame, M.backtest(frame, candidate, long), short)
+    pd.testing.assert_series_equal(alone.predictions, seen.predictions)
+    assert alone.metrics == seen.metrics
+    # known forecasts are reused, not refitted: a wrong one shows through
+    known = alone.predictions.copy()
+    known.iloc[0] += 50.0
+    reused = M.backtest(frame, candidate, short, known)
+    assert reused.predictions.iloc[0] == known.iloc[0]
+    assert reused.metrics["rmse"] > alone.metrics["rmse"]
+
+
+def test_a_candidate_without_enough_months_is_not_scored(frame: pd.DataFrame) -> None:
+    first = F.evaluation_months(frame, 6)[0]
+    recent = frame.copy()
+    recent.loc[recent.index < first - 12, F.MACRO_CHANGES[0]] = np.nan
+    candidate = M.Candidate("macro", "macro", (F.LAST_PRICE, F.MACRO_CHANGES[0]), M.FixedLinear)
+    assert M.unscorable(frame, candidate, first) is None
+    why = M.unscorable(recent, candidate, first)
+    assert why is not None and "only 12 months" in why and str(first) in why
+
+
+def test_rolling_bounds_use_only_earlier_errors(frame: pd.DataFrame) -> None:
+    naive = M.Candidate("naive", "naive", (F.LAST_PRICE,), M.FixedLinear)
+    months = F.evaluation_months(frame, 30)
+    predictions = M.backtest(frame, naive, months).predictions
+    bounds = M.rolling_bounds(frame, predictions, months)
+    assert bounds.iloc[:12].isna().all().all()  # under a year of errors: no interval
+    month = months[20]
+    changed = predictions.copy()
+    changed.loc[month:] *= 1.5  # later errors must not move this month's interval
+    after = M.rolling_bounds(frame, changed, months)
+    pd.testing.assert_series_equal(bounds.loc[month], after.loc[month])
+    assert not bounds.loc[months[21]].equals(after.loc[months[21]])

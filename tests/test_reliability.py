@@ -97,6 +97,7 @@ def env_for(settings: Settings, gcs: str, tmp: Path, **extra: str) -> dict[str, 
         "STORAGE_EMULATOR_HOST": gcs,
         "MILKPRICE_BUCKET": settings.bucket,
         "MILKPRICE_BACKTEST_MONTHS": str(settings.backtest_months),
+        "MILKPRICE_LONG_BACKTEST_MONTHS": str(settings.long_backtest_months),
         "MILKPRICE_RELOAD_SECONDS": "0.3",
         "MILKPRICE_STATE_DIR": str(tmp),
         **extra,
@@ -331,7 +332,9 @@ def test_storage_outage_keeps_serving_and_recovers(
     own = emulator.start(root, port)
     host = emulator.url("127.0.0.1", port)
     try:
-        settings = Settings(bucket="outage", project="outage-test", backtest_months=6)
+        settings = Settings(
+            bucket="outage", project="outage-test", backtest_months=6, long_backtest_months=0
+        )
         env = env_for(settings, host, tmp_path / "state")
         trainer = Function("train_http", "train", env)
         functions.append(trainer)

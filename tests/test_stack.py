@@ -32,6 +32,7 @@ class Stack:
             "MILKPRICE_STATE_DIR": str(tmp / "state"),
             "MILKPRICE_BUCKET": "milk-price",
             "MILKPRICE_BACKTEST_MONTHS": "6",
+            "MILKPRICE_LONG_BACKTEST_MONTHS": "0",
             "MILKPRICE_RELOAD_SECONDS": "1",
         }
         self.env.pop("STORAGE_EMULATOR_HOST", None)
