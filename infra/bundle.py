@@ -24,6 +24,7 @@ PREDICT_MODULES = (
     "store",
     "logs",
     "serving",
+    "rows",
     "openapi",
 )
 

@@ -323,6 +323,42 @@ def test_mixed_batch_keeps_row_order(
     )
 
 
+def test_the_fast_path_agrees_with_the_full_checks(
+    trained_sample: tuple[Settings, dict[str, Any]],
+) -> None:
+    settings, _ = trained_sample
+    loaded = serving.load(settings)
+    assert loaded is not None
+    doc = manifest(settings)
+    new, old = perturbed(next_row(doc), 6, seed=2), legacy_rows()[:5]
+    noisy = [{"id": "x", "note": None, "nested": [{"a": 1}], **old[0]}]
+    for rows in (new, old, [new[0], old[0], new[1], old[1]], noisy):
+        body = orjson.dumps({"data": rows})
+        fast = serving.fast_scores(loaded, body, 100)
+        assert fast is not None  # valid bodies take it
+        full = serving.score_rows(loaded, orjson.loads(body), 100)
+        assert fast[1] == full[1]
+        np.testing.assert_array_equal(fast[0], full[0])
+    # everything that needs an error message is left to the full checks
+    first = doc["models"]["forecast"]["features"][0]
+    refused = [
+        b"",
+        b'{"data": [',
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"data": []}',
+        b'{"rows": []}',
+        orjson.dumps({"data": [{**new[0], first: True}]}),
+        orjson.dumps({"data": [{**new[0], first: None}]}),
+        orjson.dumps({"data": [{**new[0], first: "1.5"}]}),
+        orjson.dumps({"data": [{**new[0], first: [1.5]}]}),
+        orjson.dumps({"data": [{"x": 1.0}]}),
+        orjson.dumps({"data": [new[0], 3]}),
+        orjson.dumps({"data": new * 20}),  # over the 100 rows allowed below
+    ]
+    for body in refused:
+        assert serving.fast_scores(loaded, body, 100) is None, body[:80]
+
+
 def test_forecast_is_the_onnx_model_on_the_next_row(
     trained_sample: tuple[Settings, dict[str, Any]], use_bucket: Callable[[Settings], None]
 ) -> None:

@@ -28,6 +28,10 @@ def _body(r: flask.Request) -> Any:
     return serving.parse_body(r.headers.get("Content-Type"), r.stream, r.content_length)
 
 
+def _bytes(r: flask.Request) -> bytes:
+    return serving.body_bytes(r.headers.get("Content-Type"), r.stream, r.content_length)
+
+
 def _base(r: flask.Request) -> str:
     scheme = r.headers.get("X-Forwarded-Proto", r.scheme).split(",")[0].strip()
     return f"{scheme}://{r.host}"
@@ -46,7 +50,7 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/": {"GET": lambda r, _: flask.Response(serving.landing(_base(r)))},
     "/backtest.png": {"GET": _chart},
     "/forecast": {"GET": lambda r, _: _json(*serving.forecast())},
-    "/predict": {"POST": lambda r, _: _json(*serving.predict_rows(_body(r)))},
+    "/predict": {"POST": lambda r, _: _json(*serving.predict_rows(_bytes(r)))},
     "/openapi.json": {"GET": lambda r, _: _json(openapi.document(_base(r)))},
     "/v2": {"GET": lambda r, _: _json(serving.v2_server())},
     "/v2/health/live": {"GET": lambda r, _: _json({"live": True})},
