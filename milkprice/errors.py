@@ -60,6 +60,10 @@ class Conflict(MilkPriceError):
     status = 409
 
 
+class RequestTimeout(MilkPriceError):
+    status = 408
+
+
 class PayloadTooLarge(MilkPriceError):
     status = 413
 

@@ -227,6 +227,7 @@ def _paths() -> dict[str, Any]:
     bad_request = _error("Malformed JSON, or a row, field or tensor that cannot be scored")
     too_large = _error("The body is above the byte limit, or holds too many rows")
     media = _error("The Content-Type is not JSON")
+    stalled = _error("The body stopped arriving before its declared length")
     unknown_model = _error("No model of that name")
     return {
         "/": {
@@ -285,6 +286,7 @@ def _paths() -> dict[str, Any]:
                         },
                     ),
                     "400": bad_request,
+                    "408": stalled,
                     "413": too_large,
                     "415": media,
                     "503": NOT_READY,
@@ -349,6 +351,7 @@ def _paths() -> dict[str, Any]:
                     "200": _json("Prices", _ref("InferResponse"), headers=MODEL_HEADERS),
                     "400": bad_request,
                     "404": unknown_model,
+                    "408": stalled,
                     "413": too_large,
                     "415": media,
                     "503": NOT_READY,

@@ -40,6 +40,7 @@ from milkprice.errors import (
     NotFound,
     NotReady,
     PayloadTooLarge,
+    RequestTimeout,
     UnsupportedMediaType,
     to_response,
 )
@@ -59,6 +60,9 @@ CHUNK = 1 << 16
 # reload (store's own retries would hold that request for up to 10 s while the bucket is away).
 CHECK_RETRY = Retry(initial=0.05, maximum=0.25, multiplier=2.0, timeout=1.0)
 CHECK_TIMEOUT = 1.0
+# /predict bodies from this size on take the fast path (rows.py); a few rows parse faster the
+# plain way (measured: 1 row 11 us plain, 21 us fast; 1000 old-format rows 24 ms, 11 ms)
+FAST_PATH_BYTES = 32_768
 
 
 class LoadError(MilkPriceError):
@@ -526,7 +530,14 @@ def read_body(stream: IO[bytes], length: int | None, limit: int) -> bytes:
     size = 0
     # Ask for what is declared, or 64 KiB at a time: a read(n) may allocate n bytes at once.
     while (want := min(CHUNK if length is None else length - size, limit + 1 - size)) > 0:
-        chunk = stream.read(want)
+        try:
+            chunk = stream.read(want)
+        except TimeoutError:  # the socket's deadline (body_bytes): the client stopped sending
+            declared = "" if length is None else f" {length} bytes its Content-Length declared"
+            raise RequestTimeout(
+                f"the body stopped arriving before the{declared or ' end'}: nothing came "
+                f"for {settings().body_timeout:g} s"
+            ) from None
         if not chunk:
             break
         parts.append(chunk)
@@ -549,16 +560,24 @@ def parse_json(body: bytes) -> Any:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
 
 
-def body_bytes(content_type: str | None, stream: IO[bytes], length: int | None) -> bytes:
-    """A POST body's bytes: 415 unless JSON, 413 above the limit."""
+def body_bytes(
+    content_type: str | None, stream: IO[bytes], length: int | None, sock: Any = None
+) -> bytes:
+    """A POST body's bytes: 415 unless JSON, 413 above the limit, 408 if it stalls.
+
+    ``sock`` is the connection's socket when the server gives it (gunicorn does): reading
+    gets a deadline, so a client that declares more than it sends holds a thread for
+    ``body_timeout`` seconds, not for ever. After a stalled body the deadline stays, and the
+    server gives the connection up when it tries to read the rest.
+    """
     if not is_json(content_type):
         raise UnsupportedMediaType(f"send application/json, not {content_type}")
-    return read_body(stream, length, settings().max_body_bytes)
-
-
-def parse_body(content_type: str | None, stream: IO[bytes], length: int | None) -> Any:
-    """A POST body: 415 unless JSON, 413 above the limit, 400 unless valid JSON."""
-    return parse_json(body_bytes(content_type, stream, length))
+    if sock is not None:
+        sock.settimeout(settings().body_timeout)
+    body = read_body(stream, length, settings().max_body_bytes)
+    if sock is not None:
+        sock.settimeout(None)  # the answer is written without one
+    return body
 
 
 def failure(exc: BaseException, what: str) -> tuple[int, bytes, dict[str, str]]:
@@ -782,7 +801,8 @@ def predict_rows(body: bytes) -> tuple[np.ndarray, dict[str, str]]:
         parse_json(body)  # a bad body is named before a missing model
         raise
     limit = settings().max_rows
-    scored = fast_scores(loaded, body, limit) or score_rows(loaded, parse_json(body), limit)
+    fast = fast_scores(loaded, body, limit) if len(body) >= FAST_PATH_BYTES else None
+    scored = fast or score_rows(loaded, parse_json(body), limit)
     prices, used = scored
     return prices, {"X-Model-Version": loaded.version, "X-Model": used}
 

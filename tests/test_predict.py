@@ -108,6 +108,23 @@ class Client:
         return self.open(path, "POST", **kwargs)
 
 
+class Stalled(io.RawIOBase):
+    """A request body that sends its first bytes, then stops, as a socket past its deadline."""
+
+    def __init__(self, first: bytes) -> None:
+        self.first = first
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self.first:
+            raise TimeoutError("timed out")
+        n = min(len(buffer), len(self.first))
+        buffer[:n], self.first = self.first[:n], self.first[n:]
+        return n
+
+
 @pytest.fixture(autouse=True)
 def _fresh_process() -> Iterator[None]:
     """Each test starts as a new process would: no cache, settings read again."""
@@ -1076,6 +1093,16 @@ def test_every_documented_answer_happens(
             path, json={"data": [row] * 4, "inputs": [{**good["inputs"][0], "shape": [4, width]}]}
         )
         client.post(path, data="x", content_type="text/plain")
+        stalled = client.post(
+            path,
+            content_type=JSON,
+            environ_overrides={
+                "wsgi.input": Stalled(b'{"data": ['),
+                "wsgi.input_terminated": True,  # as gunicorn says: the stream as it is
+                "CONTENT_LENGTH": "100",
+            },
+        )
+        assert "the 100 bytes its Content-Length declared" in stalled.get_json()["error"]
     client.post("/v2/models/nope/infer", json=good)
     seen |= client.seen
     assert documented <= seen, documented - seen

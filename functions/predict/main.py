@@ -24,12 +24,13 @@ def _json(doc: Any, headers: dict[str, str] | None = None) -> flask.Response:
     return flask.Response(body, 200, headers, mimetype="application/json")
 
 
-def _body(r: flask.Request) -> Any:
-    return serving.parse_body(r.headers.get("Content-Type"), r.stream, r.content_length)
-
-
 def _bytes(r: flask.Request) -> bytes:
-    return serving.body_bytes(r.headers.get("Content-Type"), r.stream, r.content_length)
+    sock = r.environ.get("gunicorn.socket")  # a read deadline for stalled bodies
+    return serving.body_bytes(r.headers.get("Content-Type"), r.stream, r.content_length, sock)
+
+
+def _body(r: flask.Request) -> Any:
+    return serving.parse_json(_bytes(r))
 
 
 def _base(r: flask.Request) -> str:
