@@ -220,23 +220,13 @@ def cmd_predict(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_folder(folder: Path) -> dict[str, bytes]:
-    raw = {}
-    for name in store.RAW_FILES:
-        try:
-            raw[name] = (folder / name).read_bytes()
-        except OSError as exc:
-            raise MilkPriceError(f"{folder / name}: {exc.strerror or exc}") from None
-    return raw
-
-
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     """The training core on local files, nothing written: every candidate's figures."""
     from datetime import date
 
     from milkprice import sample, training
 
-    raw = _read_folder(Path(args.data)) if args.data else sample.sample_files()
+    raw = sample.read_folder(args.data) if args.data else sample.sample_files()
     source = args.data or "the sample data (python -m milkprice.sample)"
     print(f"evaluating on {source}", file=sys.stderr)
     timer = training.Timer(lambda stage: print(f"  {stage}", file=sys.stderr, flush=True))

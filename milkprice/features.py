@@ -47,6 +47,12 @@ PRICE_FEATURES = (
     LOG_CHANGE_12,
     LOG_YEAR,
 )
+LOG_CHANGE_LAGS = {  # feature -> how many months back its monthly log change is
+    LOG_CHANGE_1: 1,
+    LOG_CHANGE_2: 2,
+    LOG_CHANGE_12: 12,
+    **dict(zip(LOG_CHANGE_YEARS, (24, 36, 48), strict=True)),
+}
 SEASONAL_AR = (LAST_PRICE, LOG_CHANGE_1, LOG_CHANGE_2, LOG_CHANGE_12, *LOG_CHANGE_YEARS)
 # Macro drivers as log changes up to last month, each (series, months): the dollar (dairy
 # trades in dollars) and the economy's activity. Decoded by the cleaning rules; a series the
@@ -139,12 +145,9 @@ def build(clean: CleanData) -> pd.DataFrame:
     extra[CHANGE_1] = price.shift(1) - price.shift(2)
     extra[CHANGE_12] = price.shift(12) - price.shift(13)
     log_price = np.log(price.where(price > 0))
-    extra[LOG_CHANGE_1] = log_price.shift(1) - log_price.shift(2)
-    extra[LOG_CHANGE_12] = log_price.shift(12) - log_price.shift(13)
     extra[LOG_YEAR] = log_price.shift(1) - log_price.shift(13)
     log_change = log_price.diff()
-    extra[LOG_CHANGE_2] = log_change.shift(2)
-    for name, lag in zip(LOG_CHANGE_YEARS, (24, 36, 48), strict=True):
+    for name, lag in LOG_CHANGE_LAGS.items():
         extra[name] = log_change.shift(lag)
     month_of_year = series.index.month
     for m, name in enumerate(MONTHS, start=1):

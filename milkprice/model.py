@@ -295,9 +295,14 @@ def candidates() -> dict[str, list[Candidate]]:
 # ---------------------------------------------------------------- backtest
 
 
-def training_rows(frame: pd.DataFrame, candidate: Candidate, before: pd.Period) -> pd.DataFrame:
+def _known_rows(frame: pd.DataFrame, candidate: Candidate, before: pd.Period) -> pd.DataFrame:
+    """Months before ``before`` with a known price and every feature of the candidate."""
     rows = frame[(frame.index < before) & frame[F.TARGET].notna()]
-    rows = rows.dropna(subset=list(candidate.features))
+    return rows.dropna(subset=list(candidate.features))
+
+
+def training_rows(frame: pd.DataFrame, candidate: Candidate, before: pd.Period) -> pd.DataFrame:
+    rows = _known_rows(frame, candidate, before)
     return rows.iloc[-candidate.window :] if candidate.window else rows
 
 
@@ -327,11 +332,7 @@ def unscorable(frame: pd.DataFrame, candidate: Candidate, first: pd.Period) -> s
     A candidate whose features only exist in recent years (a macro series) needs enough
     months with all of them before the first scored month.
     """
-    n = len(
-        frame[(frame.index < first) & frame[F.TARGET].notna()].dropna(
-            subset=list(candidate.features)
-        )
-    )
+    n = len(_known_rows(frame, candidate, first))
     if n >= MIN_TRAINING_MONTHS:
         return None
     return f"only {n} months before {first} have all its features ({MIN_TRAINING_MONTHS} needed)"
@@ -410,13 +411,17 @@ def _quantiles(relative: np.ndarray) -> tuple[float, float]:
     return float(np.quantile(relative, tail)), float(np.quantile(relative, 1 - tail))
 
 
+def _relative_errors(frame: pd.DataFrame, predictions: pd.Series) -> pd.Series:
+    actual = frame.loc[predictions.index, F.TARGET].to_numpy(float)
+    return pd.Series(actual / predictions.to_numpy(float) - 1, index=predictions.index)
+
+
 def rolling_bounds(
     frame: pd.DataFrame, predictions: pd.Series, months: pd.PeriodIndex
 ) -> pd.DataFrame:
     """Each month's interval, as ratios to its forecast, from the relative errors of the (up
     to) ``CALIBRATION_MONTHS`` forecasts before it only; NaN with fewer than a year of them."""
-    actual = frame.loc[predictions.index, F.TARGET].to_numpy(float)
-    relative = pd.Series(actual / predictions.to_numpy(float) - 1, index=predictions.index)
+    relative = _relative_errors(frame, predictions)
     rows = []
     for month in months:
         past = relative[relative.index < month].iloc[-CALIBRATION_MONTHS:]
@@ -443,10 +448,9 @@ def conformal_interval(
     months = months[frame.loc[months, F.TARGET].notna().to_numpy()]
     long = backtest(frame, candidate, pd.PeriodIndex(months), known)
     bounds = rolling_bounds(frame, long.predictions, scored)
-    actual = frame.loc[scored, F.TARGET].to_numpy(float)
-    relative = actual / long.predictions.loc[scored].to_numpy(float) - 1
+    errors = _relative_errors(frame, long.predictions)
+    relative = errors.loc[scored].to_numpy()
     inside = (bounds["lower"].to_numpy() <= relative) & (relative <= bounds["upper"].to_numpy())
-    errors = frame.loc[months, F.TARGET].to_numpy(float) / long.predictions.to_numpy() - 1
-    low, high = _quantiles(errors[-CALIBRATION_MONTHS:])
+    low, high = _quantiles(errors.iloc[-CALIBRATION_MONTHS:].to_numpy())
     interval = Interval(low, high, float(np.mean(inside)), len(scored), CALIBRATION_MONTHS)
     return interval, long

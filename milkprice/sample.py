@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 
+from milkprice.errors import MilkPriceError
 from milkprice.schema import IMACEC_SERIES, MONTHS_ES, PIB_SERIES, RAW_FILES, REGIONS
 
 SAMPLE_FILES: tuple[str, ...] = RAW_FILES
@@ -231,6 +232,15 @@ def write_sample(directory: str | os.PathLike[str], seed: int = 0) -> list[pathl
     for name, content in sample_files(seed).items():
         (folder / name).write_bytes(content)
     return [folder / name for name in SAMPLE_FILES]
+
+
+def read_folder(directory: str | os.PathLike[str]) -> dict[str, bytes]:
+    """The three raw files of a folder (as ``write_sample`` writes them), name -> bytes."""
+    folder = pathlib.Path(directory)
+    missing = [name for name in RAW_FILES if not (folder / name).is_file()]
+    if missing:
+        raise MilkPriceError(f"{folder} lacks {', '.join(missing)}")
+    return {name: (folder / name).read_bytes() for name in RAW_FILES}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -92,17 +92,21 @@ class Model:
         return np.ravel(self.session.run([self.output], {self.input: X})[0])
 
     def matrix(self, rows: list[dict[str, Any]], positions: list[int] | None) -> np.ndarray:
-        """The float64 matrix of rows that carry every feature; 400 names a bad row and field."""
+        """The float64 matrix of rows that carry every feature; 400 names a row and field that
+        is not a number (``score`` checks that numbers are finite)."""
         values = list(map(self.take, rows))
         if not set(map(type, chain.from_iterable(values))) <= NUMBER:
             raise self._not_numbers(values, positions)
-        X = np.fromiter(
+        return np.fromiter(
             chain.from_iterable(values), dtype=np.float64, count=len(values) * len(self.features)
         ).reshape(len(values), len(self.features))
-        check_finite(X, self.features, positions)
-        return X
 
     def score(self, X: np.ndarray, positions: list[int] | None) -> np.ndarray:
+        """Prices of finite rows; 400 names a row with a value, or a price, that is not finite.
+
+        ``positions`` are the rows' places in the request when ``X`` holds only some of them.
+        """
+        check_finite(X, self.features, positions)
         prices = self.run(X)
         finite = np.isfinite(prices)
         if not finite.all():
@@ -629,7 +633,6 @@ def fast_scores(loaded: Loaded, body: bytes, max_rows: int) -> tuple[np.ndarray,
         model, every = loaded.models[role], chosen.all()
         positions = None if every else np.flatnonzero(chosen).tolist()
         sub = X[:, loaded.columns[role]] if every else X[np.ix_(chosen, loaded.columns[role])]
-        check_finite(sub, model.features, positions)
         prices[chosen] = model.score(sub, positions)
     return prices, ",".join(used)
 
@@ -780,7 +783,6 @@ def infer(loaded: Loaded, name: str, doc: Any, max_rows: int) -> dict[str, Any]:
     if dtype is np.float32:
         with np.errstate(over="ignore"):
             X = X.astype(np.float32).astype(np.float64)
-    check_finite(X, m.features, None)
     prices = m.score(X, None)
     answer: dict[str, Any] = {"model_name": name, "model_version": loaded.version}
     if doc.get("id") is not None:

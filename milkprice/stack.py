@@ -148,13 +148,9 @@ def train_token(settings: Settings, state: Path) -> str:
 
 def seed_data(settings: Settings, data_dir: str | None) -> str:
     if data_dir:
-        folder = Path(data_dir)
-        missing = [n for n in store.RAW_FILES if not (folder / n).is_file()]
-        if missing:
-            raise StackError(f"{folder} lacks {', '.join(missing)}")
-        for name in store.RAW_FILES:
-            store.write(settings, store.RAW_PREFIX + name, (folder / name).read_bytes(), "text/csv")
-        return f"uploaded the CSVs of {folder} to raw/"
+        for name, payload in sample.read_folder(data_dir).items():
+            store.write(settings, store.RAW_PREFIX + name, payload, "text/csv")
+        return f"uploaded the CSVs of {data_dir} to raw/"
     if store.list_names(settings, store.RAW_PREFIX):
         return "raw/ already holds data; kept it"
     for name, payload in sample.sample_files().items():

@@ -72,12 +72,17 @@ def read(settings: Settings, name: str, generation: int | None = None) -> Blob |
     return Blob(name, data, int(blob.generation or 0))
 
 
-def size(settings: Settings, name: str) -> tuple[int, int] | None:
-    """(size in bytes, generation) of the live object, or None; no download."""
+def _metadata(settings: Settings, name: str, retry: Retry, timeout: float) -> Any:
+    """The live object's metadata (a google-cloud-storage Blob), or None; no download."""
     try:
-        blob = bucket(settings).get_blob(name, retry=RETRY, timeout=TIMEOUT)
+        return bucket(settings).get_blob(name, retry=retry, timeout=timeout)
     except (gexc.GoogleAPIError, OSError) as exc:
         raise _wrap(exc, f"reading {name}") from exc
+
+
+def size(settings: Settings, name: str) -> tuple[int, int] | None:
+    """(size in bytes, generation) of the live object, or None; no download."""
+    blob = _metadata(settings, name, RETRY, TIMEOUT)
     return None if blob is None else (int(blob.size or 0), int(blob.generation))
 
 
@@ -88,10 +93,7 @@ def generation(
 
     A caller on a request path passes a shorter ``retry`` and ``timeout``.
     """
-    try:
-        blob = bucket(settings).get_blob(name, retry=retry, timeout=timeout)
-    except (gexc.GoogleAPIError, OSError) as exc:
-        raise _wrap(exc, f"reading {name}") from exc
+    blob = _metadata(settings, name, retry, timeout)
     return None if blob is None else int(blob.generation)
 
 

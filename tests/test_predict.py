@@ -272,12 +272,30 @@ def test_no_model_yet_is_503_with_retry_after(settings: Settings) -> None:
 # ---------------------------------------------------------------- predictions
 
 
-def test_legacy_rows_equal_the_legacy_pipeline(
+@pytest.fixture
+def on_sample(
+    trained_sample: tuple[Settings, dict[str, Any]], use_bucket: Callable[[Settings], None]
+) -> tuple[Settings, dict[str, Any]]:
+    """The function reads the sample-trained bucket: its settings and serving manifest."""
+    settings, _ = trained_sample
+    use_bucket(settings)
+    return settings, manifest(settings)
+
+
+@pytest.fixture
+def on_real(
     trained_real: tuple[Settings, dict[str, Any]], use_bucket: Callable[[Settings], None]
-) -> None:
+) -> tuple[Settings, dict[str, Any]]:
+    """The function reads the bucket trained on the real data: settings and serving manifest."""
     settings, _ = trained_real
     use_bucket(settings)
-    doc = manifest(settings)
+    return settings, manifest(settings)
+
+
+def test_legacy_rows_equal_the_legacy_pipeline(
+    on_real: tuple[Settings, dict[str, Any]],
+) -> None:
+    settings, doc = on_real
     rows = legacy_rows()
     # rows in the old format go to the legacy model, unless the forecast model needs no more
     forecast_fits = set(doc["models"]["forecast"]["features"]) <= set(rows[0])
@@ -299,11 +317,9 @@ def test_legacy_rows_equal_the_legacy_pipeline(
 
 
 def test_forecast_rows_equal_the_forecast_pipeline(
-    trained_real: tuple[Settings, dict[str, Any]], use_bucket: Callable[[Settings], None]
+    on_real: tuple[Settings, dict[str, Any]],
 ) -> None:
-    settings, _ = trained_real
-    use_bucket(settings)
-    doc = manifest(settings)
+    settings, doc = on_real
     rows = perturbed(next_row(doc), 25)
     response = Client().post("/predict", json={"data": rows})
     assert response.status_code == 200, response.get_data(as_text=True)
@@ -314,11 +330,9 @@ def test_forecast_rows_equal_the_forecast_pipeline(
 
 
 def test_mixed_batch_keeps_row_order(
-    trained_sample: tuple[Settings, dict[str, Any]], use_bucket: Callable[[Settings], None]
+    on_sample: tuple[Settings, dict[str, Any]],
 ) -> None:
-    settings, _ = trained_sample
-    use_bucket(settings)
-    doc = manifest(settings)
+    settings, doc = on_sample
     new = perturbed(next_row(doc), 6, seed=1)
     old = legacy_rows()[:5]
     rows = [new[0], old[0], old[1], new[1], new[2], old[2], new[3], old[3], old[4], new[4], new[5]]
@@ -377,11 +391,9 @@ def test_the_fast_path_agrees_with_the_full_checks(
 
 
 def test_forecast_is_the_onnx_model_on_the_next_row(
-    trained_sample: tuple[Settings, dict[str, Any]], use_bucket: Callable[[Settings], None]
+    on_sample: tuple[Settings, dict[str, Any]],
 ) -> None:
-    settings, _ = trained_sample
-    use_bucket(settings)
-    doc = manifest(settings)
+    settings, doc = on_sample
     client = Client()
     response = client.get("/forecast")
     assert response.status_code == 200
@@ -404,11 +416,9 @@ def test_forecast_is_the_onnx_model_on_the_next_row(
 
 
 def test_v2_infer_equals_predict(
-    trained_sample: tuple[Settings, dict[str, Any]], use_bucket: Callable[[Settings], None]
+    on_sample: tuple[Settings, dict[str, Any]],
 ) -> None:
-    settings, _ = trained_sample
-    use_bucket(settings)
-    doc = manifest(settings)
+    _, doc = on_sample
     client = Client()
     cases = {
         "forecast": perturbed(next_row(doc), 7, seed=2),
@@ -463,11 +473,9 @@ def test_v2_infer_equals_predict(
 
 
 def test_v2_metadata_lists_the_feature_names(
-    trained_sample: tuple[Settings, dict[str, Any]], use_bucket: Callable[[Settings], None]
+    on_sample: tuple[Settings, dict[str, Any]],
 ) -> None:
-    settings, _ = trained_sample
-    use_bucket(settings)
-    doc = manifest(settings)
+    _, doc = on_sample
     client = Client()
     for name, role in (("forecast", "forecast"), ("legacy", "legacy"), ("milk-price", "forecast")):
         meta = client.get(f"/v2/models/{name}").get_json()
@@ -510,12 +518,8 @@ class Sample:
 
 
 @pytest.fixture
-def sample(
-    trained_sample: tuple[Settings, dict[str, Any]], use_bucket: Callable[[Settings], None]
-) -> Sample:
-    settings, _ = trained_sample
-    use_bucket(settings)
-    doc = manifest(settings)
+def sample(on_sample: tuple[Settings, dict[str, Any]]) -> Sample:
+    _, doc = on_sample
     return Sample(
         doc["models"]["forecast"]["features"], doc["models"]["legacy"]["features"], next_row(doc)
     )
@@ -945,11 +949,9 @@ def test_the_bucket_away(
 
 
 def test_landing_page(
-    trained_sample: tuple[Settings, dict[str, Any]], use_bucket: Callable[[Settings], None]
+    on_sample: tuple[Settings, dict[str, Any]],
 ) -> None:
-    settings, _ = trained_sample
-    use_bucket(settings)
-    doc = manifest(settings)
+    settings, doc = on_sample
     client = Client()
     response = client.get("/", base_url="http://milk.example:8123")
     assert response.status_code == 200 and response.mimetype == "text/html"
