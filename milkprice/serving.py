@@ -600,7 +600,13 @@ def failure(exc: BaseException, what: str) -> tuple[int, bytes, dict[str, str]]:
 
 
 def _missing(i: int, row: dict[str, Any], models: Iterable[Model]) -> BadRequest:
-    nearest = min(models, key=lambda m: len(m.feature_set - row.keys()))
+    """The error for a row no model can score: it names what the nearest model lacks.
+
+    Nearest is the model whose features the row has the largest share of, so an old client's
+    row missing one of the legacy model's 141 features hears about that one, not about the
+    forecast model's few features it never meant to send.
+    """
+    nearest = max(models, key=lambda m: len(m.feature_set & row.keys()) / len(m.feature_set))
     missing = [name for name in nearest.features if name not in row]
     shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
     return BadRequest(
@@ -609,7 +615,7 @@ def _missing(i: int, row: dict[str, Any], models: Iterable[Model]) -> BadRequest
         f"{shown}",
         [
             {"row": i, "field": name, "problem": f"missing (the {nearest.role} model needs it)"}
-            for name in missing[:MAX_DETAILS]
+            for name in missing
         ],
     )
 

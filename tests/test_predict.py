@@ -316,6 +316,50 @@ def test_legacy_rows_equal_the_legacy_pipeline(
     assert again == response.get_json()
 
 
+@pytest.mark.parametrize(
+    "removed",
+    [
+        ["Precio_leche_shift3_mean"],
+        ["Maule_shift3_mean"],
+        ["Precio_leche_shift3_mean", "Maule_shift3_mean", "Coquimbo_shift3_mean"],
+    ],
+)
+def test_an_old_row_missing_features_hears_which(
+    on_real: tuple[Settings, dict[str, Any]], removed: list[str]
+) -> None:
+    """The nearest model is the one the row has the largest share of: here the legacy one."""
+    _, doc = on_real
+    legacy = doc["models"]["legacy"]["features"]
+    row = legacy_rows()[3]
+    assert all(name in row and name in legacy for name in removed)
+    for name in removed:
+        del row[name]
+    response = Client().post("/predict", json={"data": [next_row(doc), row]})
+    assert response.status_code == 400
+    body = response.get_json()
+    assert "nearest is the legacy model" in body["error"], body["error"]
+    assert body["error"].startswith("row 1 ")
+    in_order = [f for f in legacy if f in removed]
+    assert body["error"].endswith(f"which also needs {len(removed)}: " + ", ".join(in_order))
+    assert [d["field"] for d in body["details"]] == in_order
+    assert {d["row"] for d in body["details"]} == {1}
+
+
+def test_every_missing_feature_is_in_the_details(
+    on_real: tuple[Settings, dict[str, Any]],
+) -> None:
+    """The message shows the first few; the details name all of them, however many."""
+    _, doc = on_real
+    legacy = doc["models"]["legacy"]["features"]
+    gone = legacy[: len(legacy) // 3]  # the row keeps two thirds of the legacy model's
+    assert len(gone) > 5
+    row = {k: v for k, v in legacy_rows()[0].items() if k not in gone}
+    body = Client().post("/predict", json={"data": [row]}).get_json()
+    assert f"nearest is the legacy model, which also needs {len(gone)}: " in body["error"]
+    assert body["error"].endswith(", ".join(gone[:5]) + ", ...")
+    assert [d["field"] for d in body["details"]] == gone
+
+
 def test_forecast_rows_equal_the_forecast_pipeline(
     on_real: tuple[Settings, dict[str, Any]],
 ) -> None:
