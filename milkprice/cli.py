@@ -15,7 +15,7 @@ from typing import Any
 
 from milkprice import store
 from milkprice.errors import MilkPriceError
-from milkprice.settings import Settings
+from milkprice.settings import LOG_FORMATS, Settings
 
 STATE = Path(__file__).resolve().parents[1]
 
@@ -72,8 +72,13 @@ def _fmt(x: Any) -> str:
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    from milkprice import stack
+    import dataclasses
 
+    from milkprice import console, stack
+
+    if args.log_format:  # the flag wins over MILKPRICE_LOG_FORMAT
+        settings = dataclasses.replace(settings, log_format=args.log_format)
+    stack.show_as(console.choose(settings.log_format, sys.stdout))
     return stack.up(settings, args.data)
 
 
@@ -318,6 +323,12 @@ def parser() -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=text, description=text)
         if name == "up":
             c.add_argument("--data", help="folder whose three CSVs to upload to raw/ first")
+            c.add_argument(
+                "--log-format",
+                choices=LOG_FORMATS,
+                help="readable text or JSON lines (default: MILKPRICE_LOG_FORMAT, else auto: "
+                "text on a terminal)",
+            )
         elif name == "upload":
             c.add_argument("paths", nargs="+", metavar="PATH")
         elif name == "rollback":

@@ -9,6 +9,9 @@ from typing import Any
 
 _SEVERITY = {"WARNING": "WARNING", "CRITICAL": "CRITICAL", "ERROR": "ERROR", "INFO": "INFO"}
 _EXTRA = ("run_id", "component", "version", "trigger")
+# Libraries whose INFO lines are their own bookkeeping ("Adding job tentatively", connection
+# pool notes), not news about milk prices: only their warnings and errors are logged.
+QUIET = ("apscheduler", "urllib3", "google", "cloudevents")
 
 
 class JsonFormatter(logging.Formatter):
@@ -33,7 +36,13 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup(component: str, level: int = logging.INFO) -> None:
-    """Route the root logger to stdout as JSON lines, once per process."""
+    """Route the root logger to stdout as JSON lines, once per process.
+
+    The project's ``milkprice.*`` loggers log at ``level``; the libraries in ``QUIET`` only from
+    WARNING up.
+    """
+    for name in QUIET:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
     root = logging.getLogger()
     if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
         return

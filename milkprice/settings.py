@@ -16,6 +16,7 @@ from typing import Any
 from milkprice.errors import ConfigError
 
 PREFIX = "MILKPRICE_"
+LOG_FORMATS = ("auto", "text", "json")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,13 @@ class Settings:
     )
     schedule: str = field(default="0 3 * * *", metadata={"doc": "crontab of scheduled training"})
     timezone: str = field(default="America/Santiago", metadata={"doc": "time zone of the schedule"})
+    log_format: str = field(
+        default="auto",
+        metadata={
+            "doc": "how `up` shows logs: auto (text on a terminal), text or json",
+            "choices": LOG_FORMATS,
+        },
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -72,6 +80,9 @@ class Settings:
                 values[f.name] = kind(raw) if kind is not str else raw
             except ValueError:
                 raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+            choices = f.metadata.get("choices")
+            if choices and raw not in choices:
+                raise ConfigError(f"{name}={raw!r} is not one of: {', '.join(choices)}")
         return cls(**values)
 
     def train_endpoint(self) -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from milkprice import emulator, sample, store
+from milkprice import console, emulator, sample, store
 from milkprice.errors import MilkPriceError
 from milkprice.settings import Settings
 
@@ -35,8 +35,17 @@ class StackError(MilkPriceError):
     """Something stops the local stack from starting; the message says what to do."""
 
 
+# How lines are shown; ``milkprice up`` picks it before starting, JSON keeps a collector's form.
+shown: console.Shown = "json"
+
+
+def show_as(choice: console.Shown) -> None:
+    global shown
+    shown = choice
+
+
 def say(message: str) -> None:
-    print(f"{'up':>12} | {message}", flush=True)
+    console.emit(console.say(message, shown))
 
 
 @dataclass
@@ -45,31 +54,11 @@ class Child:
     proc: subprocess.Popen[bytes]
 
 
-def as_json_line(name: str, line: str) -> str:
-    """Lines that are not already structured logs (fake-gcs-server's, a traceback) become one."""
-    if line.startswith("{"):
-        return line
-    lowered = line.lower()
-    severity = "INFO"
-    for word, level in (
-        ("level=warn", "WARNING"),
-        ("level=error", "ERROR"),
-        ("level=fatal", "CRITICAL"),
-        ("error", "ERROR"),
-        ("traceback", "ERROR"),
-        ("warning", "WARNING"),
-    ):
-        if word in lowered:
-            severity = level
-            break
-    return json.dumps({"severity": severity, "message": line, "component": name})
-
-
 def _pump(name: str, stream: IO[bytes]) -> None:
     for raw in iter(stream.readline, b""):
         line = raw.decode(errors="replace").rstrip()
         if line:
-            print(f"{name:>12} | {as_json_line(name, line)}", flush=True)
+            console.emit(console.render(name, line, shown))
 
 
 def spawn(name: str, args: list[str], env: dict[str, str]) -> Child:
