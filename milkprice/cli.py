@@ -17,13 +17,11 @@ from milkprice import store
 from milkprice.errors import MilkPriceError
 from milkprice.settings import LOG_FORMATS, Settings
 
-STATE = Path(__file__).resolve().parents[1]
-
 
 def _token(settings: Settings) -> str:
     if settings.train_token:
         return settings.train_token
-    path = STATE / settings.state_dir / "train-token"
+    path = settings.state_path("train-token")
     return path.read_text().strip() if path.exists() else ""
 
 
@@ -100,8 +98,7 @@ def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
             time.sleep(1.0)
     scheduler = events.start_scheduler(settings, settings.train_endpoint())
     target = settings.event_endpoint()
-    state = STATE / settings.state_dir / "bridge-state.json"
-    bridge = events.Bridge(settings, target, state_file=state)
+    bridge = events.Bridge(settings, target, state_file=settings.state_path("bridge-state.json"))
     bridge.start()
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

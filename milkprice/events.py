@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -129,12 +130,30 @@ def cron(expression: str, timezone: str) -> CronTrigger:
         raise ConfigError(f"MILKPRICE_SCHEDULE={expression!r}: {exc}") from None
 
 
+def logged(job: Callable[..., Any], what: str) -> Callable[..., Any]:
+    """``job`` that logs an unexpected exception, traceback included, on our own logger.
+
+    The scheduler outlives a job that raises either way, but would report it on its own logger,
+    which is kept to warnings and may be routed elsewhere: the failure would go unnoticed.
+    """
+
+    @functools.wraps(job)  # the scheduler names and checks the job by what it wraps
+    def run(*args: Any) -> Any:
+        try:
+            return job(*args)
+        except Exception:
+            log.exception("%s failed; the next run is still scheduled", what)
+            return None
+
+    return run
+
+
 def start_scheduler(
     settings: Settings, url: str, retry: Retry | None = None
 ) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(timezone=settings.timezone)
     scheduler.add_job(
-        scheduled_training,
+        logged(scheduled_training, "scheduled training"),
         cron(settings.schedule, settings.timezone),
         args=(url, settings.train_token, retry or Retry()),
         id="train",
@@ -205,6 +224,9 @@ class Bridge:
     retry: Retry = field(
         default_factory=lambda: Retry(attempts=6, deadline=900.0, min_backoff=1.0, max_backoff=30.0)
     )
+    # after a failed look: wait this long, doubled while failures go on, up to the cap
+    backoff: float = 5.0
+    max_backoff: float = 60.0
     seen: dict[str, int] = field(default_factory=dict)
     delivered: list[dict[str, Any]] = field(default_factory=list)
 
@@ -257,22 +279,42 @@ class Bridge:
                 pending, deadline = again, time.monotonic() + self.quiet
         for name, gen in pending:
             self.seen[name] = gen
-            self._futures.append(self._pool.submit(self.deliver, name, gen))
-        if self.state_file:
-            self.state_file.write_text(json.dumps(self.seen))
+            future = self._pool.submit(self.deliver, name, gen)
+            future.add_done_callback(_report_failure)
+            self._futures.append(future)
+        self._save()
         return pending
+
+    def _save(self) -> None:
+        if self.state_file:
+            # the folder may not exist yet: nothing else needs it before the first delivery
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            self.state_file.write_text(json.dumps(self.seen))
 
     def run(self) -> None:
         log.info(
             "bridge: watching gs://%s/%s -> %s", self.settings.bucket, store.RAW_PREFIX, self.url
         )
+        delay = self.backoff
         while not self._stop.is_set():
-            try:
-                self.step()
-            except MilkPriceError as exc:
-                log.warning("bridge: %s", exc.message)
-                self._stop.wait(5.0)
+            if self._step_survived():
+                delay = self.backoff
+            else:  # a thread that dies here stops every later upload from training: go on
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.max_backoff)
             self._stop.wait(self.poll)
+
+    def _step_survived(self) -> bool:
+        """One step; False, logged, when it raised."""
+        try:
+            self.step()
+        except MilkPriceError as exc:  # the bucket not answering: expected, its message says all
+            log.warning("bridge: %s", exc.message)
+            return False
+        except Exception:
+            log.exception("bridge: a look at raw/ failed; trying again")
+            return False
+        return True
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run, name="bridge", daemon=True)
@@ -282,3 +324,12 @@ class Bridge:
     def stop(self) -> None:
         self._stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _report_failure(future: Future[int]) -> None:
+    """A delivery that raised would otherwise vanish with its future, unseen."""
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if exc is not None:
+        log.error("bridge: a delivery failed", exc_info=exc)

@@ -11,6 +11,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from milkprice.errors import ConfigError
@@ -36,7 +37,10 @@ class Settings:
     event_url: str = field(
         default="", metadata={"doc": "storage trigger URL (default: host and port)"}
     )
-    state_dir: str = field(default="var", metadata={"doc": "local folder for the emulator's data"})
+    state_dir: str = field(
+        default="var",
+        metadata={"doc": "local state (bucket data, token, bridge); relative to the working dir"},
+    )
     backtest_months: int = field(
         default=24, metadata={"doc": "months scored one step ahead; the best here is served"}
     )
@@ -90,6 +94,14 @@ class Settings:
 
     def event_endpoint(self) -> str:
         return self.event_url or f"http://{self.host}:{self.event_port}/"
+
+    def state_path(self, *parts: str) -> Path:
+        """A path in the state folder, absolute, taken against the working directory.
+
+        Never against the package's own location: an installed package lives in
+        site-packages, where the state folder neither exists nor belongs.
+        """
+        return Path.cwd().joinpath(self.state_dir, *parts)
 
     @classmethod
     def documented(cls) -> list[tuple[str, str, str]]:

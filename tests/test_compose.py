@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from milkprice import emulator
 from milkprice.settings import PREFIX, Settings
 from tests.conftest import ROOT
 
@@ -39,6 +41,22 @@ def test_services_and_ports_match_the_local_stack(compose: dict[str, Any]) -> No
     assert command[command.index("-scheme") + 1] == "http"
     assert command[command.index("-backend") + 1] == "filesystem"
     assert any("/storage" in v for v in services["gcs"]["volumes"])
+
+
+def _bundled_release() -> str:
+    """The release of the bundled binary, from the module version its build recorded."""
+    found = re.search(
+        rb"mod\tgithub\.com/fsouza/fake-gcs-server\tv(\d+\.\d+\.\d+)",
+        emulator.binary().read_bytes(),
+    )
+    assert found, "the bundled binary records no fake-gcs-server version"
+    return found.group(1).decode()  # without build metadata such as '+dirty'
+
+
+def test_the_bucket_image_is_the_release_the_tests_run(compose: dict[str, Any]) -> None:
+    # the tests and the local stack run the bundled binary; compose must run the same release
+    image = compose["services"]["gcs"]["image"]
+    assert image == f"fsouza/fake-gcs-server:{_bundled_release()}"
 
 
 def test_every_function_gets_the_same_variables(compose: dict[str, Any]) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -175,3 +177,128 @@ def test_a_bad_crontab_names_the_variable() -> None:
 
     with pytest.raises(ConfigError, match="MILKPRICE_SCHEDULE"):
         events.cron("every day", "UTC")
+
+
+def _until(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def _count(receiver: Receiver, n: int) -> Callable[[], bool]:
+    return lambda: len(receiver.requests) == n
+
+
+def _tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "milkprice.events" and r.exc_info]
+
+
+def test_bridge_survives_a_step_that_raises(
+    settings: Settings,
+    sample_raw: dict[str, bytes],
+    receiver_factory: Callable[..., Receiver],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    receiver = receiver_factory()
+    bridge = events.Bridge(settings, receiver.url, quiet=0.1, poll=0.05, backoff=0.05)
+    looks = {"n": 0}
+    real_changes = bridge.changes
+
+    def changes_failing_once() -> list[tuple[str, int]]:
+        looks["n"] += 1
+        if looks["n"] == 1:
+            raise OSError("disk gone")  # not a MilkPriceError: it used to end the thread
+        return real_changes()
+
+    monkeypatch.setattr(bridge, "changes", changes_failing_once)
+    store.write(settings, "raw/precio_leche.csv", sample_raw["precio_leche.csv"])
+    thread = bridge.start()
+    try:
+        assert _until(lambda: len(receiver.requests) == 1), "nothing delivered after the failure"
+        assert thread.is_alive()
+        assert any("disk gone" in str(r.exc_info[1]) for r in _tracebacks(caplog) if r.exc_info)
+    finally:
+        bridge.stop()
+
+
+def test_bridge_survives_a_state_file_it_cannot_write(
+    settings: Settings,
+    sample_raw: dict[str, bytes],
+    receiver_factory: Callable[..., Receiver],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    receiver = receiver_factory()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # a folder cannot be made under a file
+    state = blocker / "var" / "bridge-state.json"
+    bridge = events.Bridge(
+        settings, receiver.url, state_file=state, quiet=0.1, poll=0.05, backoff=0.05
+    )
+    thread = bridge.start()
+    try:
+        for n in (1, 2):  # two uploads one after the other: each is delivered
+            payload = sample_raw["precio_leche.csv"] + b"\n" * n
+            store.write(settings, "raw/precio_leche.csv", payload)
+            assert _until(_count(receiver, n)), f"upload {n} not delivered"
+        assert thread.is_alive()
+        assert _tracebacks(caplog), "the failed state write was not logged with its traceback"
+    finally:
+        bridge.stop()
+
+
+def test_state_paths_are_taken_against_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert Settings().state_path("bridge-state.json") == tmp_path / "var" / "bridge-state.json"
+    assert Settings(state_dir="state").state_path() == tmp_path / "state"
+    elsewhere = tmp_path / "elsewhere"
+    assert Settings(state_dir=str(elsewhere)).state_path("x") == elsewhere / "x"
+    package = Path(events.__file__).resolve().parents[1]
+    assert not Settings().state_path().is_relative_to(package)
+
+
+def test_bridge_creates_its_state_folder_under_the_working_directory(
+    settings: Settings,
+    sample_raw: dict[str, bytes],
+    receiver_factory: Callable[..., Receiver],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    receiver = receiver_factory()
+    state = settings.state_path("bridge-state.json")
+    bridge = events.Bridge(settings, receiver.url, state_file=state, quiet=0.1, poll=0.05)
+    upload(settings, sample_raw)
+    assert len(bridge.step()) == 3
+    bridge.drain()
+    bridge.stop()
+    assert (tmp_path / "var" / "bridge-state.json").is_file()
+    assert len(json.loads(state.read_text())) == 3
+
+
+def test_a_scheduled_job_that_raises_is_logged_and_the_schedule_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[float] = []
+
+    def training_failing_once(url: str, token: str, retry: events.Retry) -> int:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise RuntimeError("unexpected")
+        return 200
+
+    monkeypatch.setattr(events, "scheduled_training", training_failing_once)
+    schedule = Settings(schedule="* * * * * *", timezone="UTC")
+    scheduler = events.start_scheduler(schedule, "http://127.0.0.1:9/")
+    try:
+        assert _until(lambda: len(calls) >= 2, timeout=10), "the schedule stopped"
+    finally:
+        scheduler.shutdown(wait=True)
+    logged = _tracebacks(caplog)
+    assert logged and "scheduled training failed" in logged[0].getMessage()
