@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: import milkprice from this checkout
 
-from milkprice import emulator, sample, store  # noqa: E402
+from milkprice import emulator, processes, sample, store  # noqa: E402
 from milkprice.features import LEGACY_FEATURES as LEGACY  # noqa: E402
 from milkprice.settings import Settings  # noqa: E402
 
@@ -94,15 +94,7 @@ class Processes:
 
     def start(self, name: str, args: list[str], **extra: str) -> subprocess.Popen[bytes]:
         log = self.tmp / f"{name}-{len(self.logs)}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                args,
-                cwd=ROOT,
-                env=self.env(**extra),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = processes.start(name, args, self.env(**extra), cwd=ROOT, log=log).popen
         self.logs[proc.pid] = log
         self.names[proc.pid] = name
         self.running.append(proc)
@@ -120,13 +112,8 @@ class Processes:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)  # its own session: it and its workers
-                proc.wait()
+        """The process and its whole group (a server's workers too)."""
+        processes.stop([processes.Process(self.names[proc.pid], proc)])
         if proc in self.running:
             self.running.remove(proc)
 

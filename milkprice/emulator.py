@@ -68,6 +68,7 @@ def start(
         ],
         stdout=log,
         stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL,
+        start_new_session=True,  # a terminal's Ctrl-C must not take the bucket away mid-run
     )
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
@@ -81,10 +82,6 @@ def start(
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    from milkprice import processes
+
+    processes.stop([processes.Process("fake-gcs-server", proc)])

@@ -8,23 +8,25 @@ name; Ctrl-C or SIGTERM stops them all.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from milkprice import console, emulator, sample, store
-from milkprice.errors import MilkPriceError
+from milkprice import console, emulator, processes, sample, store
+from milkprice.errors import Conflict, MilkPriceError
 from milkprice.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,12 +50,6 @@ def say(message: str) -> None:
     console.emit(console.say(message, shown))
 
 
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen[bytes]
-
-
 def _pump(name: str, stream: IO[bytes]) -> None:
     for raw in iter(stream.readline, b""):
         line = raw.decode(errors="replace").rstrip()
@@ -61,31 +57,58 @@ def _pump(name: str, stream: IO[bytes]) -> None:
             console.emit(console.render(name, line, shown))
 
 
-def spawn(name: str, args: list[str], env: dict[str, str]) -> Child:
-    proc = subprocess.Popen(
-        args,
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
-    )
-    assert proc.stdout is not None
-    threading.Thread(target=_pump, args=(name, proc.stdout), daemon=True).start()
-    return Child(name, proc)
+def spawn(name: str, args: list[str], env: dict[str, str]) -> processes.Process:
+    """A child in a process group of its own, its lines shown behind its name."""
+    child = processes.start(name, args, env, cwd=ROOT, output=subprocess.PIPE)
+    assert child.popen.stdout is not None
+    threading.Thread(target=_pump, args=(name, child.popen.stdout), daemon=True).start()
+    return child
 
 
-def stop_all(children: list[Child]) -> None:
-    for child in reversed(children):
-        if child.proc.poll() is None:
-            child.proc.terminate()
-    deadline = time.monotonic() + 8
-    for child in reversed(children):
-        try:
-            child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.proc.kill()
-            child.proc.wait()
+def stop_all(children: list[processes.Process], settings: Settings, signal_name: str) -> None:
+    """Stop the functions and the event source, record cut-short runs, then the bucket.
+
+    Every child's whole process group goes, so a worker busy in a training cannot outlive its
+    master and hold the port. The bucket goes last so that the runs the stop cut short can be
+    marked as such.
+    """
+    bucket = [c for c in children if c.name == "gcs"]
+    processes.stop([c for c in children if c.name != "gcs"])
+    if bucket and bucket[0].alive():
+        with contextlib.suppress(MilkPriceError):
+            for run_id in interrupted_runs(settings, signal_name):
+                say(f"run {run_id} was cut short by the stop; its record says so")
+    processes.stop(bucket)
+
+
+def interrupted_runs(settings: Settings, signal_name: str) -> list[str]:
+    """Mark the runs still 'running' as failed: no process is left to finish them.
+
+    A failed run that is not the data's fault lets the next delivery of the same raw
+    generations train again (see ``training._claim``).
+    """
+    marked = []
+    for name in _recent_run_names(settings, 10):
+        found = store.read_json(settings, name)
+        if not found or found[0].get("outcome") != "running":
+            continue
+        record, generation = found
+        stage = record.pop("stage", "starting")
+        record.update(
+            outcome="failed",
+            reason=f"stopped: the local stack got {signal_name} while this run was at "
+            f"stage '{stage}'; the pointer was not moved",
+            finished=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        with contextlib.suppress(Conflict):  # it finished after all: its own record stands
+            store.write_json(settings, name, record, if_generation_match=generation)
+            marked.append(str(record["run_id"]))
+    return marked
+
+
+def _recent_run_names(settings: Settings, last: int) -> list[str]:
+    names = [n for n, _ in store.list_names(settings, store.RUNS_PREFIX) if n.count("/") == 1]
+    return sorted(names)[-last:]
 
 
 def lock(state: Path) -> IO[str]:
@@ -115,7 +138,10 @@ def check_ports(settings: Settings) -> None:
         "MILKPRICE_EVENT_PORT": settings.event_port,
     }
     for variable, port in wanted.items():
-        with __import__("socket").socket() as s:
+        with socket.socket() as s:
+            # as the servers bind: a listener holds the port, a closed connection's TIME_WAIT
+            # (left by the last stop) does not
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((settings.host, port))
             except OSError:
@@ -158,7 +184,10 @@ def get(url: str, timeout: float = 2.0) -> int:
 
 
 def wait_ready(
-    settings: Settings, children: list[Child], stopping: Callable[[], bool], limit: float = 600
+    settings: Settings,
+    children: list[processes.Process],
+    stopping: Callable[[], bool],
+    limit: float = 600,
 ) -> bool:
     """Wait for predict to be ready, showing what the first training is doing."""
     url = f"http://{settings.host}:{settings.predict_port}/v2/health/ready"
@@ -167,7 +196,7 @@ def wait_ready(
     while time.monotonic() - start < limit and not stopping():
         if get(url) == 200:
             return True
-        dead = [c.name for c in children if c.proc.poll() is not None]
+        dead = [c.name for c in children if not c.alive()]
         if dead:
             raise StackError(f"{', '.join(dead)} stopped; see its lines above")
         status = _training_status(settings)
@@ -181,9 +210,7 @@ def wait_ready(
 
 def _training_status(settings: Settings) -> str:
     try:
-        names = sorted(
-            n for n, _ in store.list_names(settings, store.RUNS_PREFIX) if n.count("/") == 1
-        )
+        names = _recent_run_names(settings, 1)
         if not names:
             return "no training run yet"
         found = store.read_json(settings, names[-1])
@@ -210,76 +237,73 @@ def example_request(settings: Settings, state: Path) -> Path:
     return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
-def functions_framework(
+def function(
     target: str, source: str, port: int, settings: Settings, signature: str = "http"
 ) -> list[str]:
-    return [
-        str(Path(sys.executable).parent / "functions-framework"),
-        "--target",
-        target,
-        "--source",
-        str(FUNCTIONS / source / "main.py"),
-        "--signature-type",
-        signature,
-        "--host",
-        settings.host,
-        "--port",
-        str(port),
-    ]
+    return processes.function_command(
+        target, FUNCTIONS / source / "main.py", port, settings.host, signature
+    )
 
 
 def up(settings: Settings, data_dir: str | None = None) -> int:
-    state = (ROOT / settings.state_dir).resolve()
+    state = settings.state_path().resolve()
     handle = lock(state)
     check_ports(settings)
     stopping = threading.Event()
+    got: list[str] = []
+
+    def on_signal(number: int, _: object) -> None:
+        got.append(signal.Signals(number).name)
+        stopping.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopping.set())
+        signal.signal(sig, on_signal)
     token = train_token(settings, state)
     gcs_url = emulator.url(settings.host, settings.gcs_port)
     env = {
         **os.environ,
         "STORAGE_EMULATOR_HOST": gcs_url,
         "MILKPRICE_TRAIN_TOKEN": token,
+        # the children run in the checkout: the absolute folder keeps them on up's own state
+        "MILKPRICE_STATE_DIR": str(state),
         "PYTHONUNBUFFERED": "1",
     }
     os.environ["STORAGE_EMULATOR_HOST"] = gcs_url
-    children: list[Child] = []
+    children: list[processes.Process] = []
     try:
         say(f"starting fake-gcs-server on {gcs_url} (data in {state / 'gcs'})")
         gcs = emulator.start(state / "gcs", settings.gcs_port, settings.host, log=subprocess.PIPE)
         assert gcs.stdout is not None
         threading.Thread(target=_pump, args=("gcs", gcs.stdout), daemon=True).start()
-        children.append(Child("gcs", gcs))
+        children.append(processes.Process("gcs", gcs))
         store.ensure_bucket(settings)
         say(f"bucket gs://{settings.bucket}: {seed_data(settings, data_dir)}")
         serving = {**env, "WORKERS": "1", "THREADS": "8", "OMP_NUM_THREADS": "1"}
         children.append(
             spawn(
                 "predict",
-                functions_framework("predict", "predict", settings.predict_port, settings),
+                function("predict", "predict", settings.predict_port, settings),
                 serving,
             )
         )
         children.append(
             spawn(
                 "train",
-                functions_framework("train_http", "train", settings.train_port, settings),
+                function("train_http", "train", settings.train_port, settings),
                 env,
             )
         )
         children.append(
             spawn(
                 "train-events",
-                functions_framework(
-                    "train_event", "train", settings.event_port, settings, "cloudevent"
-                ),
+                function("train_event", "train", settings.event_port, settings, "cloudevent"),
                 env,
             )
         )
         children.append(spawn("events", [sys.executable, "-m", "milkprice.cli", "events"], env))
         if not wait_ready(settings, children, stopping.is_set):
             if stopping.is_set():
+                say("stopping")
                 return 0
             raise StackError("no model became ready; see the lines above")
         base = f"http://{settings.host}:{settings.predict_port}"
@@ -289,11 +313,11 @@ def up(settings: Settings, data_dir: str | None = None) -> int:
         say(f"      curl -X POST {base}/predict -H 'Content-Type: application/json' -d @{example}")
         say("Ctrl-C stops everything")
         while not stopping.wait(1.0):
-            dead = [c.name for c in children if c.proc.poll() is not None]
+            dead = [c.name for c in children if not c.alive()]
             if dead:
                 raise StackError(f"{', '.join(dead)} stopped unexpectedly; see its lines above")
         say("stopping")
         return 0
     finally:
-        stop_all(children)
+        stop_all(children, settings, got[0] if got else "an error")
         handle.close()

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from milkprice import emulator
+from milkprice import emulator, processes
 from milkprice.settings import Settings
 from tests.conftest import ROOT, new_settings, upload
 
@@ -43,7 +43,7 @@ def _venv(folder: Path, tmp: Path) -> Path:
 
 @pytest.fixture
 def serve(tmp_path: Path, gcs: str) -> Iterator[Any]:
-    procs: list[subprocess.Popen[bytes]] = []
+    procs: list[processes.Process] = []
 
     def start(name: str, target: str, settings: Settings, signature: str = "http") -> str:
         folder = bundle.bundle(name, tmp_path / "dist")
@@ -56,25 +56,10 @@ def serve(tmp_path: Path, gcs: str) -> Iterator[Any]:
             "MILKPRICE_BACKTEST_MONTHS": str(settings.backtest_months),
             "MILKPRICE_LONG_BACKTEST_MONTHS": str(settings.long_backtest_months),
         }
-        procs.append(
-            subprocess.Popen(
-                [
-                    str(binary / "functions-framework"),
-                    "--target",
-                    target,
-                    "--signature-type",
-                    signature,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ],
-                cwd=folder,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.STDOUT,
-            )
+        command = processes.function_command(
+            target, None, port, signature=signature, bin_dir=binary
         )
+        procs.append(processes.start(target, command, env, cwd=folder))
         url = f"http://127.0.0.1:{port}/"
         for _ in range(300):
             try:
@@ -87,9 +72,7 @@ def serve(tmp_path: Path, gcs: str) -> Iterator[Any]:
         return url
 
     yield start
-    for p in procs:
-        p.terminate()
-        p.wait(timeout=10)
+    processes.stop(procs)
 
 
 def test_bundles_install_and_serve(

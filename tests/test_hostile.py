@@ -603,4 +603,4 @@ def test_after_all_of_it_the_server_is_ready_and_predicts_as_before(live: Live) 
     healthy(live)
     forecast = request(live.port, "GET", "/forecast", content_type=None)
     assert validate(forecast, "GET", "/forecast", 200)["price"] == pytest.approx(live.price)
-    assert live.function.proc.poll() is None
+    assert live.function.proc.alive()

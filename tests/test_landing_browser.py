@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from milkprice import emulator, store
+from milkprice import emulator, processes, store
 from milkprice.settings import Settings
 from tests.conftest import ROOT
 
@@ -52,19 +51,11 @@ def served(
         "STORAGE_EMULATOR_HOST": gcs,
         "MILKPRICE_BUCKET": settings.bucket,
     }
-    command = [
-        str(Path(sys.executable).parent / "functions-framework"),
-        "--target",
-        "predict",
-        "--source",
-        str(ROOT / "functions" / "predict" / "main.py"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    log = (tmp_path / "server.log").open("wb")
-    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    command = processes.function_command(
+        "predict", ROOT / "functions" / "predict" / "main.py", port
+    )
+    server = processes.start("predict", command, env, cwd=ROOT, log=tmp_path / "server.log")
+    proc = server.popen
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -79,8 +70,7 @@ def served(
             time.sleep(0.1)
         yield base
     finally:
-        emulator.stop(proc)
-        log.close()
+        processes.stop([server])
 
 
 def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -20,12 +20,11 @@ from typing import Any
 
 import pytest
 
-from milkprice import emulator, events, store
+from milkprice import emulator, events, processes, store
 from milkprice.settings import Settings
 from tests.conftest import ROOT, new_settings, trained_bucket, upload
 
 pytestmark = pytest.mark.slow
-FF = str(Path(sys.executable).parent / "functions-framework")
 
 
 class Function:
@@ -35,24 +34,10 @@ class Function:
         self.port = emulator.free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = Path(env["MILKPRICE_STATE_DIR"]) / f"{target}-{self.port}.log"
-        self.proc = subprocess.Popen(
-            [
-                FF,
-                "--target",
-                target,
-                "--source",
-                str(ROOT / "functions" / source / "main.py"),
-                "--signature-type",
-                signature,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            env=env,
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
+        command = processes.function_command(
+            target, ROOT / "functions" / source / "main.py", self.port, signature=signature
         )
+        self.proc = processes.start(target, command, env, log=self.log)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if call(self.url + "v2/health/live", method="GET")[0]:
@@ -61,8 +46,7 @@ class Function:
         raise AssertionError(f"{target} did not start: {self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=15)
+        processes.stop([self.proc])
 
 
 def call(

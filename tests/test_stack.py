@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -24,8 +25,10 @@ pytestmark = pytest.mark.slow
 
 
 class Stack:
-    def __init__(self, tmp: Path) -> None:
-        self.ports = {k: emulator.free_port() for k in ("GCS", "PREDICT", "TRAIN", "EVENT")}
+    def __init__(self, tmp: Path, ports: dict[str, int] | None = None) -> None:
+        self.ports = ports or {
+            k: emulator.free_port() for k in ("GCS", "PREDICT", "TRAIN", "EVENT")
+        }
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("MILKPRICE_")},
             **{f"MILKPRICE_{k}_PORT": str(v) for k, v in self.ports.items()},
@@ -44,8 +47,28 @@ class Stack:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,  # a Ctrl-C at a terminal reaches this group: see interrupt
         )
         threading.Thread(target=self._read, daemon=True).start()
+
+    def interrupt(self, sig: signal.Signals) -> None:
+        """What Ctrl-C (SIGINT to the foreground group) or a supervisor (SIGTERM) does."""
+        if sig == signal.SIGINT:
+            os.killpg(self.proc.pid, sig)
+        else:
+            self.proc.send_signal(sig)
+
+    def descendants(self) -> set[int]:
+        """Every process under ``up``, however deep."""
+        children: dict[int, list[int]] = {}
+        for pid, parent in _parents().items():
+            children.setdefault(parent, []).append(pid)
+        found, todo = set(), [self.proc.pid]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                found.add(child)
+                todo.append(child)
+        return found
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -69,6 +92,33 @@ class Stack:
     def get(self, path: str) -> tuple[int, Any, dict[str, str]]:
         with urllib.request.urlopen(self.url(path), timeout=10) as r:
             return r.status, json.loads(r.read()), dict(r.headers)
+
+
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every live (not zombie) process."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                found[int(entry.name)] = int(fields[1])
+    return found
+
+
+def _held_ports(ports: dict[str, int]) -> list[int]:
+    held = []
+    for port in ports.values():
+        with socket.socket() as s:
+            # as servers bind: a listener holds the port, a closed connection's TIME_WAIT not
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                held.append(port)
+    return held
 
 
 @pytest.fixture
@@ -132,3 +182,72 @@ def test_up_serves_trains_on_upload_and_stops_cleanly(stack: Stack) -> None:
     assert stack.proc.wait(timeout=30) == 0
     for port in stack.ports.values():  # every child is gone
         assert emulator.is_up("127.0.0.1", port, timeout=0.2) is False
+
+
+def _runs(stack: Stack) -> list[dict[str, Any]]:
+    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{stack.ports['GCS']}"
+    bucket = storage.Client(project="any").bucket("milk-price")
+    records = []
+    for blob in bucket.list_blobs(prefix="runs/"):
+        if blob.name.count("/") == 1:
+            records.append(json.loads(blob.download_as_bytes()))
+    return sorted(records, key=lambda r: r["run_id"])
+
+
+def _train_and_interrupt(stack: Stack, sig: signal.Signals) -> str:
+    """Start a training as a user does, signal ``up`` at its backtest; the run's id."""
+    before = {r["run_id"] for r in _runs(stack)}
+    client = subprocess.Popen(
+        [sys.executable, "-m", "milkprice.cli", "train"],
+        cwd=ROOT,
+        env=stack.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    running: list[dict[str, Any]] = []
+    while not running and time.monotonic() < deadline:
+        time.sleep(0.2)
+        running = [
+            r
+            for r in _runs(stack)
+            if r["run_id"] not in before and str(r.get("stage", "")).startswith("backtest")
+        ]
+    assert running, "the training never reached its backtest"
+    stack.interrupt(sig)
+    client.wait(timeout=60)
+    return str(running[0]["run_id"])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_during_training_leaves_nothing_behind(tmp_path: Path, sig: signal.Signals) -> None:
+    first = Stack(tmp_path)
+    try:
+        first.wait_for("ready.", timeout=300)
+        served = first.get("/forecast")[1]["model_version"]
+        under = first.descendants()
+        assert len(under) >= 5  # the bucket, three function servers with workers, events
+        run_id = _train_and_interrupt(first, sig)
+        signalled = time.monotonic()
+        first.proc.wait(timeout=15)
+        while time.monotonic() - signalled < 15 and (
+            under & set(_parents()) or _held_ports(first.ports)
+        ):
+            time.sleep(0.2)
+        assert not under & set(_parents()), "processes left behind"
+        assert not _held_ports(first.ports), "ports still held"
+        assert first.proc.returncode == 0
+    finally:
+        if first.proc.poll() is None:
+            first.proc.kill()
+
+    second = Stack(tmp_path, first.ports)  # the same state and ports: starts, serves as before
+    try:
+        second.wait_for("ready.", timeout=120)
+        assert second.get("/forecast")[1]["model_version"] == served  # the pointer never moved
+        record = next(r for r in _runs(second) if r["run_id"] == run_id)
+        assert record["outcome"] == "failed", record
+        assert f"got {sig.name}" in record["reason"] and "backtest" in record["reason"]
+    finally:
+        second.interrupt(signal.SIGTERM)
+        second.proc.wait(timeout=30)

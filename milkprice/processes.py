@@ -1,0 +1,151 @@
+"""Local processes: start a server in a process group of its own, wait for it, stop all of it.
+
+A function server is a gunicorn master with workers; a worker busy in a request (a training)
+outlives its master when only the master is signalled, and keeps the port. So every server is
+started as the leader of a new session and stopped by signalling its whole process group: first
+SIGTERM, then, after a grace period, SIGKILL to whatever of the group is left. The stack, the
+bench and the tests all start and stop servers through this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+GRACE = 5.0  # seconds a group gets to stop on SIGTERM before SIGKILL
+Output = int | IO[bytes] | None
+
+
+@dataclass
+class Process:
+    """A child that leads its own process group (its pid is the group id)."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path | None = field(default=None)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 20) -> str:
+        if self.log is None or not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def start(
+    name: str,
+    args: list[str],
+    env: Mapping[str, str],
+    cwd: str | os.PathLike[str] | None = None,
+    output: Output = subprocess.DEVNULL,
+    log: Path | None = None,
+) -> Process:
+    """Start ``args`` as the leader of a new session: a terminal's Ctrl-C reaches only us.
+
+    With ``log``, the output goes to that file (``output`` is then ignored).
+    """
+    handle = log.open("wb") if log is not None else None
+    try:
+        popen = subprocess.Popen(
+            args,
+            env=dict(env),
+            cwd=cwd,
+            stdout=handle if handle is not None else output,
+            stderr=subprocess.STDOUT if (handle or output is not None) else None,
+            start_new_session=True,
+        )
+    finally:
+        if handle is not None:
+            handle.close()  # the child has its own copy
+    return Process(name, popen, log)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of the live processes in process group ``pgid`` (zombies are not alive)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # the command name may hold spaces and parentheses: fields start after the last ')'
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            found.append(int(entry.name))
+    return found
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def stop(processes: Iterable[Process], grace: float = GRACE) -> None:
+    """Stop every process and everything in its group: SIGTERM, then SIGKILL after ``grace``.
+
+    All groups share one deadline, so stopping five servers takes ``grace`` at most, not five
+    times it. Returns once no member of any group is alive.
+    """
+    procs = list(processes)
+    for proc in procs:
+        _signal_group(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+    while time.monotonic() < deadline and any(group_members(p.pid) for p in procs):
+        time.sleep(0.05)  # the leaders are gone; their workers may still be finishing
+    for proc in procs:
+        _signal_group(proc.pid, signal.SIGKILL)  # whatever is left, leader or orphaned worker
+    for proc in procs:
+        proc.popen.wait()
+    end = time.monotonic() + 5.0
+    while any(group_members(p.pid) for p in procs) and time.monotonic() < end:
+        time.sleep(0.02)  # SIGKILL is asynchronous: wait until the kernel has reaped them
+
+
+def wait_until(
+    ready: Callable[[], bool], proc: Process, limit: float = 60.0, poll: float = 0.05
+) -> None:
+    """Return once ``ready()`` holds; raise with the process's last lines if it dies or stalls."""
+    deadline = time.monotonic() + limit
+    while not ready():
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited ({proc.popen.returncode}):\n{proc.tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{proc.name} not ready within {limit:.0f} s:\n{proc.tail()}")
+        time.sleep(poll)
+
+
+def function_command(
+    target: str,
+    source: str | os.PathLike[str] | None,
+    port: int,
+    host: str = "127.0.0.1",
+    signature: str = "http",
+    bin_dir: str | os.PathLike[str] | None = None,
+) -> list[str]:
+    """The command that serves one function as its deployment does: the Functions Framework.
+
+    ``source`` None means ``main.py`` in the working directory (a deployed bundle).
+    """
+    binary = Path(bin_dir or Path(sys.executable).parent) / "functions-framework"
+    args = [str(binary), "--target", target, "--signature-type", signature]
+    if source is not None:
+        args += ["--source", str(source)]
+    return [*args, "--host", host, "--port", str(port)]
