@@ -233,6 +233,9 @@ class Bridge:
     def __post_init__(self) -> None:
         if self.state_file and self.state_file.exists():
             self.seen = {k: int(v) for k, v in json.loads(self.state_file.read_text()).items()}
+        # what the state file holds: only deliveries that were answered for good, so one cut
+        # short by a stop (or failed past its retries) is delivered again by the next bridge
+        self._done = dict(self.seen)
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="deliver")
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -251,7 +254,7 @@ class Bridge:
     def deliver(self, name: str, generation: int) -> int:
         data = storage_object_data(self.settings, name)
         if data is None or int(data["generation"]) != generation:
-            return 200  # replaced or deleted meanwhile: the newer generation has its own event
+            return 204  # replaced or deleted meanwhile: the newer generation has its own event
         headers, body = to_binary(cloud_event(self.settings, data))
         headers = {str(k): str(v) for k, v in headers.items()}
         status, answer = with_retries(
@@ -264,6 +267,9 @@ class Bridge:
         log.log(level, "delivered %s#%s: %s %s", name, generation, status, _outcome(answer))
         with self._lock:
             self.delivered.append({"name": name, "generation": generation, "status": status})
+            if 0 < status < 500:
+                self._done[name] = generation
+                self._save()
         return status
 
     def step(self) -> list[tuple[str, int]]:
@@ -282,14 +288,13 @@ class Bridge:
             future = self._pool.submit(self.deliver, name, gen)
             future.add_done_callback(_report_failure)
             self._futures.append(future)
-        self._save()
         return pending
 
     def _save(self) -> None:
         if self.state_file:
             # the folder may not exist yet: nothing else needs it before the first delivery
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            self.state_file.write_text(json.dumps(self.seen))
+            self.state_file.write_text(json.dumps(self._done))
 
     def run(self) -> None:
         log.info(

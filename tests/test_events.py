@@ -139,6 +139,34 @@ def test_bridge_state_survives_a_restart(
     first.stop()
 
 
+def test_a_delivery_not_answered_is_delivered_again_after_a_restart(
+    settings: Settings,
+    sample_raw: dict[str, bytes],
+    receiver_factory: Callable[..., Receiver],
+    tmp_path: Any,
+) -> None:
+    """A stop during a delivery (a training cut short) or a failure past the retries: the
+    next bridge delivers that upload again instead of forgetting it."""
+    failing = receiver_factory(answer=lambda n: 503)
+    retry = events.Retry(attempts=2, deadline=5, min_backoff=0.05, max_backoff=0.05)
+    state = tmp_path / "bridge.json"
+    upload(settings, sample_raw)
+    first = events.Bridge(
+        settings, failing.url, state_file=state, quiet=0.1, poll=0.05, retry=retry
+    )
+    assert len(first.step()) == 3
+    first.drain()
+    first.stop()
+    assert len(failing.requests) == 6 and not state.exists()
+    working = receiver_factory()
+    again = events.Bridge(settings, working.url, state_file=state, quiet=0.1, poll=0.05)
+    assert len(again.step()) == 3
+    again.drain()
+    again.stop()
+    assert len(working.requests) == 3
+    assert sorted(json.loads(state.read_text())) == [f"raw/{n}" for n in sorted(sample_raw)]
+
+
 def test_scheduler_retries_and_never_overlaps(
     settings: Settings, receiver_factory: Callable[..., Receiver]
 ) -> None:
