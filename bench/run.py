@@ -37,9 +37,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: import milkprice from this checkout
 
-from milkprice import emulator, processes, sample, store  # noqa: E402
-from milkprice.features import LEGACY_FEATURES as LEGACY  # noqa: E402
+from milkprice import store  # noqa: E402
+from milkprice.local import emulator, processes, sample  # noqa: E402
 from milkprice.settings import Settings  # noqa: E402
+from milkprice.train.features import LEGACY_FEATURES as LEGACY  # noqa: E402
 
 BENCH = ROOT / "bench"
 PREDICT = ROOT / "functions" / "predict" / "main.py"
@@ -451,7 +452,7 @@ class Bench:
         predict = self.start("predict", predict_port, **env)
         train = self.procs.function("train_event", TRAIN, train_port, "cloudevent", **env)
         events = self.procs.start(
-            "events", [sys.executable, "-m", "milkprice.cli", "events"], **env
+            "events", [sys.executable, "-m", "milkprice.local.cli", "events"], **env
         )
         base = f"http://{HOST}:{predict_port}"
 
@@ -620,7 +621,7 @@ def run(tmp: Path) -> int:
         data, raw = raw_data()
         upload(settings, raw)
         say(f"training the serving model on the {data} data (6-month backtest)")
-        from milkprice import training
+        from milkprice.train import training
 
         record = training.run(settings, "http")
         if record["outcome"] != "promoted":

@@ -14,19 +14,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "milkprice"
-# Serving never imports pandas or scikit-learn: its bundle carries neither them nor the
-# modules that import them.
-PREDICT_MODULES = (
-    "__init__",
-    "schema",
-    "settings",
-    "errors",
-    "store",
-    "logs",
-    "serving",
-    "rows",
-    "openapi",
-)
+# Each function's bundle is derived from the package's layout: the shared contract (every
+# module at the top of the package) and that function's own subpackage. The predict side
+# imports neither the training side nor the local tooling (a test reads the imports), so its
+# bundle carries neither them nor pandas and scikit-learn.
+SIDES = {"predict": ((), "predict"), "train": (("train",), "train")}
+
+
+def package_files(side: str) -> list[Path]:
+    """The package files a function's bundle carries, relative to the package folder."""
+    shared = sorted(p.relative_to(PACKAGE) for p in PACKAGE.glob("*.py"))
+    own = sorted(
+        p.relative_to(PACKAGE)
+        for p in (PACKAGE / side).rglob("*")
+        if p.suffix in (".py", ".html") and "__pycache__" not in p.parts
+    )
+    return shared + own
 
 
 def requirements(extras: tuple[str, ...]) -> list[str]:
@@ -41,19 +44,13 @@ def bundle(name: str, out: Path) -> Path:
     target = out / name
     if target.exists():
         shutil.rmtree(target)
-    (target / "milkprice").mkdir(parents=True)
+    target.mkdir(parents=True)
     shutil.copy(ROOT / "functions" / name / "main.py", target / "main.py")
-    if name == "predict":
-        for module in PREDICT_MODULES:
-            shutil.copy(PACKAGE / f"{module}.py", target / "milkprice" / f"{module}.py")
-        for extra in PACKAGE.glob("*.html"):
-            shutil.copy(extra, target / "milkprice" / extra.name)
-        reqs = requirements(())
-    else:
-        for module in PACKAGE.glob("*.py"):
-            shutil.copy(module, target / "milkprice" / module.name)
-        reqs = requirements(("train",))
-    (target / "requirements.txt").write_text("\n".join(reqs) + "\n")
+    extras, side = SIDES[name]
+    for relative in package_files(side):
+        (target / "milkprice" / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(PACKAGE / relative, target / "milkprice" / relative)
+    (target / "requirements.txt").write_text("\n".join(requirements(extras)) + "\n")
     return target
 
 

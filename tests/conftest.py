@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from milkprice import emulator, sample, store
+from milkprice import store
+from milkprice.local import emulator, sample
 from milkprice.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +80,7 @@ def trained_bucket(
     raw: dict[str, bytes], months: int, long: int = 0
 ) -> tuple[Settings, dict[str, Any]]:
     """A new bucket holding ``raw`` and a model promoted from it."""
-    from milkprice import training
+    from milkprice.train import training
 
     settings = new_settings(backtest_months=months, long_backtest_months=long)
     upload(settings, raw)

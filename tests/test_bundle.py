@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from milkprice import emulator, processes
+from milkprice.local import emulator, processes
 from milkprice.settings import Settings
 from tests.conftest import ROOT, new_settings, upload
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 def milkprice(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "milkprice.cli", *args],
+        [sys.executable, "-m", "milkprice.local.cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -129,7 +129,7 @@ def test_upload_writes_raw_files(
 
 
 def test_evaluate_scores_every_candidate_on_local_files(tmp_path: Path) -> None:
-    from milkprice import sample
+    from milkprice.local import sample
 
     sample.write_sample(tmp_path / "data")
     env = {

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from milkprice import emulator
+from milkprice.local import emulator
 from milkprice.settings import PREFIX, Settings
 from tests.conftest import ROOT
 

@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from milkprice import cli, console, events, logs
+from milkprice import logs
 from milkprice.errors import ConfigError
+from milkprice.local import cli, console, events
 from milkprice.settings import Settings
 
 STAMP = "2026-12-02T11:41:02.123Z"
@@ -134,7 +135,7 @@ def test_setup_quiets_libraries_and_keeps_the_project_at_info() -> None:
         assert logging.getLogger("apscheduler").getEffectiveLevel() == logging.WARNING
         assert logging.getLogger("apscheduler.scheduler").isEnabledFor(logging.INFO) is False
         assert logging.getLogger("milkprice").getEffectiveLevel() == logging.INFO
-        assert logging.getLogger("milkprice.events").isEnabledFor(logging.INFO)
+        assert logging.getLogger("milkprice.local.events").isEnabledFor(logging.INFO)
 
 
 def test_starting_the_scheduler_shows_no_library_chatter(

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from milkprice import data
 from milkprice.errors import DataError
-from milkprice.features import REQUIRED_MACRO
+from milkprice.train import data
+from milkprice.train.features import REQUIRED_MACRO
 from tests.conftest import TODAY
 
 

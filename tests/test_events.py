@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from milkprice import events, store
+from milkprice import store
+from milkprice.local import events
 from milkprice.settings import Settings
 from tests.conftest import upload
 
@@ -221,7 +222,7 @@ def _count(receiver: Receiver, n: int) -> Callable[[], bool]:
 
 
 def _tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "milkprice.events" and r.exc_info]
+    return [r for r in caplog.records if r.name == "milkprice.local.events" and r.exc_info]
 
 
 def test_bridge_survives_a_step_that_raises(

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from milkprice import data
-from milkprice import features as F
+from milkprice.train import data
+from milkprice.train import features as F
 from tests.conftest import SHARED, TODAY
 
 

@@ -28,7 +28,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from milkprice import openapi, store
+from milkprice import store
+from milkprice.predict import openapi
 from milkprice.settings import Settings
 from tests.test_reliability import Function, env_for
 

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from google.cloud import storage
 
-from milkprice import emulator, sample
+from milkprice.local import emulator, sample
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

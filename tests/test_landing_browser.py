@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from milkprice import emulator, processes, store
+from milkprice import store
+from milkprice.local import emulator, processes
 from milkprice.settings import Settings
 from tests.conftest import ROOT
 

@@ -10,9 +10,9 @@ import pytest
 import skops.io as sio
 from sklearn.linear_model import Ridge
 
-from milkprice import artifacts, data
-from milkprice import features as F
-from milkprice import model as M
+from milkprice.train import artifacts, data
+from milkprice.train import features as F
+from milkprice.train import model as M
 from tests.conftest import TODAY
 
 

@@ -32,8 +32,11 @@ import numpy as np
 import orjson
 import pytest
 
-from milkprice import artifacts, emulator, openapi, serving, store, training
+from milkprice import store
+from milkprice.local import emulator
+from milkprice.predict import openapi, serving
 from milkprice.settings import Settings
+from milkprice.train import artifacts, training
 from tests.conftest import ROOT, SHARED
 
 SOURCE = str(ROOT / "functions" / "predict" / "main.py")

@@ -17,5 +17,20 @@ def test_the_two_commands_and_the_layout() -> None:
     assert "make up" in README and "make test" in README
     for path in ("functions/train/main.py", "functions/predict/main.py", "docker-compose.yml"):
         assert path in README and (ROOT / path).exists(), path
-    for module in ("settings", "errors", "store", "data", "features", "model", "training"):
-        assert f"{module}.py" in README and (ROOT / "milkprice" / f"{module}.py").exists()
+
+
+def test_the_layout_block_names_only_files_that_exist_and_every_module() -> None:
+    block = README.split("## Layout", 1)[1].split("```")[1]
+    folder, named = ROOT, set()
+    for line in block.strip().splitlines():
+        first = line.strip().split("  ")[0]
+        if not line.startswith(" "):
+            folder = ROOT / first.rstrip("/") if first.endswith("/") else ROOT
+            if not first.endswith("/"):
+                assert (ROOT / first).exists(), first
+            continue
+        for name in first.split(", "):
+            assert (folder / name).exists(), folder / name
+            named.add(folder / name)
+    modules = {p for p in (ROOT / "milkprice").rglob("*.py") if p.name != "__init__.py"}
+    assert modules - named == set(), "modules the README's layout does not show"

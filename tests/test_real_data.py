@@ -8,9 +8,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from milkprice import features as F
 from milkprice import store
 from milkprice.settings import Settings
+from milkprice.train import features as F
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from milkprice import emulator, events, processes, store
+from milkprice import store
+from milkprice.local import emulator, events, processes
 from milkprice.settings import Settings
 from tests.conftest import ROOT, new_settings, trained_bucket, upload
 
@@ -271,7 +272,7 @@ def test_two_trainings_at_once_promote_exactly_once(
 
 KILL_BEFORE_PROMOTE = """
 import os, signal, sys
-from milkprice import training
+from milkprice.train import training
 from milkprice.settings import Settings
 training.promote = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
 training.run(Settings.from_env(), "http")

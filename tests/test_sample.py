@@ -12,7 +12,7 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from milkprice import sample
+from milkprice.local import sample
 from tests.conftest import SHARED
 
 REAL_DIR = SHARED

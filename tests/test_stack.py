@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from google.cloud import storage
 
-from milkprice import emulator
+from milkprice.local import emulator
 from tests.conftest import ROOT, SHARED
 
 pytestmark = pytest.mark.slow
@@ -41,7 +41,7 @@ class Stack:
         self.env.pop("STORAGE_EMULATOR_HOST", None)
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "milkprice.cli", "up"],
+            [sys.executable, "-m", "milkprice.local.cli", "up"],
             cwd=ROOT,
             env=self.env,
             stdout=subprocess.PIPE,
@@ -151,7 +151,7 @@ def test_up_serves_trains_on_upload_and_stops_cleanly(stack: Stack) -> None:
 
     # a second `up` fails at once with a clear message, not a port traceback
     second = subprocess.run(
-        [sys.executable, "-m", "milkprice.cli", "up"],
+        [sys.executable, "-m", "milkprice.local.cli", "up"],
         cwd=ROOT,
         env=stack.env,
         capture_output=True,
@@ -198,7 +198,7 @@ def _train_and_interrupt(stack: Stack, sig: signal.Signals) -> str:
     """Start a training as a user does, signal ``up`` at its backtest; the run's id."""
     before = {r["run_id"] for r in _runs(stack)}
     client = subprocess.Popen(
-        [sys.executable, "-m", "milkprice.cli", "train"],
+        [sys.executable, "-m", "milkprice.local.cli", "train"],
         cwd=ROOT,
         env=stack.env,
         stdout=subprocess.DEVNULL,

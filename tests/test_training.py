@@ -11,8 +11,9 @@ import pytest
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
-from milkprice import artifacts, store, training
+from milkprice import store
 from milkprice.settings import Settings
+from milkprice.train import artifacts, training
 from tests.conftest import ROOT, upload
 
 SOURCE = str(ROOT / "functions" / "train" / "main.py")
@@ -83,7 +84,7 @@ def test_http_trigger_trains_writes_and_promotes(
         assert entry["sha256"][onnx_name] == manifest["files"][onnx_name]
         assert entry["backtest"]["rmse"] > 0 and entry["naive"]["rmse"] > 0
     assert set(manifest["models"]["legacy"]["features"]) <= set(
-        __import__("milkprice.features", fromlist=["x"]).LEGACY_FEATURES
+        __import__("milkprice.train.features", fromlist=["x"]).LEGACY_FEATURES
     )
     # the next month's feature row can be scored by the forecast model as served
     onnx_bytes = store.read(settings, store.model_path(version, "forecast.onnx")).data  # type: ignore[union-attr]

@@ -1,7 +1,7 @@
 """The cold-start reference: serving the way a scikit-learn project usually does.
 
 At the first request it reads the pointer, the manifest and ``forecast.skops`` from the
-bucket and loads the pipeline with scikit-learn (``milkprice.artifacts.from_skops``); every
+bucket and loads the pipeline with scikit-learn (``milkprice.train.artifacts.from_skops``); every
 request builds a pandas DataFrame from the JSON rows and predicts. The benchmark compares the
 predict function's cold start (ONNX Runtime, no pandas, no scikit-learn) with this one's.
 """
@@ -15,7 +15,8 @@ import flask
 import functions_framework
 import pandas as pd
 
-from milkprice import artifacts, settings, store
+from milkprice import settings, store
+from milkprice.train import artifacts
 
 _lock = threading.Lock()
 _model: dict[str, Any] = {}

@@ -1,4 +1,4 @@
-"""Predict function: route, parse, call ``milkprice.serving``, shape the answer.
+"""Predict function: route, parse, call ``milkprice.predict.serving``, shape the answer.
 
 Thin on purpose, and light: no pandas or scikit-learn is imported, directly or through milkprice.
 """
@@ -13,8 +13,8 @@ import flask
 import functions_framework
 import orjson
 
-from milkprice import openapi, serving
 from milkprice.errors import MethodNotAllowed, NotFound
+from milkprice.predict import openapi, serving
 
 Handler = Callable[[flask.Request, dict[str, str]], flask.Response]
 

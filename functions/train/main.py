@@ -1,6 +1,6 @@
 """Train function: an HTTP trigger (manual calls and the scheduler) and a storage trigger.
 
-Thin on purpose: parse the request, call ``milkprice.training.run``, shape the answer.
+Thin on purpose: parse the request, call ``milkprice.train.training.run``, shape the answer.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _settings() -> settings.Settings:
 
 
 def _run(trigger: str, event: dict[str, Any] | None = None) -> dict[str, Any]:
-    from milkprice import training  # heavy (pandas, scikit-learn): imported on first run
+    from milkprice.train import training  # heavy (pandas, scikit-learn): imported on first run
 
     return training.run(_settings(), trigger, event)
 

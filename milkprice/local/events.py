@@ -35,7 +35,7 @@ from milkprice import store
 from milkprice.errors import ConfigError, MilkPriceError
 from milkprice.settings import Settings
 
-log = logging.getLogger("milkprice.events")
+log = logging.getLogger("milkprice.local.events")
 
 FINALIZED = "google.cloud.storage.object.v1.finalized"
 

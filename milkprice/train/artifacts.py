@@ -2,13 +2,15 @@
 
 The ONNX graph takes one input ``X``, a float64 tensor ``[N, F]`` with the model's features in
 manifest order, and gives one output ``price`` ``[N, 1]``. The two estimators of our own
-(:class:`~milkprice.model.FixedLinear`, :class:`~milkprice.model.ChangeRegressor`) get converters
-here; a model of the change adds last month's price back inside the graph.
+(:class:`~milkprice.train.model.FixedLinear`, :class:`~milkprice.train.model.ChangeRegressor`)
+get converters here; a model of the change adds last month's price back inside the graph.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
+import sys
 from typing import Any
 
 import numpy as np
@@ -29,7 +31,7 @@ from skl2onnx.common import tree_ensemble
 from skl2onnx.common.data_types import DoubleTensorType
 from skl2onnx.common.shape_calculator import calculate_linear_regressor_output_shapes
 
-from milkprice.model import ChangeRegressor, FixedLinear, RatioRegressor
+from milkprice.train.model import ChangeRegressor, FixedLinear, RatioRegressor
 
 INPUT = "X"
 OUTPUT = "price"
@@ -37,10 +39,10 @@ OPSET = {"": 17, "ai.onnx.ml": 3}
 
 # The only types a stored pipeline may contain; anything else refuses to load.
 TRUSTED = [
-    "milkprice.model.ChangeRegressor",
-    "milkprice.model.FixedLinear",
-    "milkprice.model.RatioRegressor",
-    "milkprice.model.mutual_info",
+    "milkprice.train.model.ChangeRegressor",
+    "milkprice.train.model.FixedLinear",
+    "milkprice.train.model.RatioRegressor",
+    "milkprice.train.model.mutual_info",
     "sklearn.ensemble._gb.GradientBoostingRegressor",
     "sklearn.tree._classes.DecisionTreeRegressor",
     "sklearn.tree._tree.Tree",
@@ -153,12 +155,22 @@ def to_skops(model: Any) -> bytes:
     return bytes(sio.dumps(model))
 
 
+# Pipelines stored before the package had subpackages name their own types by the old module
+# (``milkprice.model``); they load as the same classes, now in ``milkprice.train.model``.
+MOVED = {"milkprice.model": "milkprice.train.model"}
+
+
 def from_skops(data: bytes) -> Any:
     """Load a stored pipeline, refusing any type outside ``TRUSTED``."""
-    untrusted = [t for t in sio.get_untrusted_types(data=data) if t not in TRUSTED]
+    for old, new in MOVED.items():
+        sys.modules.setdefault(old, importlib.import_module(new))
+    trusted = TRUSTED + [
+        t.replace(new, old, 1) for old, new in MOVED.items() for t in TRUSTED if t.startswith(new)
+    ]
+    untrusted = [t for t in sio.get_untrusted_types(data=data) if t not in trusted]
     if untrusted:
         raise ValueError(f"stored pipeline holds untrusted types: {untrusted}")
-    return sio.loads(data, trusted=TRUSTED)
+    return sio.loads(data, trusted=trusted)
 
 
 def onnx_predict(data: bytes, X: np.ndarray) -> np.ndarray:

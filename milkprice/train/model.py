@@ -27,7 +27,7 @@ from sklearn.model_selection import GridSearchCV, TimeSeriesSplit
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import PolynomialFeatures, StandardScaler
 
-from milkprice import features as F
+from milkprice.train import features as F
 
 # ---------------------------------------------------------------- estimators
 

@@ -72,7 +72,7 @@ def _fmt(x: Any) -> str:
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     import dataclasses
 
-    from milkprice import console, stack
+    from milkprice.local import console, stack
 
     if args.log_format:  # the flag wins over MILKPRICE_LOG_FORMAT
         settings = dataclasses.replace(settings, log_format=args.log_format)
@@ -85,7 +85,8 @@ def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from milkprice import events, logs
+    from milkprice import logs
+    from milkprice.local import events
 
     logs.setup("events")
     for attempt in range(30):  # the bucket may still be starting (compose starts all at once)
@@ -201,7 +202,7 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
-    from milkprice import training
+    from milkprice.train import training
 
     result = training.rollback(settings, args.version)
     print(f"serving {args.version}: {result['reason']}")
@@ -226,10 +227,11 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     """The training core on local files, nothing written: every candidate's figures."""
     from datetime import date
 
-    from milkprice import sample, training
+    from milkprice.local import sample
+    from milkprice.train import training
 
     raw = sample.read_folder(args.data) if args.data else sample.sample_files()
-    source = args.data or "the sample data (python -m milkprice.sample)"
+    source = args.data or "the sample data (python -m milkprice.local.sample)"
     print(f"evaluating on {source}", file=sys.stderr)
     timer = training.Timer(lambda stage: print(f"  {stage}", file=sys.stderr, flush=True))
     started = time.perf_counter()

@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from milkprice.data import CleanData
 from milkprice.schema import IMACEC_SERIES, IVCM, PIB_SERIES, PRICE, REGIONS
+from milkprice.train.data import CleanData
 
 LEGACY_SALES = "num"  # the old name of the decoded non-durables sales index
 LEGACY_SERIES = (PRICE, *REGIONS, *PIB_SERIES, *IMACEC_SERIES, LEGACY_SALES)

@@ -82,6 +82,6 @@ def start(
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    from milkprice import processes
+    from milkprice.local import processes
 
     processes.stop([processes.Process("fake-gcs-server", proc)])

@@ -25,11 +25,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from milkprice import console, emulator, processes, sample, store
+from milkprice import store
 from milkprice.errors import Conflict, MilkPriceError
+from milkprice.local import console, emulator, processes, sample
 from milkprice.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: up runs from one
 FUNCTIONS = ROOT / "functions"
 
 
@@ -300,7 +301,9 @@ def up(settings: Settings, data_dir: str | None = None) -> int:
                 env,
             )
         )
-        children.append(spawn("events", [sys.executable, "-m", "milkprice.cli", "events"], env))
+        children.append(
+            spawn("events", [sys.executable, "-m", "milkprice.local.cli", "events"], env)
+        )
         if not wait_ready(settings, children, stopping.is_set):
             if stopping.is_set():
                 say("stopping")

@@ -21,11 +21,12 @@ from typing import Any
 
 import pandas as pd
 
-from milkprice import artifacts, data, report, store
-from milkprice import features as F
-from milkprice import model as M
+from milkprice import store
 from milkprice.errors import Conflict, DataError, MilkPriceError
 from milkprice.settings import Settings
+from milkprice.train import artifacts, data, report
+from milkprice.train import features as F
+from milkprice.train import model as M
 
 log = logging.getLogger("milkprice.train")
 

@@ -32,7 +32,7 @@ import numpy as np
 import orjson
 from google.api_core.retry import Retry
 
-from milkprice import __version__, logs, rows, store
+from milkprice import __version__, logs, store
 from milkprice import settings as settings_module
 from milkprice.errors import (
     BadRequest,
@@ -44,6 +44,7 @@ from milkprice.errors import (
     UnsupportedMediaType,
     to_response,
 )
+from milkprice.predict import rows
 
 log = logging.getLogger("milkprice.predict")
 
@@ -853,7 +854,11 @@ def v2_infer(name: str, doc: Any) -> tuple[dict[str, Any], dict[str, str]]:
 def _landing_template() -> Any:
     import jinja2  # comes with flask; only the landing page needs it
 
-    text = importlib.resources.files("milkprice").joinpath("landing.html").read_text("utf-8")
+    text = (
+        importlib.resources.files(__package__ or "milkprice.predict")
+        .joinpath("landing.html")
+        .read_text("utf-8")
+    )
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(text)
 

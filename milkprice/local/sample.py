@@ -244,10 +244,10 @@ def read_folder(directory: str | os.PathLike[str]) -> dict[str, bytes]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m milkprice.sample DIR [SEED]``: write the sample files and print their paths."""
+    """``python -m milkprice.local.sample DIR [SEED]``: write the sample files, print paths."""
     args = sys.argv[1:] if argv is None else argv
     if not args:
-        raise SystemExit("usage: python -m milkprice.sample DIR [SEED]")
+        raise SystemExit("usage: python -m milkprice.local.sample DIR [SEED]")
     for path in write_sample(args[0], int(args[1]) if len(args) > 1 else 0):
         print(path)
     return 0
