@@ -12,7 +12,7 @@ export BENCH_SECONDS
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[train,local,dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[train,local,dev,aws,azure]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
 install: $(STAMP)

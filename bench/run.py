@@ -25,9 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,10 +33,11 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script: import milkprice from this checkout
+if __name__ == "__main__":  # run as a script: import milkprice from this checkout
+    sys.path.insert(0, str(ROOT))
 
-from milkprice import store  # noqa: E402
-from milkprice.local import emulator, processes, sample  # noqa: E402
+from milkprice import contract, store  # noqa: E402
+from milkprice.local import emulator, http, processes, sample  # noqa: E402
 from milkprice.settings import Settings  # noqa: E402
 from milkprice.train.features import LEGACY_FEATURES as LEGACY  # noqa: E402
 
@@ -49,26 +48,53 @@ LEGACY_NAMES = list(LEGACY)
 SHARED = ROOT.parent / "shared" / "data" / "milk-price-chile"
 FF = str(Path(sys.executable).parent / "functions-framework")
 HOST = "127.0.0.1"
-SECONDS = max(1, int(float(os.environ.get("BENCH_SECONDS") or 10)))
-SMOKE = SECONDS < 10
 WARMUP = 2
-SOAK = SECONDS * 6
-COLD_RUNS = 2 if SMOKE else 5
-MONTHS = 6 if SMOKE else 24  # backtest of the training measured (freshness and training)
-RESULTS = Path(os.environ.get("BENCH_RESULTS") or BENCH / "results.json")
 BUCKET = "milk-price-bench"
 V2 = "/v2/models/legacy/infer"
 # Exactly what `make up` gives predict (milkprice/stack.py); bench/README.md says why.
 SERVER_ENV = {"WORKERS": "1", "THREADS": "8", "OMP_NUM_THREADS": "1"}
-STARTED = time.monotonic()
+
+
+@dataclass(frozen=True)
+class Config:
+    """One run's settings, read from the environment when the run starts (not on import)."""
+
+    seconds: int  # the length of each serving case
+    results: Path
+    started: float  # monotonic clock at the start: progress lines and the wall time count from it
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Config:
+        return cls(
+            seconds=max(1, int(float(environ.get("BENCH_SECONDS") or 10))),
+            results=Path(environ.get("BENCH_RESULTS") or BENCH / "results.json"),
+            started=time.monotonic(),
+        )
+
+    @property
+    def smoke(self) -> bool:
+        return self.seconds < 10
+
+    @property
+    def soak(self) -> int:
+        return self.seconds * 6
+
+    @property
+    def cold_runs(self) -> int:
+        return 2 if self.smoke else 5
+
+    @property
+    def months(self) -> int:
+        """The backtest of the training measured (freshness and training)."""
+        return 6 if self.smoke else 24
+
+    def say(self, message: str) -> None:
+        elapsed = time.monotonic() - self.started
+        print(f"[bench {elapsed:5.0f} s] {message}", file=sys.stderr, flush=True)
 
 
 class BenchError(Exception):
     """A case errored: the bench says what and exits non-zero."""
-
-
-def say(message: str) -> None:
-    print(f"[bench {time.monotonic() - STARTED:5.0f} s] {message}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- processes and HTTP
@@ -126,14 +152,8 @@ class Processes:
 def call(url: str, body: bytes | None = None, timeout: float = 30) -> tuple[int, Any, bytes]:
     """(status, headers, body) of a GET, or of a POST when there is a body; 0: no answer."""
     headers = {"Content-Type": "application/json"} if body is not None else {}
-    request = urllib.request.Request(url, data=body, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as r:
-            return int(r.status), r.headers, r.read()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.headers, exc.read()
-    except (urllib.error.URLError, OSError):
-        return 0, {}, b""
+    answer = http.request(url, body, headers, timeout)
+    return answer.status, answer.headers, answer.body
 
 
 def wait_for(
@@ -174,12 +194,12 @@ def worker_rss_kb(master: int) -> int:
 # ---------------------------------------------------------------- wrk
 
 
-def ensure_wrk() -> None:
+def ensure_wrk(config: Config) -> None:
     if shutil.which("wrk"):
         return
     if os.geteuid() != 0:
         raise BenchError("wrk is missing and installing it needs root: apt-get install -y wrk")
-    say("installing wrk: apt-get install -y wrk")
+    config.say("installing wrk: apt-get install -y wrk")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     install = ["apt-get", "install", "-y", "-qq", "wrk"]
     if subprocess.run(install, env=env, capture_output=True).returncode != 0:
@@ -288,17 +308,16 @@ def cases(settings: Settings) -> tuple[list[Case], list[str]]:
     """
     import onnxruntime as ort
 
-    found = store.read_json(settings, store.POINTER)
-    version = found[0]["version"] if found else "?"
-    manifest = store.read_json(settings, store.model_path(version, "manifest.json"))
-    if manifest is None:
-        raise BenchError(f"no manifest for the serving version {version}")
-    entry = manifest[0]["models"]["forecast"]
-    features = list(entry["features"])
-    onnx = store.read(settings, store.model_path(version, entry["onnx"]))
+    found = contract.serving(settings)
+    if found is None:
+        raise BenchError("no model is served")
+    manifest = found[1]
+    version, entry = manifest.version, manifest.models["forecast"]
+    features = list(entry.features)
+    onnx = store.read(settings, store.model_path(version, entry.onnx))
     assert onnx is not None
     session = ort.InferenceSession(onnx.data, providers=["CPUExecutionProvider"])
-    row = np.array([[manifest[0]["next"]["features"][f] for f in features]], dtype=np.float64)
+    row = np.array([[manifest.next.features[f] for f in features]], dtype=np.float64)
 
     def prices(X: np.ndarray, model: Any = session) -> list[float]:
         return [float(y) for y in np.ravel(model.run(None, {"X": X})[0])]
@@ -306,12 +325,12 @@ def cases(settings: Settings) -> tuple[list[Case], list[str]]:
     def rows(X: np.ndarray, names: list[str] = features) -> str:
         return json.dumps({"data": [dict(zip(names, map(float, r), strict=True)) for r in X]})
 
-    legacy_entry = manifest[0]["models"]["legacy"]
-    legacy_onnx = store.read(settings, store.model_path(version, legacy_entry["onnx"]))
+    legacy_entry = manifest.models["legacy"]
+    legacy_onnx = store.read(settings, store.model_path(version, legacy_entry.onnx))
     assert legacy_onnx is not None
     legacy = ort.InferenceSession(legacy_onnx.data, providers=["CPUExecutionProvider"])
     old = legacy_rows(1000)
-    used = [LEGACY_NAMES.index(f) for f in legacy_entry["features"]]
+    used = [LEGACY_NAMES.index(f) for f in legacy_entry.features]
     tensor_rows = old[:, used]
     shape: list[int] = list(tensor_rows.shape)
     tensor = {"name": "X", "shape": shape, "datatype": "FP64", "data": tensor_rows.ravel().tolist()}
@@ -329,10 +348,14 @@ def cases(settings: Settings) -> tuple[list[Case], list[str]]:
 
 
 class Bench:
-    def __init__(self, procs: Processes, settings: Settings, plan: list[Case]) -> None:
+    def __init__(
+        self, procs: Processes, settings: Settings, plan: list[Case], config: Config
+    ) -> None:
         self.procs = procs
         self.settings = settings
         self.plan = plan
+        self.config = config
+        self.say = config.say
         self.results: dict[str, Any] = {"cases": {}}
         self.errors: list[str] = []
 
@@ -367,25 +390,29 @@ class Bench:
                 if status != 200 or not right:
                     raise BenchError(f"{name} {case.name}: {status} {answer[:300]!r}")
                 expect = self.file(f"expect-{n}-{name}.json", answer)
-                say(f"{name} {case.name}: {WARMUP} s warm-up, {SECONDS} s measured")
+                seconds = self.config.seconds
+                self.say(f"{name} {case.name}: {WARMUP} s warm-up, {seconds} s measured")
                 warm = wrk(url[name] + case.path, sent, expect, case.concurrency, WARMUP)
-                got = wrk(url[name] + case.path, sent, expect, case.concurrency, SECONDS)
+                got = wrk(url[name] + case.path, sent, expect, case.concurrency, seconds)
                 got["errors"] += warm["errors"]
                 self.record(f"{name} {case.name}", {"concurrency": case.concurrency, **got})
-                say(
+                self.say(
                     f"{name} {case.name}: {got['req_per_s']:.0f} req/s, p50 {got['p50_ms']} ms,"
                     f" p99 {got['p99_ms']} ms, {got['errors']} errors"
                 )
-        say(f"soak: {SOAK} s at c=8 on 1 row /predict")
+        length = self.config.soak
+        self.say(f"soak: {length} s at c=8 on 1 row /predict")
         pid = server["predict"].pid
         start_kb = worker_rss_kb(pid)
         sent, expect = self.procs.tmp / "body-0.json", self.procs.tmp / "expect-0-predict.json"
-        soak = wrk(url["predict"] + "/predict", sent, expect, 8, SOAK)
+        soak = wrk(url["predict"] + "/predict", sent, expect, 8, length)
         end_kb = worker_rss_kb(pid)
         growth = round((end_kb - start_kb) / start_kb * 100, 2)
-        soak.update(seconds=SOAK, rss_start_kb=start_kb, rss_end_kb=end_kb, rss_growth_pct=growth)
+        soak.update(seconds=length, rss_start_kb=start_kb, rss_end_kb=end_kb, rss_growth_pct=growth)
         self.record("predict soak 1 row /predict c=8", {"concurrency": 8, **soak})
-        say(f"soak: {soak['errors']} errors, worker RSS {start_kb} -> {end_kb} kB ({growth:+}%)")
+        self.say(
+            f"soak: {soak['errors']} errors, worker RSS {start_kb} -> {end_kb} kB ({growth:+}%)"
+        )
         for proc in server.values():
             self.procs.stop(proc)
 
@@ -415,24 +442,24 @@ class Bench:
 
     def cold_start(self) -> None:
         runs: dict[str, list[float]] = {"predict": [], "ceiling": [], "reference": []}
-        for i in range(COLD_RUNS):
+        for i in range(self.config.cold_runs):
             for name, seconds in runs.items():
                 seconds.append(round(self.cold_once(name), 3))
             got = ", ".join(f"{name} {s[-1]:.2f} s" for name, s in runs.items())
-            say(f"cold start {i + 1}/{COLD_RUNS}: {got}")
+            self.say(f"cold start {i + 1}/{self.config.cold_runs}: {got}")
         self.results["cold_start"] = {
             name: {"median_s": round(statistics.median(s), 3), "runs_s": s}
             for name, s in runs.items()
         }
 
     def runs(self) -> list[str]:
-        """The run records in the bucket."""
-        names = store.list_names(self.settings, store.RUNS_PREFIX)
-        return [name for name, _ in names if name.count("/") == 1]
+        """The ids of the runs in the bucket."""
+        return contract.run_ids(self.settings)
 
     # ---- 4 and 3: freshness through the real bridge and trigger, and that training run
 
     def freshness(self, raw: dict[str, bytes]) -> None:
+        months = self.config.months
         state = self.procs.tmp / "events"
         state.mkdir()
         # The bridge has seen the raw generations the serving model was trained on.
@@ -445,9 +472,9 @@ class Bench:
             "MILKPRICE_TRAIN_URL": f"http://{HOST}:{emulator.free_port()}/",
             "MILKPRICE_RELOAD_SECONDS": "1",
             "MILKPRICE_STATE_DIR": str(state),
-            "MILKPRICE_BACKTEST_MONTHS": str(MONTHS),
+            "MILKPRICE_BACKTEST_MONTHS": str(months),
             # the full run has the 60-month second view; the smoke run has none
-            "MILKPRICE_LONG_BACKTEST_MONTHS": "0" if SMOKE else "60",
+            "MILKPRICE_LONG_BACKTEST_MONTHS": "0" if self.config.smoke else "60",
         }
         predict = self.start("predict", predict_port, **env)
         train = self.procs.function("train_event", TRAIN, train_port, "cloudevent", **env)
@@ -465,32 +492,11 @@ class Bench:
         wait_for(self.procs, train, lambda: listening(train_port))
         log = self.procs.logs[events.pid]
         wait_for(self.procs, events, lambda: "bridge: watching" in log.read_text())
-        old = serving()
-        runs_before = set(self.runs())
-        say(f"freshness: uploading the raw files again ({MONTHS}-month backtest; serving {old})")
-        started = time.perf_counter()
-        upload(self.settings, raw)
-        new, polls = old, 0
-        while new in (old, ""):
-            for proc in (predict, train, events):
-                if proc.poll() is not None:
-                    name = self.procs.names[proc.pid]
-                    raise BenchError(f"{name} stopped:\n{self.procs.log(proc)}")
-            polls += 1
-            if polls % 20 == 0:  # every 2 s: did the training end without promoting?
-                for name in set(self.runs()) - runs_before:
-                    found = store.read_json(self.settings, name)
-                    if found and found[0]["outcome"] in ("failed", "not_promoted"):
-                        raise BenchError(f"the training ended {found[0]['outcome']}: {found[0]}")
-            if time.perf_counter() - started > 600:
-                raise BenchError(f"no new model served in 600 s:\n{self.procs.log(train)}")
-            time.sleep(0.1)
-            new = serving()
-        took = time.perf_counter() - started
-        found = store.read_json(self.settings, f"{store.RUNS_PREFIX}{new}.json")
-        if found is None or found[0].get("outcome") != "promoted":
+        new, took = self.upload_and_wait(raw, (predict, train, events), serving)
+        found = contract.read_run(self.settings, new)
+        if found is None or found.outcome != "promoted":
             raise BenchError(f"{new} is served but its run record says {found}")
-        run = found[0]
+        run = contract.to_builtins(found)
         # The new model answers for its own next-month row what its ONNX file says.
         [case, *_], _ = cases(self.settings)
         status, headers, answer = call(base + "/predict", case.body)
@@ -498,15 +504,52 @@ class Bench:
             raise BenchError(f"{new} answers {status} {headers.get('X-Model-Version')} {answer!r}")
         self.results["freshness"] = {"seconds": round(took, 3), "training_seconds": run["seconds"]}
         self.results["training"] = {
-            "backtest_months": MONTHS,
+            "backtest_months": months,
             "data": self.results["data"],
             "seconds": run["seconds"],
             "timings": run["timings"],
             "run_id": run["run_id"],
         }
-        say(f"freshness: {new} served {took:.1f} s after the upload; training {run['seconds']} s")
+        self.say(
+            f"freshness: {new} served {took:.1f} s after the upload; training {run['seconds']} s"
+        )
         for proc in (events, train, predict):
             self.procs.stop(proc)
+
+    def upload_and_wait(
+        self,
+        raw: dict[str, bytes],
+        watched: tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], subprocess.Popen[bytes]],
+        serving: Callable[[], str],
+    ) -> tuple[str, float]:
+        """Upload the raw files again and poll until predict serves another version: that
+        version and the seconds since the upload. A process that stops, a training that ends
+        without promoting or 600 s without a new version end the case early."""
+        old = serving()
+        runs_before = set(self.runs())
+        months = self.config.months
+        self.say(
+            f"freshness: uploading the raw files again ({months}-month backtest; serving {old})"
+        )
+        started = time.perf_counter()
+        upload(self.settings, raw)
+        new, polls = old, 0
+        while new in (old, ""):
+            for proc in watched:
+                if proc.poll() is not None:
+                    name = self.procs.names[proc.pid]
+                    raise BenchError(f"{name} stopped:\n{self.procs.log(proc)}")
+            polls += 1
+            if polls % 20 == 0:  # every 2 s: did the training end without promoting?
+                for run_id in set(self.runs()) - runs_before:
+                    record = contract.read_run(self.settings, run_id)
+                    if record and record.outcome in ("failed", "not_promoted"):
+                        raise BenchError(f"the training ended {record.outcome}: {record.reason}")
+            if time.perf_counter() - started > 600:
+                raise BenchError(f"no new model served in 600 s:\n{self.procs.log(watched[1])}")
+            time.sleep(0.1)
+            new = serving()
+        return new, time.perf_counter() - started
 
 
 # ---------------------------------------------------------------- the report
@@ -609,7 +652,7 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(tmp: Path) -> int:
+def run(tmp: Path, config: Config) -> int:
     port = emulator.free_port()
     gcs = emulator.start(tmp / "gcs", port)
     gcs_url = emulator.url(HOST, port)
@@ -620,16 +663,17 @@ def run(tmp: Path) -> int:
         store.ensure_bucket(settings)
         data, raw = raw_data()
         upload(settings, raw)
-        say(f"training the serving model on the {data} data (6-month backtest)")
-        from milkprice.train import training
+        config.say(f"training the serving model on the {data} data (6-month backtest)")
+        from milkprice.train import runner
 
-        record = training.run(settings, "http")
-        if record["outcome"] != "promoted":
-            raise BenchError(f"the serving model was not promoted: {record.get('reason')}")
+        record = runner.run(settings, "http")
+        if record.outcome != "promoted":
+            raise BenchError(f"the serving model was not promoted: {record.reason}")
         plan, features = cases(settings)
-        bench = Bench(procs, settings, plan)
+        bench = Bench(procs, settings, plan, config)
         r = bench.results
-        r.update(mode="smoke" if SMOKE else "full", seconds_per_case=SECONDS, warmup_s=WARMUP)
+        mode = "smoke" if config.smoke else "full"
+        r.update(mode=mode, seconds_per_case=config.seconds, warmup_s=WARMUP)
         r.update(data=data, cpus=os.cpu_count(), server_env=SERVER_ENV, features=features)
         if not PREDICT.is_file():
             raise BenchError(f"{PREDICT.relative_to(ROOT)} does not exist yet")
@@ -638,15 +682,18 @@ def run(tmp: Path) -> int:
         bench.freshness(raw)
         r["targets"] = targets(r)
         r["errors"] = bench.errors
-        r["wall_seconds"] = round(time.monotonic() - STARTED, 1)
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(r, indent=2) + "\n")
+        r["wall_seconds"] = round(time.monotonic() - config.started, 1)
+        config.results.parent.mkdir(parents=True, exist_ok=True)
+        config.results.write_text(json.dumps(r, indent=2) + "\n")
         print(table(r))
-        if SMOKE:
-            print(f"\nSmoke run: {SECONDS} s per case, a {MONTHS}-month backtest; indicative only.")
+        if config.smoke:
+            print(
+                f"\nSmoke run: {config.seconds} s per case, a {config.months}-month backtest;"
+                " indicative only."
+            )
         for error in bench.errors:
-            say(f"ERROR {error}")
-        say(f"done in {r['wall_seconds']} s; results in {RESULTS}")
+            config.say(f"ERROR {error}")
+        config.say(f"done in {r['wall_seconds']} s; results in {config.results}")
         return 1 if bench.errors else 0
     finally:
         procs.stop_all()
@@ -654,15 +701,16 @@ def run(tmp: Path) -> int:
 
 
 def main() -> int:
-    say(f"{'smoke' if SMOKE else 'full'} run, {SECONDS} s per serving case")
+    config = Config.from_env(os.environ)
+    config.say(f"{'smoke' if config.smoke else 'full'} run, {config.seconds} s per serving case")
     # SIGTERM (a CI timeout) unwinds like Ctrl-C, so every child is still stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = Path(tempfile.mkdtemp(prefix="milkprice-bench-"))
     try:
-        ensure_wrk()
-        return run(tmp)
+        ensure_wrk(config)
+        return run(tmp, config)
     except BenchError as exc:
-        say(f"ERROR {exc}")
+        config.say(f"ERROR {exc}")
         return 1
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

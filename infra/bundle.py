@@ -21,15 +21,19 @@ PACKAGE = ROOT / "milkprice"
 SIDES = {"predict": ((), "predict"), "train": (("train",), "train")}
 
 
+SIDE_FOLDERS = ("predict", "train", "local")
+
+
 def package_files(side: str) -> list[Path]:
-    """The package files a function's bundle carries, relative to the package folder."""
-    shared = sorted(p.relative_to(PACKAGE) for p in PACKAGE.glob("*.py"))
-    own = sorted(
+    """The package files a function's bundle carries, relative to the package folder: all of
+    the contract (everything outside the sides' folders, the store's backends included) and
+    the function's own side."""
+    files = sorted(
         p.relative_to(PACKAGE)
-        for p in (PACKAGE / side).rglob("*")
+        for p in PACKAGE.rglob("*")
         if p.suffix in (".py", ".html") and "__pycache__" not in p.parts
     )
-    return shared + own
+    return [f for f in files if f.parts[0] not in SIDE_FOLDERS or f.parts[0] == side]
 
 
 def requirements(extras: tuple[str, ...]) -> list[str]:

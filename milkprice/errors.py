@@ -1,4 +1,9 @@
-"""One error base class that carries an HTTP status; ``to_response`` is the only mapping."""
+"""Every error the system raises on purpose, and the one mapping from an error to an answer.
+
+Each class carries its HTTP status and whether trying again can help (``retryable``): an
+entry point answers with :func:`to_response`, and the storage trigger asks for a redelivery
+only when a retry can help, so a deterministic failure is not redelivered forever.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ class MilkPriceError(Exception):
     """An error meant for the caller: a status, a message and optional details."""
 
     status: int = 500
+    retryable: bool = False  # would the same call, made again later, succeed?
 
     def __init__(
         self,
@@ -62,6 +68,7 @@ class Conflict(MilkPriceError):
 
 class RequestTimeout(MilkPriceError):
     status = 408
+    retryable = True
 
 
 class PayloadTooLarge(MilkPriceError):
@@ -103,6 +110,7 @@ class NotReady(MilkPriceError):
     """No model has been promoted yet, or storage is unreachable."""
 
     status = 503
+    retryable = True
 
     def __init__(self, message: str, retry_after: int = 5) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after)})
@@ -110,6 +118,37 @@ class NotReady(MilkPriceError):
 
 class StorageUnavailable(MilkPriceError):
     status = 503
+    retryable = True
+
+
+class ContractError(MilkPriceError):
+    """An object in the bucket does not match the contract (pointer, manifest, run record)."""
+
+    status = 500
+
+
+class LoadError(MilkPriceError):
+    """A model version that cannot be served as it is in the bucket (not a storage outage)."""
+
+    status = 503
+
+
+class ExportError(MilkPriceError):
+    """An exported model disagrees with the fitted one: the same data would fail again."""
+
+    status = 500
+
+
+class StackError(MilkPriceError):
+    """Something stops the local stack from starting; the message says what to do."""
+
+    status = 500
+
+
+def retryable(exc: BaseException) -> bool:
+    """Whether the failed call may succeed when made again; an unknown error may (a bug is
+    better redelivered a bounded number of times than lost)."""
+    return exc.retryable if isinstance(exc, MilkPriceError) else True
 
 
 def to_response(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:

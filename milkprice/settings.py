@@ -18,6 +18,7 @@ from milkprice.errors import ConfigError
 
 PREFIX = "MILKPRICE_"
 LOG_FORMATS = ("auto", "text", "json")
+CLOUDS = ("gcp", "aws", "azure")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,13 @@ class Settings:
         default="milk-price", metadata={"doc": "bucket holding raw data and models"}
     )
     project: str = field(default="local-project", metadata={"doc": "Google Cloud project"})
+    cloud: str = field(
+        default="gcp",
+        metadata={
+            "doc": "whose object store holds the bucket: gcp, aws or azure",
+            "choices": CLOUDS,
+        },
+    )
     host: str = field(default="127.0.0.1", metadata={"doc": "address the local stack binds to"})
     predict_port: int = field(default=8080, metadata={"doc": "port of the predict function"})
     train_port: int = field(default=8081, metadata={"doc": "port of the train function (HTTP)"})

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from milkprice import store
+from milkprice import contract, store
 from milkprice.local import emulator, sample
 from milkprice.settings import Settings
 
@@ -69,7 +69,7 @@ def real_raw() -> dict[str, bytes]:
     return {name: (SHARED / name).read_bytes() for name in store.RAW_FILES}
 
 
-def upload(settings: Settings, files: dict[str, bytes]) -> dict[str, int]:
+def upload(settings: Settings, files: dict[str, bytes]) -> dict[str, str]:
     return {
         name: store.write(settings, store.RAW_PREFIX + name, payload, "text/csv")
         for name, payload in files.items()
@@ -80,11 +80,11 @@ def trained_bucket(
     raw: dict[str, bytes], months: int, long: int = 0
 ) -> tuple[Settings, dict[str, Any]]:
     """A new bucket holding ``raw`` and a model promoted from it."""
-    from milkprice.train import training
+    from milkprice.train import runner
 
     settings = new_settings(backtest_months=months, long_backtest_months=long)
     upload(settings, raw)
-    record = training.run(settings, "http", today=TODAY)
+    record = contract.to_builtins(runner.run(settings, "http", today=TODAY))
     assert record["outcome"] == "promoted", record
     return settings, record
 

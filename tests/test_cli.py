@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from milkprice import store
+from milkprice import contract, store
 from milkprice.settings import Settings
 from tests.conftest import ROOT, new_settings, upload
 from tests.test_reliability import Function, env_for
@@ -53,11 +53,7 @@ def test_train_status_models_rollback_predict(
     assert "promoted" in first.stdout and "training through" in first.stdout
     second = milkprice("train", env=env)
     assert second.returncode == 0, second.stderr
-    versions = sorted(
-        n.split("/")[1]
-        for n, _ in store.list_names(settings, store.MODELS_PREFIX)
-        if n.endswith("manifest.json")
-    )
+    versions = contract.versions(settings)
     assert len(versions) == 2
 
     status = milkprice("status", env=env)
@@ -72,12 +68,11 @@ def test_train_status_models_rollback_predict(
 
     back = milkprice("rollback", versions[0], env=env)
     assert back.returncode == 0, back.stderr
-    assert store.read_json(settings, store.POINTER)[0]["version"] == versions[0]  # type: ignore[index]
+    assert contract.read_pointer(settings)[0].version == versions[0]  # type: ignore[index]
 
-    manifest = store.read_json(settings, store.model_path(versions[0], "manifest.json"))
-    assert manifest is not None
+    manifest = contract.read_manifest(settings, versions[0])
     request = tmp_path / "request.json"
-    request.write_text(json.dumps({"data": [manifest[0]["next"]["features"]]}))
+    request.write_text(json.dumps({"data": [manifest.next.features]}))
     import time
 
     time.sleep(0.6)  # the predict function notices the rollback within its interval
@@ -123,7 +118,7 @@ def test_upload_writes_raw_files(
     path = tmp_path / "precio_leche.csv"
     path.write_bytes(sample_raw["precio_leche.csv"] + b"\n")
     result = milkprice("upload", str(path), env=env)
-    assert result.returncode == 0 and "generation" in result.stdout
+    assert result.returncode == 0 and "(version " in result.stdout
     blob = store.read(settings, "raw/precio_leche.csv")
     assert blob is not None and blob.data == path.read_bytes()
 

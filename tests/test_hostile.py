@@ -28,7 +28,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from milkprice import store
+from milkprice import contract
 from milkprice.predict import openapi
 from milkprice.settings import Settings
 from tests.test_reliability import Function, env_for
@@ -79,11 +79,9 @@ def live(
     bucket, _ = trained_sample
     function = Function("predict", "predict", env_for(bucket, gcs, tmp_path_factory.mktemp("h")))
     try:
-        pointer = store.read_json(bucket, store.POINTER)
-        assert pointer is not None
-        found = store.read_json(bucket, store.model_path(pointer[0]["version"], "manifest.json"))
+        found = contract.serving(bucket)
         assert found is not None
-        manifest = found[0]
+        manifest = contract.to_builtins(found[1])
         features = list(manifest["models"]["forecast"]["features"])
         row = {name: float(manifest["next"]["features"][name]) for name in features}
         answer = request(function.port, "POST", "/predict", json.dumps({"data": [row]}).encode())

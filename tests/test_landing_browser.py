@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from milkprice import store
+from milkprice import contract
 from milkprice.local import emulator, processes
 from milkprice.settings import Settings
 from tests.conftest import ROOT
@@ -114,9 +114,9 @@ def test_landing_page_in_chromium(
     served: str, trained_sample: tuple[Settings, dict[str, Any]], tmp_path: Path
 ) -> None:
     settings, _ = trained_sample
-    found = store.read_json(settings, store.POINTER)
+    found = contract.read_pointer(settings)
     assert found is not None
-    version = found[0]["version"]
+    version = found[0].version
     page = served + "/"
 
     dumped = chromium(tmp_path / "profile-dom", "--dump-dom", page)

@@ -32,11 +32,11 @@ import numpy as np
 import orjson
 import pytest
 
-from milkprice import store
+from milkprice import contract, store
 from milkprice.local import emulator
-from milkprice.predict import openapi, serving
+from milkprice.predict import cache, openapi, snapshot, validation
 from milkprice.settings import Settings
-from milkprice.train import artifacts, training
+from milkprice.train import artifacts
 from tests.conftest import ROOT, SHARED
 
 SOURCE = str(ROOT / "functions" / "predict" / "main.py")
@@ -131,9 +131,9 @@ class Stalled(io.RawIOBase):
 @pytest.fixture(autouse=True)
 def _fresh_process() -> Iterator[None]:
     """Each test starts as a new process would: no cache, settings read again."""
-    serving.reset()
+    cache.reset()
     yield
-    serving.reset()
+    cache.reset()
 
 
 @pytest.fixture
@@ -153,16 +153,14 @@ def records() -> Iterator[list[logging.LogRecord]]:
 
 
 def pointer(settings: Settings) -> dict[str, Any]:
-    found = store.read_json(settings, store.POINTER)
+    found = contract.read_pointer(settings)
     assert found is not None
-    return dict(found[0])
+    return dict(contract.to_builtins(found[0]))
 
 
 def manifest(settings: Settings, version: str | None = None) -> dict[str, Any]:
     version = version or pointer(settings)["version"]
-    found = store.read_json(settings, store.model_path(version, "manifest.json"))
-    assert found is not None
-    return dict(found[0])
+    return dict(contract.to_builtins(contract.read_manifest(settings, version)))
 
 
 def artifact(settings: Settings, version: str, name: str) -> bytes:
@@ -198,9 +196,9 @@ def clone(
 
 
 def promote(settings: Settings, version: str) -> None:
-    seen = store.read_json(settings, store.POINTER)
-    result = training.promote(settings, version, f"run-{version}", seen, "test")
-    assert result["outcome"] == "promoted", result
+    seen = contract.read_pointer(settings)
+    other = contract.promote(settings, version, f"run-{version}", seen[1] if seen else None)
+    assert other is None, f"not promoted: {other} was"
 
 
 def legacy_rows() -> list[dict[str, Any]]:
@@ -405,16 +403,16 @@ def test_the_fast_path_agrees_with_the_full_checks(
     trained_sample: tuple[Settings, dict[str, Any]],
 ) -> None:
     settings, _ = trained_sample
-    loaded = serving.load(settings)
+    loaded = snapshot.load(settings)
     assert loaded is not None
     doc = manifest(settings)
     new, old = perturbed(next_row(doc), 6, seed=2), legacy_rows()[:5]
     noisy = [{"id": "x", "note": None, "nested": [{"a": 1}], **old[0]}]
     for rows in (new, old, [new[0], old[0], new[1], old[1]], noisy):
         body = orjson.dumps({"data": rows})
-        fast = serving.fast_scores(loaded, body, 100)
+        fast = validation.fast_scores(loaded, body, 100)
         assert fast is not None  # valid bodies take it
-        full = serving.score_rows(loaded, orjson.loads(body), 100)
+        full = validation.score_rows(loaded, orjson.loads(body), 100)
         assert fast[1] == full[1]
         np.testing.assert_array_equal(fast[0], full[0])
     # everything that needs an error message is left to the full checks
@@ -434,7 +432,7 @@ def test_the_fast_path_agrees_with_the_full_checks(
         orjson.dumps({"data": new * 20}),  # over the 100 rows allowed below
     ]
     for body in refused:
-        assert serving.fast_scores(loaded, body, 100) is None, body[:80]
+        assert validation.fast_scores(loaded, body, 100) is None, body[:80]
 
 
 def test_forecast_is_the_onnx_model_on_the_next_row(
@@ -883,7 +881,7 @@ def test_a_promoted_model_is_served_within_the_interval(
             settings,
             clone(trained_sample[0], settings, "v5-no-models", edit=lambda d: d.pop("models")),
         ),
-        "lists no models",
+        "missing required field `models`",
     )
     broken(lambda: promote(settings, "v6-missing"), "manifest.json is missing")
     broken(
@@ -891,7 +889,11 @@ def test_a_promoted_model_is_served_within_the_interval(
         "names no version",
     )
     broken(
-        lambda: store.write_json(settings, store.POINTER, {"version": "../v2-real"}),
+        lambda: store.write(
+            settings,
+            store.POINTER,
+            b'{"version": "../v2-real", "run_id": "r", "promoted": "2026-01-01T00:00:00Z"}',
+        ),
         "no valid version",
     )
     # and a good one is served again
@@ -908,13 +910,13 @@ def test_the_pointer_is_checked_at_most_once_per_interval(
     monkeypatch.setenv("MILKPRICE_RELOAD_SECONDS", "0.5")
     promote(settings, clone(trained_sample[0], settings, "v1"))
     checks: list[float] = []
-    real = serving.pointer_generation
+    real = cache.pointer_token
 
-    def counted(s: Settings) -> int | None:  # counts, and asks the real bucket
+    def counted(s: Settings) -> str | None:  # counts, and asks the real bucket
         checks.append(time.monotonic())
         return real(s)
 
-    monkeypatch.setattr(serving, "pointer_generation", counted)
+    monkeypatch.setattr(cache, "pointer_token", counted)
     client = Client()
     row = next_row(manifest(settings))
     start = time.monotonic()
@@ -1013,7 +1015,7 @@ def test_landing_page(
         assert " to ".join(entry["training_months"]) in page
     assert f"{doc['models']['forecast']['naive']['rmse']:.3f}" in page
     for name, entry in doc["inputs"].items():
-        assert name in page and str(entry["generation"]) in page
+        assert name in page and str(entry["token"]) in page
     assert "curl -s http://milk.example:8123/forecast" in page
     assert "curl -s -X POST http://milk.example:8123/predict" in page
     # the copy-paste examples work as printed
@@ -1095,7 +1097,7 @@ def test_every_documented_answer_happens(
     client.post(INFER, json=tensor)
     seen |= client.seen
     # a model without a chart
-    serving.reset()
+    cache.reset()
     promote(
         settings,
         clone(trained_sample[0], settings, "no-chart", edit=lambda d: d["backtest"].pop("chart")),
@@ -1104,7 +1106,7 @@ def test_every_documented_answer_happens(
     client.get("/backtest.png")
     seen |= client.seen
     # a model with everything
-    serving.reset()
+    cache.reset()
     os.environ["MILKPRICE_BUCKET"] = trained_sample[0].bucket
     doc = manifest(trained_sample[0])
     row = next_row(doc)
@@ -1213,7 +1215,7 @@ def test_train_and_predict_apps_live_side_by_side(
 
 
 def test_pointer_checks_back_off_while_storage_fails() -> None:
-    server = serving.Server(Settings(bucket="any", reload_seconds=2.0))
+    server = cache.Server(Settings(bucket="any", reload_seconds=2.0))
     assert server.delay() == 2.0  # nothing loaded: keep trying at the interval
     server._outages = 3
     assert server.delay() == 2.0

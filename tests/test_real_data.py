@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from milkprice import store
+from milkprice import contract, store
 from milkprice.settings import Settings
 from milkprice.train import features as F
 
@@ -16,9 +16,7 @@ from milkprice.train import features as F
 @pytest.fixture(scope="module")
 def manifest(trained_real: tuple[Settings, dict[str, Any]]) -> dict[str, Any]:
     settings, record = trained_real
-    found = store.read_json(settings, store.model_path(record["version"], "manifest.json"))
-    assert found is not None
-    return dict(found[0])
+    return dict(contract.to_builtins(contract.read_manifest(settings, record["version"])))
 
 
 def test_backtest_window_and_baselines(manifest: dict[str, Any]) -> None:

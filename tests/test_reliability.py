@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from milkprice import store
+from milkprice import contract, store
 from milkprice.local import emulator, events, processes
 from milkprice.settings import Settings
 from tests.conftest import ROOT, new_settings, trained_bucket, upload
@@ -90,8 +90,7 @@ def env_for(settings: Settings, gcs: str, tmp: Path, **extra: str) -> dict[str, 
 
 
 def runs(settings: Settings) -> list[dict[str, Any]]:
-    names = sorted(n for n, _ in store.list_names(settings, store.RUNS_PREFIX) if n.count("/") == 1)
-    return [store.read_json(settings, n)[0] for n in names]  # type: ignore[index]
+    return [contract.to_builtins(r) for r in contract.list_runs(settings)]
 
 
 def serving_version(predict: Function) -> str:
@@ -199,7 +198,7 @@ def test_bad_uploads_fail_clearly_and_lose_nothing(
     gcs: str, tmp_path: Path, sample_raw: dict[str, bytes], functions: list[Function]
 ) -> None:
     settings, good = trained_bucket(sample_raw, 6)
-    pointer = store.read_json(settings, store.POINTER)
+    pointer = contract.read_pointer(settings)
     env = env_for(settings, gcs, tmp_path)
     trainer = Function("train_event", "train", env, "cloudevent")
     predict = Function("predict", "predict", env)
@@ -222,7 +221,7 @@ def test_bad_uploads_fail_clearly_and_lose_nothing(
         assert record["outcome"] == "failed" and record["trigger"] == "upload", case
         for word in words:
             assert word in record["reason"], (case, word, record["reason"])
-        assert store.read_json(settings, store.POINTER) == pointer, case
+        assert contract.read_pointer(settings) == pointer, case
         assert serving_version(predict) == good["version"], case
         kept = store.read(settings, store.RAW_PREFIX + name)
         assert kept is not None and kept.data == payload, case  # still there to inspect
@@ -233,10 +232,9 @@ def test_bad_uploads_fail_clearly_and_lose_nothing(
     bridge.stop()
     assert survived == len(cases) >= 12
     # and every raw generation a model was trained on is still in the archive
-    manifest = store.read_json(settings, store.model_path(good["version"], "manifest.json"))
-    assert manifest is not None
-    for entry in manifest[0]["inputs"].values():
-        assert store.read(settings, entry["archive"]) is not None
+    manifest = contract.read_manifest(settings, good["version"])
+    for entry in manifest.inputs.values():
+        assert store.read(settings, entry.archive) is not None
 
 
 # ---------------------------------------------------------------- races and crashes
@@ -265,17 +263,18 @@ def test_two_trainings_at_once_promote_exactly_once(
     loser = next(r for r in records if r["outcome"] == "not_promoted")
     assert "another run promoted" in loser["reason"]
     winner = next(r for r in records if r["outcome"] == "promoted")
-    pointer = store.read_json(settings, store.POINTER)
-    assert pointer is not None and pointer[0]["version"] == winner["version"]
+    pointer = contract.read_pointer(settings)
+    assert pointer is not None and pointer[0].version == winner["version"]
     assert {r["trigger"] for r in records} == {"http", "upload"}
 
 
 KILL_BEFORE_PROMOTE = """
 import os, signal, sys
-from milkprice.train import training
+from milkprice import contract
+from milkprice.train import runner
 from milkprice.settings import Settings
-training.promote = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
-training.run(Settings.from_env(), "http")
+contract.promote = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+runner.run(Settings.from_env(), "http")
 """
 
 
@@ -294,14 +293,10 @@ def test_a_crash_between_artifacts_and_pointer_keeps_the_old_model(
         timeout=300,
     )
     assert crashed.returncode == -9, crashed.stderr[-2000:]
-    versions = {
-        n.split("/")[1]
-        for n, _ in store.list_names(settings, store.MODELS_PREFIX)
-        if n.endswith("manifest.json")
-    }
+    versions = contract.versions(settings)
     assert len(versions) == 2  # the new artifacts were written ...
-    pointer = store.read_json(settings, store.POINTER)
-    assert pointer is not None and pointer[0]["version"] == old["version"]  # ... not promoted
+    pointer = contract.read_pointer(settings)
+    assert pointer is not None and pointer[0].version == old["version"]  # ... not promoted
     time.sleep(1)
     assert serving_version(predict) == old["version"]
 
@@ -324,7 +319,7 @@ def test_storage_outage_keeps_serving_and_recovers(
         trainer = Function("train_http", "train", env)
         functions.append(trainer)
         os.environ["STORAGE_EMULATOR_HOST"] = host
-        store.client.cache_clear()
+        store.reset()
         store.ensure_bucket(settings)
         upload(settings, sample_raw)
         status, first = call(trainer.url, {"trigger": "http"})
@@ -369,7 +364,7 @@ def test_storage_outage_keeps_serving_and_recovers(
         assert len(waits) >= 2 and waits[1] > waits[0]
     finally:
         emulator.stop(own)
-        store.client.cache_clear()
+        store.reset()
 
 
 # ---------------------------------------------------------------- security

@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 from google.cloud import storage
 
+from milkprice import contract, store
 from milkprice.local import emulator
+from milkprice.settings import Settings
 from tests.conftest import ROOT, SHARED
 
 pytestmark = pytest.mark.slow
@@ -186,12 +188,8 @@ def test_up_serves_trains_on_upload_and_stops_cleanly(stack: Stack) -> None:
 
 def _runs(stack: Stack) -> list[dict[str, Any]]:
     os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{stack.ports['GCS']}"
-    bucket = storage.Client(project="any").bucket("milk-price")
-    records = []
-    for blob in bucket.list_blobs(prefix="runs/"):
-        if blob.name.count("/") == 1:
-            records.append(json.loads(blob.download_as_bytes()))
-    return sorted(records, key=lambda r: r["run_id"])
+    store.reset()
+    return [contract.to_builtins(r) for r in contract.list_runs(Settings(bucket="milk-price"))]
 
 
 def _train_and_interrupt(stack: Stack, sig: signal.Signals) -> str:

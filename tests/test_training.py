@@ -11,9 +11,10 @@ import pytest
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
-from milkprice import store
+from milkprice import contract, store
+from milkprice.errors import ExportError, StorageUnavailable
 from milkprice.settings import Settings
-from milkprice.train import artifacts, training
+from milkprice.train import artifacts, runner
 from tests.conftest import ROOT, upload
 
 SOURCE = str(ROOT / "functions" / "train" / "main.py")
@@ -27,7 +28,9 @@ def event_client() -> Any:
     return functions_framework.create_app("train_event", SOURCE, "cloudevent").test_client()
 
 
-def finalized(settings: Settings, name: str, generation: int, event_id: str = "1") -> CloudEvent:
+def finalized(
+    settings: Settings, name: str, generation: int | str, event_id: str = "1"
+) -> CloudEvent:
     return CloudEvent(
         {
             "type": "google.cloud.storage.object.v1.finalized",
@@ -45,12 +48,12 @@ def send(client: Any, event: CloudEvent) -> Any:
 
 
 def runs(settings: Settings) -> list[dict[str, Any]]:
-    names = [n for n, _ in store.list_names(settings, store.RUNS_PREFIX) if n.count("/") == 1]
-    return [store.read_json(settings, n)[0] for n in names]  # type: ignore[index]
+    return [contract.to_builtins(r) for r in contract.list_runs(settings)]
 
 
-def pointer(settings: Settings) -> tuple[dict[str, Any], int] | None:
-    return store.read_json(settings, store.POINTER)  # type: ignore[return-value]
+def pointer(settings: Settings) -> tuple[dict[str, Any], str] | None:
+    found = contract.read_pointer(settings)
+    return None if found is None else (contract.to_builtins(found[0]), found[1])
 
 
 def test_http_trigger_trains_writes_and_promotes(
@@ -66,7 +69,7 @@ def test_http_trigger_trains_writes_and_promotes(
     # the pointer names the version, whose every artifact is there and matches the manifest
     current, _ = pointer(settings)  # type: ignore[misc]
     assert current["version"] == version
-    manifest, _ = store.read_json(settings, store.model_path(version, "manifest.json"))  # type: ignore[misc]
+    manifest = contract.to_builtins(contract.read_manifest(settings, version))
     for name in (
         "forecast.onnx",
         "legacy.onnx",
@@ -95,7 +98,7 @@ def test_http_trigger_trains_writes_and_promotes(
     # inputs: generations, sha256 and an archive copy of each raw generation
     for name, gen in generations.items():
         entry = manifest["inputs"][store.RAW_PREFIX + name]
-        assert entry["generation"] == gen
+        assert entry["token"] == gen
         archived = store.read(settings, entry["archive"])
         assert archived is not None and archived.data == sample_raw[name]
     assert manifest["libraries"]["scikit-learn"]
@@ -184,10 +187,11 @@ def test_token_required_when_configured(
 
 def test_promotion_is_a_compare_and_swap(settings: Settings) -> None:
     seen = pointer(settings)
-    assert training.promote(settings, "v1", "r1", seen, "first")["outcome"] == "promoted"
+    assert seen is None
+    assert contract.promote(settings, "v1", "r1", None) is None  # promoted
     # a second run that saw the same (empty) pointer must not promote blindly
-    late = training.promote(settings, "v2", "r2", seen, "second")
-    assert late["outcome"] == "not_promoted" and "v1" in late["reason"]
+    late = contract.promote(settings, "v2", "r2", None)
+    assert late == "v1"  # not promoted: it names the version that won
     assert pointer(settings)[0]["version"] == "v1"  # type: ignore[index]
 
 
@@ -196,3 +200,35 @@ def test_schedule_trigger_is_recorded(settings: Settings, sample_raw: dict[str, 
     record = http_client().post("/", json={"trigger": "schedule"}).get_json()
     assert record["trigger"] == "schedule"
     assert json.loads(json.dumps(record))["outcome"] == "promoted"
+
+
+@pytest.mark.parametrize(
+    ("error", "redelivered", "status"),
+    [
+        (ExportError("exported model disagrees with the fitted one"), False, 500),
+        (StorageUnavailable("writing x: storage unavailable"), True, 503),
+    ],
+)
+def test_only_a_failure_a_retry_can_help_is_redelivered(
+    settings: Settings,
+    sample_raw: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+    redelivered: bool,
+    status: int,
+) -> None:
+    """A model that does not export exactly fails the same way every time: the storage
+    trigger must not ask for the event again (it would be redelivered forever)."""
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(runner, "_write_artifacts", fail)
+    tokens = upload(settings, sample_raw)
+    event = finalized(settings, "raw/precio_leche.csv", tokens["precio_leche.csv"])
+    assert send(event_client(), event).status_code == (500 if redelivered else 200)
+    [record] = runs(settings)
+    assert record["outcome"] == "failed" and record["error"]["retryable"] is redelivered
+    assert record["error"]["status"] == status
+    answer = http_client().post("/")
+    assert answer.status_code == status and answer.get_json()["outcome"] == "failed"

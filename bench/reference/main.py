@@ -15,7 +15,7 @@ import flask
 import functions_framework
 import pandas as pd
 
-from milkprice import settings, store
+from milkprice import contract, settings, store
 from milkprice.train import artifacts
 
 _lock = threading.Lock()
@@ -26,18 +26,14 @@ def _load() -> dict[str, Any]:
     with _lock:
         if not _model:
             s = settings.load()
-            pointer = store.read_json(s, store.POINTER)
-            if pointer is None:
-                raise RuntimeError(f"no model in gs://{s.bucket}")
-            version = pointer[0]["version"]
-            found = store.read_json(s, store.model_path(version, "manifest.json"))
+            found = contract.serving(s)
             if found is None:
-                raise RuntimeError(f"no manifest for {version}")
-            entry = found[0]["models"]["forecast"]
-            blob = store.read(s, store.model_path(version, entry["skops"]))
+                raise RuntimeError(f"no model in {s.bucket}")
+            version, entry = found[1].version, found[1].models["forecast"]
+            blob = store.read(s, store.model_path(version, entry.skops))
             if blob is None:
-                raise RuntimeError(f"no {entry['skops']} for {version}")
-            _model.update(pipeline=artifacts.from_skops(blob.data), features=entry["features"])
+                raise RuntimeError(f"no {entry.skops} for {version}")
+            _model.update(pipeline=artifacts.from_skops(blob.data), features=entry.features)
         return _model
 
 

@@ -1,4 +1,4 @@
-"""Predict function: route, parse, call ``milkprice.predict.serving``, shape the answer.
+"""Predict function: route, parse the body (``bodies``), call ``serving``, shape the answer.
 
 Thin on purpose, and light: no pandas or scikit-learn is imported, directly or through milkprice.
 """
@@ -14,7 +14,7 @@ import functions_framework
 import orjson
 
 from milkprice.errors import MethodNotAllowed, NotFound
-from milkprice.predict import openapi, serving
+from milkprice.predict import bodies, openapi, serving
 
 Handler = Callable[[flask.Request, dict[str, str]], flask.Response]
 
@@ -26,11 +26,11 @@ def _json(doc: Any, headers: dict[str, str] | None = None) -> flask.Response:
 
 def _bytes(r: flask.Request) -> bytes:
     sock = r.environ.get("gunicorn.socket")  # a read deadline for stalled bodies
-    return serving.body_bytes(r.headers.get("Content-Type"), r.stream, r.content_length, sock)
+    return bodies.body_bytes(r.headers.get("Content-Type"), r.stream, r.content_length, sock)
 
 
 def _body(r: flask.Request) -> Any:
-    return serving.parse_json(_bytes(r))
+    return bodies.parse_json(_bytes(r))
 
 
 def _base(r: flask.Request) -> str:
@@ -48,7 +48,7 @@ def _chart(r: flask.Request, _: dict[str, str]) -> flask.Response:
 
 
 ROUTES: dict[str, dict[str, Handler]] = {
-    "/": {"GET": lambda r, _: flask.Response(serving.landing(_base(r)))},
+    "/": {"GET": lambda r, _: flask.Response(serving.landing_page(_base(r)))},
     "/backtest.png": {"GET": _chart},
     "/forecast": {"GET": lambda r, _: _json(*serving.forecast())},
     "/predict": {"POST": lambda r, _: _json(*serving.predict_rows(_bytes(r)))},
@@ -93,7 +93,7 @@ def _unrouted(_: Exception) -> flask.Response:
 @functions_framework.http
 def predict(request: flask.Request) -> flask.Response:
     try:
-        serving.check_length(request.content_length)
+        bodies.check_length(request.content_length)
         handler, params = route(request.method, request.path)
         return handler(request, params)
     except Exception as exc:

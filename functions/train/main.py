@@ -1,6 +1,6 @@
 """Train function: an HTTP trigger (manual calls and the scheduler) and a storage trigger.
 
-Thin on purpose: parse the request, call ``milkprice.train.training.run``, shape the answer.
+Thin on purpose: parse the request, call ``milkprice.train.runner.run``, shape the answer.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from milkprice import logs, settings, store
+from milkprice import contract, logs, settings, store
 from milkprice.errors import BadRequest, MethodNotAllowed, MilkPriceError, Unauthorized, to_response
 
 FINALIZED = "google.cloud.storage.object.v1.finalized"
-STATUS = {"promoted": 200, "not_promoted": 200, "skipped": 200}
 
 
 def _settings() -> settings.Settings:
@@ -24,10 +23,10 @@ def _settings() -> settings.Settings:
     return settings.load()
 
 
-def _run(trigger: str, event: dict[str, Any] | None = None) -> dict[str, Any]:
-    from milkprice.train import training  # heavy (pandas, scikit-learn): imported on first run
+def _run(trigger: str, event: dict[str, Any] | None = None) -> contract.RunRecord:
+    from milkprice.train import runner  # heavy (pandas, scikit-learn): imported on first run
 
-    return training.run(_settings(), trigger, event)
+    return runner.run(_settings(), trigger, event)
 
 
 def _check(request: flask.Request) -> str:
@@ -52,8 +51,8 @@ def train_http(request: flask.Request) -> flask.Response:
     except MilkPriceError as exc:
         status, body, headers = to_response(exc)
         return flask.make_response(flask.jsonify(body), status, headers)
-    status = STATUS.get(record["outcome"], 422 if record.get("error", {}).get("data") else 500)
-    return flask.make_response(flask.jsonify(record), status)
+    status = record.error.status if record.error else 200  # the error's own status
+    return flask.make_response(flask.jsonify(contract.to_builtins(record)), status)
 
 
 @functions_framework.cloud_event
@@ -66,6 +65,7 @@ def train_event(event: CloudEvent) -> None:
     record = _run(
         "upload", {"id": event["id"], "name": name, "generation": payload.get("generation")}
     )
-    if record["outcome"] == "failed" and not record.get("error", {}).get("data"):
-        # Not the data's fault (storage away, a bug): fail so the delivery is retried.
-        raise RuntimeError(f"run {record['run_id']} failed: {record.get('reason')}")
+    if record.outcome == "failed" and record.error is not None and record.error.retryable:
+        # Storage away, say: fail so the delivery is retried. Bad data or a model that does
+        # not export exactly would fail the same way again: those are not redelivered.
+        raise RuntimeError(f"run {record.run_id} failed: {record.reason}")

@@ -9,12 +9,12 @@ import argparse
 import json
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from milkprice import store
+from milkprice import contract, store
 from milkprice.errors import MilkPriceError
+from milkprice.local import http
 from milkprice.settings import LOG_FORMATS, Settings
 
 
@@ -33,25 +33,12 @@ def _emulator(settings: Settings) -> None:
         os.environ["STORAGE_EMULATOR_HOST"] = f"http://{settings.host}:{settings.gcs_port}"
 
 
-def _http(url: str, body: Any = None, token: str = "", timeout: float = 900) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"} if data is not None else {}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(
-        url, data=data, headers=headers, method="POST" if data is not None else "GET"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as r:
-            return int(r.status), json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        payload = exc.read()
-        try:
-            return int(exc.code), json.loads(payload)
-        except ValueError:
-            return int(exc.code), {"error": payload.decode(errors="replace")[:300]}
-    except (urllib.error.URLError, OSError) as exc:
-        raise MilkPriceError(f"cannot reach {url}: {exc}; is the stack up (make up)?") from None
+def _http(url: str, body: Any, token: str = "", timeout: float = 900) -> tuple[int, Any]:
+    """POST ``body`` as JSON; (status, parsed answer); no answer at all is one clear line."""
+    answer = http.post_json(url, body, token, timeout)
+    if answer.status == 0:
+        raise MilkPriceError(f"cannot reach {url}: {answer.error}; is the stack up (make up)?")
+    return answer.status, answer.json()
 
 
 def _table(rows: list[list[Any]], header: list[str]) -> str:
@@ -116,8 +103,8 @@ def cmd_upload(settings: Settings, args: argparse.Namespace) -> int:
             raise MilkPriceError(f"{path}: no such file")
         if path.name not in store.RAW_FILES:
             raise MilkPriceError(f"{path.name}: raw files are named {', '.join(store.RAW_FILES)}")
-        gen = store.write(settings, store.RAW_PREFIX + path.name, path.read_bytes(), "text/csv")
-        print(f"uploaded {path} to gs://{settings.bucket}/raw/{path.name} (generation {gen})")
+        token = store.write(settings, store.RAW_PREFIX + path.name, path.read_bytes(), "text/csv")
+        print(f"uploaded {path} to {settings.bucket}/raw/{path.name} (version {token})")
     return 0
 
 
@@ -125,76 +112,58 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     url = settings.train_endpoint()
     print(f"training through {url} ...", flush=True)
     start = time.monotonic()
-    status, record = _http(url, {"trigger": "http"}, _token(settings))
-    if not isinstance(record, dict) or "outcome" not in record:
-        raise MilkPriceError(f"train function answered {status}: {record}")
+    status, answer = _http(url, {"trigger": "http"}, _token(settings))
+    if not isinstance(answer, dict) or "outcome" not in answer:
+        raise MilkPriceError(f"train function answered {status}: {answer}")
+    record = contract.convert(answer, contract.RunRecord, f"the answer of {url}")
     took = time.monotonic() - start
-    print(f"run {record['run_id']}: {record['outcome']} in {took:.0f} s")
-    print(f"  {record.get('reason', '')}")
-    return 0 if record["outcome"] in ("promoted", "not_promoted") else 1
+    print(f"run {record.run_id}: {record.outcome} in {took:.0f} s")
+    print(f"  {record.reason}")
+    return 0 if record.outcome in ("promoted", "not_promoted") else 1
 
 
-def _manifest(settings: Settings, version: str) -> dict[str, Any]:
-    found = store.read_json(settings, store.model_path(version, "manifest.json"))
-    if found is None:
-        raise MilkPriceError(f"no manifest for version {version}")
-    return dict(found[0])
+def _model_row(role: str, e: contract.ModelEntry) -> list[Any]:
+    return [
+        role,
+        e.candidate,
+        _fmt(e.backtest.rmse),
+        _fmt(e.backtest.mape),
+        _fmt(e.naive.rmse),
+        len(e.features),
+    ]
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    pointer = store.read_json(settings, store.POINTER)
-    if pointer is None:
-        print(f"gs://{settings.bucket}: no model promoted yet")
+    found = contract.serving(settings)
+    if found is None:
+        print(f"{settings.bucket}: no model promoted yet")
     else:
-        version = pointer[0]["version"]
-        m = _manifest(settings, version)
-        print(f"serving version {version} (promoted {pointer[0]['promoted']})")
-        rows = [
-            [
-                role,
-                e["candidate"],
-                _fmt(e["backtest"]["rmse"]),
-                _fmt(e["backtest"]["mape"]),
-                _fmt(e["naive"]["rmse"]),
-                len(e["features"]),
-            ]
-            for role, e in m["models"].items()
-        ]
+        pointer, manifest = found
+        print(f"serving version {pointer.version} (promoted {pointer.promoted})")
+        rows = [_model_row(role, e) for role, e in manifest.models.items()]
         print(_table(rows, ["model", "candidate", "rmse", "mape %", "naive rmse", "features"]))
-    names = sorted(n for n, _ in store.list_names(settings, store.RUNS_PREFIX) if n.count("/") == 1)
-    runs = [store.read_json(settings, n) for n in names[-args.last :]]
-    rows = [
-        [r["run_id"], r["trigger"], r["outcome"], r.get("seconds"), (r.get("reason") or "")[:70]]
-        for r, _ in filter(None, runs)
-    ]
+    runs = contract.list_runs(settings, last=args.last)
+    rows = [[r.run_id, r.trigger, r.outcome, r.seconds, r.reason[:70]] for r in runs]
     print(f"\nlast {len(rows)} runs")
     print(_table(rows, ["run", "trigger", "outcome", "seconds", "reason"]))
     return 0
 
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
-    pointer = store.read_json(settings, store.POINTER)
-    current = pointer[0]["version"] if pointer else None
-    names = sorted(
-        n
-        for n, _ in store.list_names(settings, store.MODELS_PREFIX)
-        if n.endswith("/manifest.json")
-    )
+    pointer = contract.read_pointer(settings)
+    current = pointer[0].version if pointer else None
     rows = []
-    for name in names:
-        m = store.read_json(settings, name)
-        if m is None:
-            continue
-        doc = m[0]
-        f, leg = doc["models"]["forecast"], doc["models"]["legacy"]
+    for version in contract.versions(settings):
+        m = contract.read_manifest(settings, version)
+        f, leg = m.models["forecast"], m.models["legacy"]
         rows.append(
             [
-                ("* " if doc["version"] == current else "  ") + doc["version"],
-                f["candidate"],
-                _fmt(f["backtest"]["rmse"]),
-                leg["candidate"],
-                _fmt(leg["backtest"]["rmse"]),
-                _fmt(f["naive"]["rmse"]),
+                ("* " if m.version == current else "  ") + m.version,
+                f.candidate,
+                _fmt(f.backtest.rmse),
+                leg.candidate,
+                _fmt(leg.backtest.rmse),
+                _fmt(f.naive.rmse),
             ]
         )
     print(_table(rows, ["version (* serving)", "forecast", "rmse", "legacy", "rmse", "naive"]))
@@ -202,10 +171,8 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
-    from milkprice.train import training
-
-    result = training.rollback(settings, args.version)
-    print(f"serving {args.version}: {result['reason']}")
+    pointer = contract.rollback(settings, args.version)
+    print(f"serving {pointer.version}: rolled back to {args.version}")
     return 0
 
 
@@ -228,14 +195,14 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import date
 
     from milkprice.local import sample
-    from milkprice.train import training
+    from milkprice.train import core
 
     raw = sample.read_folder(args.data) if args.data else sample.sample_files()
     source = args.data or "the sample data (python -m milkprice.local.sample)"
     print(f"evaluating on {source}", file=sys.stderr)
-    timer = training.Timer(lambda stage: print(f"  {stage}", file=sys.stderr, flush=True))
+    timer = core.Timer(lambda stage: print(f"  {stage}", file=sys.stderr, flush=True))
     started = time.perf_counter()
-    trained = training.train(raw, settings, timer, date.today())
+    trained = core.train(raw, settings, timer, date.today())
     seconds = time.perf_counter() - started
     if args.json:
         report = {

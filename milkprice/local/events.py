@@ -16,8 +16,6 @@ import json
 import logging
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -33,6 +31,7 @@ from cloudevents.http import CloudEvent
 
 from milkprice import store
 from milkprice.errors import ConfigError, MilkPriceError
+from milkprice.local import http
 from milkprice.settings import Settings
 
 log = logging.getLogger("milkprice.local.events")
@@ -55,14 +54,8 @@ class Retry:
 
 def post(url: str, body: bytes, headers: dict[str, str], deadline: float) -> tuple[int, bytes]:
     """POST and return (status, body); status 0 when the call did not get an answer."""
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=deadline) as response:
-            return int(response.status), response.read()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read()
-    except (urllib.error.URLError, OSError) as exc:
-        return 0, str(exc).encode()
+    answer = http.request(url, body, headers, deadline, method="POST")
+    return answer.status, answer.body or answer.error.encode()
 
 
 def with_retries(
@@ -176,24 +169,22 @@ def start_scheduler(
 
 
 def storage_object_data(settings: Settings, name: str) -> dict[str, Any] | None:
-    """The StorageObjectData of the live generation of ``name``, as Eventarc sends it."""
-    blob = store.bucket(settings).get_blob(name, retry=store.RETRY, timeout=store.TIMEOUT)
-    if blob is None:
+    """The StorageObjectData of the live version of ``name``, as Eventarc sends it."""
+    meta = store.metadata(settings, name)
+    if meta is None:
         return None
-    stamp = lambda t: t.isoformat().replace("+00:00", "Z") if t else None  # noqa: E731
     return {
         "kind": "storage#object",
-        "id": f"{settings.bucket}/{name}/{blob.generation}",
+        "id": f"{settings.bucket}/{name}/{meta.token}",
         "bucket": settings.bucket,
         "name": name,
-        "generation": str(blob.generation),
-        "metageneration": str(blob.metageneration),
-        "contentType": blob.content_type or "application/octet-stream",
-        "size": str(blob.size),
-        "md5Hash": blob.md5_hash,
-        "crc32c": blob.crc32c,
-        "timeCreated": stamp(blob.time_created),
-        "updated": stamp(blob.updated),
+        "generation": meta.token,
+        "metageneration": meta.revision,
+        "contentType": meta.content_type,
+        "size": str(meta.size),
+        "md5Hash": meta.md5,
+        "timeCreated": meta.created,
+        "updated": meta.updated,
     }
 
 
@@ -227,12 +218,12 @@ class Bridge:
     # after a failed look: wait this long, doubled while failures go on, up to the cap
     backoff: float = 5.0
     max_backoff: float = 60.0
-    seen: dict[str, int] = field(default_factory=dict)
+    seen: dict[str, str] = field(default_factory=dict)  # name -> token delivered
     delivered: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.state_file and self.state_file.exists():
-            self.seen = {k: int(v) for k, v in json.loads(self.state_file.read_text()).items()}
+            self.seen = {k: str(v) for k, v in json.loads(self.state_file.read_text()).items()}
         # what the state file holds: only deliveries that were answered for good, so one cut
         # short by a stop (or failed past its retries) is delivered again by the next bridge
         self._done = dict(self.seen)
@@ -246,14 +237,14 @@ class Bridge:
         wait(self._futures, timeout=timeout)
         self._futures = [f for f in self._futures if not f.done()]
 
-    def changes(self) -> list[tuple[str, int]]:
-        """New (name, generation) pairs under raw/ since the last look."""
+    def changes(self) -> list[tuple[str, str]]:
+        """New (name, token) pairs under raw/ since the last look."""
         live = store.list_names(self.settings, store.RAW_PREFIX)
         return [(n, g) for n, g in live if self.seen.get(n) != g]
 
-    def deliver(self, name: str, generation: int) -> int:
+    def deliver(self, name: str, generation: str) -> int:
         data = storage_object_data(self.settings, name)
-        if data is None or int(data["generation"]) != generation:
+        if data is None or data["generation"] != generation:
             return 204  # replaced or deleted meanwhile: the newer generation has its own event
         headers, body = to_binary(cloud_event(self.settings, data))
         headers = {str(k): str(v) for k, v in headers.items()}
@@ -272,7 +263,7 @@ class Bridge:
                 self._save()
         return status
 
-    def step(self) -> list[tuple[str, int]]:
+    def step(self) -> list[tuple[str, str]]:
         """One look: once changes have settled for ``quiet`` seconds, deliver them."""
         pending = self.changes()
         if not pending:

@@ -19,23 +19,17 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from milkprice import store
-from milkprice.errors import Conflict, MilkPriceError
-from milkprice.local import console, emulator, processes, sample
+from milkprice import contract, store
+from milkprice.errors import MilkPriceError, StackError
+from milkprice.local import console, emulator, http, processes, sample
 from milkprice.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: up runs from one
 FUNCTIONS = ROOT / "functions"
-
-
-class StackError(MilkPriceError):
-    """Something stops the local stack from starting; the message says what to do."""
 
 
 # How lines are shown; ``milkprice up`` picks it before starting, JSON keeps a collector's form.
@@ -85,31 +79,24 @@ def stop_all(children: list[processes.Process], settings: Settings, signal_name:
 def interrupted_runs(settings: Settings, signal_name: str) -> list[str]:
     """Mark the runs still 'running' as failed: no process is left to finish them.
 
-    A failed run that is not the data's fault lets the next delivery of the same raw
-    generations train again (see ``training._claim``).
+    A failed run whose error a retry can help lets the next delivery of the same raw objects
+    train again (see the train function's claim).
     """
     marked = []
-    for name in _recent_run_names(settings, 10):
-        found = store.read_json(settings, name)
-        if not found or found[0].get("outcome") != "running":
+    for record in contract.list_runs(settings, last=10):
+        if record.outcome != "running":
             continue
-        record, generation = found
-        stage = record.pop("stage", "starting")
-        record.update(
-            outcome="failed",
-            reason=f"stopped: the local stack got {signal_name} while this run was at "
-            f"stage '{stage}'; the pointer was not moved",
-            finished=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        stage = record.stage or "starting"
+        record.stage, record.outcome = None, "failed"
+        record.reason = (
+            f"stopped: the local stack got {signal_name} while this run was at stage "
+            f"'{stage}'; the pointer was not moved"
         )
-        with contextlib.suppress(Conflict):  # it finished after all: its own record stands
-            store.write_json(settings, name, record, if_generation_match=generation)
-            marked.append(str(record["run_id"]))
+        record.error = contract.RunError(error=record.reason, retryable=True)
+        record.finished = contract.now()
+        contract.write_run(settings, record)
+        marked.append(record.run_id)
     return marked
-
-
-def _recent_run_names(settings: Settings, last: int) -> list[str]:
-    names = [n for n, _ in store.list_names(settings, store.RUNS_PREFIX) if n.count("/") == 1]
-    return sorted(names)[-last:]
 
 
 def lock(state: Path) -> IO[str]:
@@ -175,13 +162,8 @@ def seed_data(settings: Settings, data_dir: str | None) -> str:
 
 
 def get(url: str, timeout: float = 2.0) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except (urllib.error.URLError, OSError):
-        return 0
+    """The status of a GET; 0 when nothing answered."""
+    return http.request(url, timeout=timeout).status
 
 
 def wait_ready(
@@ -211,31 +193,24 @@ def wait_ready(
 
 def _training_status(settings: Settings) -> str:
     try:
-        names = _recent_run_names(settings, 1)
-        if not names:
-            return "no training run yet"
-        found = store.read_json(settings, names[-1])
+        runs = contract.list_runs(settings, last=1)
     except MilkPriceError:
         return "bucket not answering"
-    if not found:
-        return "starting"
-    run: dict[str, Any] = found[0]
-    stage = run.get("stage", "starting")
-    if run.get("outcome") == "running":
-        return f"run {run['run_id']} ({run['trigger']}) at stage '{stage}'"
-    return f"run {run['run_id']} {run['outcome']}: {run.get('reason', '')}"
+    if not runs:
+        return "no training run yet"
+    run = runs[-1]
+    if run.outcome == "running":
+        return f"run {run.run_id} ({run.trigger}) at stage '{run.stage or 'starting'}'"
+    return f"run {run.run_id} {run.outcome}: {run.reason}"
 
 
 def example_request(settings: Settings, state: Path) -> Path:
     """A /predict body with the serving model's next-month row, for the printed example."""
     path = state / "example-request.json"
-    pointer = store.read_json(settings, store.POINTER)
-    manifest = pointer and store.read_json(
-        settings, store.model_path(pointer[0]["version"], "manifest.json")
-    )
-    row = manifest[0]["next"]["features"] if manifest else {}
+    found = contract.serving(settings)
+    row = found[1].next.features if found else {}
     path.write_text(json.dumps({"data": [row]}, indent=1))
-    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
 def function(
@@ -246,81 +221,90 @@ def function(
     )
 
 
-def up(settings: Settings, data_dir: str | None = None) -> int:
-    state = settings.state_path().resolve()
-    handle = lock(state)
-    check_ports(settings)
-    stopping = threading.Event()
-    got: list[str] = []
+class Stopper:
+    """SIGINT and SIGTERM set one event, and remember which signal came first."""
 
-    def on_signal(number: int, _: object) -> None:
-        got.append(signal.Signals(number).name)
-        stopping.set()
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signals: list[str] = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
-    token = train_token(settings, state)
-    gcs_url = emulator.url(settings.host, settings.gcs_port)
-    env = {
+    def _on_signal(self, number: int, _: object) -> None:
+        self.signals.append(signal.Signals(number).name)
+        self.event.set()
+
+    @property
+    def why(self) -> str:
+        return self.signals[0] if self.signals else "an error"
+
+
+def _environment(settings: Settings, state: Path, gcs_url: str) -> dict[str, str]:
+    """What every child gets: the bucket, the train token and up's own state folder."""
+    return {
         **os.environ,
         "STORAGE_EMULATOR_HOST": gcs_url,
-        "MILKPRICE_TRAIN_TOKEN": token,
+        "MILKPRICE_TRAIN_TOKEN": train_token(settings, state),
         # the children run in the checkout: the absolute folder keeps them on up's own state
         "MILKPRICE_STATE_DIR": str(state),
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def _start_bucket(settings: Settings, state: Path, gcs_url: str) -> processes.Process:
+    say(f"starting fake-gcs-server on {gcs_url} (data in {state / 'gcs'})")
+    gcs = emulator.start(state / "gcs", settings.gcs_port, settings.host, log=subprocess.PIPE)
+    assert gcs.stdout is not None
+    threading.Thread(target=_pump, args=("gcs", gcs.stdout), daemon=True).start()
+    return processes.Process("gcs", gcs)
+
+
+def _start_functions(settings: Settings, env: dict[str, str]) -> list[processes.Process]:
+    """Both functions as they are deployed, and the stand-ins for the scheduler and events."""
+    serving = {**env, "WORKERS": "1", "THREADS": "8", "OMP_NUM_THREADS": "1"}
+    event = function("train_event", "train", settings.event_port, settings, "cloudevent")
+    return [
+        spawn("predict", function("predict", "predict", settings.predict_port, settings), serving),
+        spawn("train", function("train_http", "train", settings.train_port, settings), env),
+        spawn("train-events", event, env),
+        spawn("events", [sys.executable, "-m", "milkprice.local.cli", "events"], env),
+    ]
+
+
+def _announce(settings: Settings, state: Path) -> None:
+    base = f"http://{settings.host}:{settings.predict_port}"
+    say(f"ready. predict: {base}/   train: http://{settings.host}:{settings.train_port}/")
+    example = example_request(settings, state)
+    say(f"try:  curl {base}/forecast")
+    say(f"      curl -X POST {base}/predict -H 'Content-Type: application/json' -d @{example}")
+    say("Ctrl-C stops everything")
+
+
+def up(settings: Settings, data_dir: str | None = None) -> int:
+    """The whole stack until Ctrl-C or SIGTERM; then nothing of it is left running."""
+    state = settings.state_path().resolve()
+    handle = lock(state)
+    check_ports(settings)
+    stop = Stopper()
+    gcs_url = emulator.url(settings.host, settings.gcs_port)
+    env = _environment(settings, state, gcs_url)
     os.environ["STORAGE_EMULATOR_HOST"] = gcs_url
     children: list[processes.Process] = []
     try:
-        say(f"starting fake-gcs-server on {gcs_url} (data in {state / 'gcs'})")
-        gcs = emulator.start(state / "gcs", settings.gcs_port, settings.host, log=subprocess.PIPE)
-        assert gcs.stdout is not None
-        threading.Thread(target=_pump, args=("gcs", gcs.stdout), daemon=True).start()
-        children.append(processes.Process("gcs", gcs))
+        children.append(_start_bucket(settings, state, gcs_url))
         store.ensure_bucket(settings)
-        say(f"bucket gs://{settings.bucket}: {seed_data(settings, data_dir)}")
-        serving = {**env, "WORKERS": "1", "THREADS": "8", "OMP_NUM_THREADS": "1"}
-        children.append(
-            spawn(
-                "predict",
-                function("predict", "predict", settings.predict_port, settings),
-                serving,
-            )
-        )
-        children.append(
-            spawn(
-                "train",
-                function("train_http", "train", settings.train_port, settings),
-                env,
-            )
-        )
-        children.append(
-            spawn(
-                "train-events",
-                function("train_event", "train", settings.event_port, settings, "cloudevent"),
-                env,
-            )
-        )
-        children.append(
-            spawn("events", [sys.executable, "-m", "milkprice.local.cli", "events"], env)
-        )
-        if not wait_ready(settings, children, stopping.is_set):
-            if stopping.is_set():
-                say("stopping")
-                return 0
+        say(f"bucket {settings.bucket}: {seed_data(settings, data_dir)}")
+        children += _start_functions(settings, env)
+        if wait_ready(settings, children, stop.event.is_set):
+            _announce(settings, state)
+            while not stop.event.wait(1.0):
+                dead = [c.name for c in children if not c.alive()]
+                if dead:
+                    raise StackError(f"{', '.join(dead)} stopped unexpectedly; see its lines above")
+        elif not stop.event.is_set():
             raise StackError("no model became ready; see the lines above")
-        base = f"http://{settings.host}:{settings.predict_port}"
-        say(f"ready. predict: {base}/   train: http://{settings.host}:{settings.train_port}/")
-        example = example_request(settings, state)
-        say(f"try:  curl {base}/forecast")
-        say(f"      curl -X POST {base}/predict -H 'Content-Type: application/json' -d @{example}")
-        say("Ctrl-C stops everything")
-        while not stopping.wait(1.0):
-            dead = [c.name for c in children if not c.alive()]
-            if dead:
-                raise StackError(f"{', '.join(dead)} stopped unexpectedly; see its lines above")
         say("stopping")
         return 0
     finally:
-        stop_all(children, settings, got[0] if got else "an error")
+        stop_all(children, settings, stop.why)
         handle.close()

@@ -8,7 +8,7 @@ row lacks it.
 
 Anything this path cannot take as it is (invalid JSON, a value that is not a number, a row
 without every feature of either model, too many rows) gives None: the full checks in
-``serving`` then answer, with their errors naming the row and field.
+``validation`` then answer, with their errors naming the row and field.
 """
 
 from __future__ import annotations

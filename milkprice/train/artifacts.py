@@ -1,9 +1,11 @@
 """Model files: ONNX to serve, skops to keep. Never pickle or joblib.
 
 The ONNX graph takes one input ``X``, a float64 tensor ``[N, F]`` with the model's features in
-manifest order, and gives one output ``price`` ``[N, 1]``. The two estimators of our own
-(:class:`~milkprice.train.model.FixedLinear`, :class:`~milkprice.train.model.ChangeRegressor`)
-get converters here; a model of the change adds last month's price back inside the graph.
+manifest order, and gives one output ``price`` ``[N, 1]``. The estimators of our own
+(:class:`~milkprice.train.estimators.FixedLinear`,
+:class:`~milkprice.train.estimators.ChangeRegressor`,
+:class:`~milkprice.train.estimators.RatioRegressor`) get converters here; a model of the change
+adds last month's price back inside the graph.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import sys
+import types
 from typing import Any
 
 import numpy as np
@@ -31,7 +34,8 @@ from skl2onnx.common import tree_ensemble
 from skl2onnx.common.data_types import DoubleTensorType
 from skl2onnx.common.shape_calculator import calculate_linear_regressor_output_shapes
 
-from milkprice.train.model import ChangeRegressor, FixedLinear, RatioRegressor
+from milkprice.errors import ExportError
+from milkprice.train.estimators import ChangeRegressor, FixedLinear, RatioRegressor
 
 INPUT = "X"
 OUTPUT = "price"
@@ -39,10 +43,10 @@ OPSET = {"": 17, "ai.onnx.ml": 3}
 
 # The only types a stored pipeline may contain; anything else refuses to load.
 TRUSTED = [
-    "milkprice.train.model.ChangeRegressor",
-    "milkprice.train.model.FixedLinear",
-    "milkprice.train.model.RatioRegressor",
-    "milkprice.train.model.mutual_info",
+    "milkprice.train.estimators.ChangeRegressor",
+    "milkprice.train.estimators.FixedLinear",
+    "milkprice.train.estimators.RatioRegressor",
+    "milkprice.train.estimators.mutual_info",
     "sklearn.ensemble._gb.GradientBoostingRegressor",
     "sklearn.tree._classes.DecisionTreeRegressor",
     "sklearn.tree._tree.Tree",
@@ -155,18 +159,34 @@ def to_skops(model: Any) -> bytes:
     return bytes(sio.dumps(model))
 
 
-# Pipelines stored before the package had subpackages name their own types by the old module
-# (``milkprice.model``); they load as the same classes, now in ``milkprice.train.model``.
-MOVED = {"milkprice.model": "milkprice.train.model"}
+# A stored pipeline names our own types by the module they lived in when it was saved: those of
+# the first release say ``milkprice.model``, later ones ``milkprice.train.model`` (until the
+# estimators got a module of their own). Both load as today's classes.
+MOVED = {
+    "milkprice.model": "milkprice.train.estimators",
+    "milkprice.train.model": "milkprice.train.estimators",
+}
+
+
+def _alias_moved_modules() -> list[str]:
+    """Stand a module in at each old path holding exactly the trusted names of its new module,
+    so an old path reaches nothing else; return those names as the old paths spell them."""
+    trusted: list[str] = []
+    for old, new in MOVED.items():
+        names = [t.rpartition(".")[2] for t in TRUSTED if t.rpartition(".")[0] == new]
+        if old not in sys.modules:
+            source = importlib.import_module(new)
+            alias = types.ModuleType(old, f"the trusted types of {new}, for stored pipelines")
+            for name in names:
+                setattr(alias, name, getattr(source, name))
+            sys.modules.setdefault(old, alias)
+        trusted += [f"{old}.{name}" for name in names]
+    return trusted
 
 
 def from_skops(data: bytes) -> Any:
-    """Load a stored pipeline, refusing any type outside ``TRUSTED``."""
-    for old, new in MOVED.items():
-        sys.modules.setdefault(old, importlib.import_module(new))
-    trusted = TRUSTED + [
-        t.replace(new, old, 1) for old, new in MOVED.items() for t in TRUSTED if t.startswith(new)
-    ]
+    """Load a stored pipeline, refusing any type outside ``TRUSTED`` (or its older paths)."""
+    trusted = TRUSTED + _alias_moved_modules()
     untrusted = [t for t in sio.get_untrusted_types(data=data) if t not in trusted]
     if untrusted:
         raise ValueError(f"stored pipeline holds untrusted types: {untrusted}")
@@ -193,7 +213,7 @@ def verify(model: Any, onnx_bytes: bytes, skops_bytes: bytes, X: np.ndarray) -> 
     )
     gap = max(gap_onnx, gap_skops)
     if not gap <= 1e-6:
-        raise ValueError(f"exported model disagrees with the fitted one (relative gap {gap:.2e})")
+        raise ExportError(f"exported model disagrees with the fitted one (relative gap {gap:.2e})")
     return gap
 
 

@@ -1,0 +1,354 @@
+"""The bucket contract: what the train function writes and the predict function reads.
+
+The two functions share nothing but the bucket, so the shape of its objects is the system's
+most important interface. It lives here, as typed structures that both sides (and the CLI,
+the local stack, the bench and the tests) encode and decode, never as dictionaries built in
+one place and picked apart in others:
+
+* :class:`Pointer`, ``models/current.json``: the version being served.
+* :class:`Manifest`, ``models/<version>/manifest.json``: one training's models and figures.
+* :class:`RunRecord`, ``runs/<run-id>.json``: what one training run did and why.
+* :class:`Claim`, ``runs/inputs/<key>.json``: which run took a set of raw objects.
+
+Each carries ``schema``; an object written by an earlier release still decodes (fields added
+since have defaults), and one that does not match is a :class:`ContractError` naming the object
+and the field, never a ``KeyError`` deep in a caller. Like ``store``, this module imports no
+pandas or scikit-learn: the predict function uses it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from milkprice import store
+from milkprice.errors import Conflict, ContractError, NotFound
+from milkprice.settings import Settings
+
+SCHEMA = 1  # raise when a change would not decode in the previous release's reader
+Outcome = Literal["running", "promoted", "not_promoted", "skipped", "failed"]
+T = TypeVar("T")
+
+
+def now() -> str:
+    """A UTC timestamp as every record writes it."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Metrics(msgspec.Struct, frozen=True):
+    """Backtest figures of one forecast: errors in CLP per litre, MAPE in percent."""
+
+    rmse: float
+    mae: float
+    mape: float
+
+
+class LongMetrics(msgspec.Struct, frozen=True):
+    """The same figures on the second, longer view of the backtest."""
+
+    rmse: float
+    mae: float
+    mape: float
+    scored: int
+    months: list[str]
+    rmse_to_naive: float
+
+
+class Interval(msgspec.Struct, frozen=True):
+    """The forecast's prediction interval, as ratios of the point forecast."""
+
+    level: float
+    lower_ratio: float
+    upper_ratio: float
+    coverage: float
+    scored_months: int
+    calibration_months: int
+    method: str
+
+
+class ModelEntry(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One served model: its artifacts, features and figures."""
+
+    candidate: str
+    description: str
+    features: list[str]
+    onnx: str
+    skops: str
+    training_rows: int
+    training_months: list[str]
+    backtest: Metrics
+    naive: Metrics
+    export_gap: float
+    sha256: dict[str, str] = {}
+    interval: Interval | None = None
+    backtest_long: LongMetrics | None = None
+
+
+class NextRow(msgspec.Struct, frozen=True):
+    """The feature row of the month after the data: what ``/forecast`` scores."""
+
+    month: str
+    features: dict[str, float]
+
+
+class BacktestInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    months: list[str]
+    method: str
+    table: str = ""  # the file names of the table and chart, when the run made them
+    chart: str = ""
+    long_months: list[str] = []
+
+
+class CandidateFigures(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One candidate of the backtest; a candidate left out has a ``note`` and no figures."""
+
+    name: str
+    description: str
+    features: int
+    pools: list[str] = []
+    rmse: float | None = None
+    mae: float | None = None
+    mape: float | None = None
+    seconds: float | None = None
+    long: LongMetrics | None = None
+    not_eligible: str | None = None
+    note: str | None = None
+
+
+class InputObject(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One raw object a run read: its version token, digest and archived copy."""
+
+    sha256: str
+    token: str = ""
+    archive: str = ""
+    generation: int | None = None  # written by the first release; ``token`` since
+
+    def __post_init__(self) -> None:
+        if not self.token and self.generation is not None:
+            msgspec.structs.force_setattr(self, "token", str(self.generation))
+
+
+class Manifest(msgspec.Struct, frozen=True, omit_defaults=True):
+    version: str
+    created: str
+    run_id: str
+    target: str
+    unit: str
+    models: dict[str, ModelEntry]
+    next: NextRow
+    backtest: BacktestInfo
+    files: dict[str, str]
+    candidates: list[CandidateFigures] = []
+    inputs: dict[str, InputObject] = {}
+    cleaning: dict[str, dict[str, int]] = {}
+    libraries: dict[str, str] = {}
+    schema: int = SCHEMA
+
+
+class Pointer(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The serving version. ``write_id`` makes every write's bytes unique: a store whose
+    version token is a digest of the content must not see two writers' pointers as one."""
+
+    version: str
+    run_id: str
+    promoted: str
+    write_id: str = ""
+    schema: int = SCHEMA
+
+
+class RunModel(msgspec.Struct, frozen=True):
+    candidate: str
+    rmse: float
+    mae: float
+    mape: float
+
+
+class RunError(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Why a run failed: ``data`` when the raw data was at fault, ``retryable`` when the same
+    run made again may succeed (storage away) and an event delivery should be retried."""
+
+    error: str
+    details: list[dict[str, Any]] = []
+    data: bool = False
+    retryable: bool | None = None  # None: written before this field; see __post_init__
+    status: int = 0  # the HTTP status of the error (0: written before this field)
+
+    def __post_init__(self) -> None:
+        if self.retryable is None:  # the first release retried whatever was not the data's
+            msgspec.structs.force_setattr(self, "retryable", not self.data)
+        if not self.status:
+            msgspec.structs.force_setattr(self, "status", 422 if self.data else 500)
+
+
+class RunRecord(msgspec.Struct, omit_defaults=True):
+    """What one training run did. Mutable: the run fills it in as it goes."""
+
+    run_id: str
+    trigger: str
+    started: str
+    outcome: Outcome = "running"
+    stage: str | None = None
+    event: dict[str, Any] | None = None
+    inputs: dict[str, InputObject] = {}
+    cleaning: dict[str, dict[str, int]] = {}
+    version: str | None = None
+    models: dict[str, RunModel] = {}
+    naive: Metrics | None = None
+    reason: str = ""
+    error: RunError | None = None
+    earlier: dict[str, Any] | None = None  # the record of the run that took these inputs
+    timings: dict[str, float] = {}
+    seconds: float | None = None
+    finished: str | None = None
+    schema: int = SCHEMA
+
+    @property
+    def data_fault(self) -> bool:
+        return self.error is not None and self.error.data
+
+    @property
+    def path(self) -> str:
+        return run_path(self.run_id)
+
+
+class Claim(msgspec.Struct, frozen=True):
+    """Which run took one set of raw object versions (event-triggered runs are idempotent)."""
+
+    run_id: str
+    started: str
+    inputs: dict[str, str | int]
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def encode(doc: msgspec.Struct) -> bytes:
+    """JSON as the bucket holds it: indented, so a person can read an object in a console."""
+    return msgspec.json.format(msgspec.json.encode(doc), indent=2)
+
+
+def decode(data: bytes, kind: type[T], name: str) -> T:
+    """Bytes of ``name`` as ``kind``; a mismatch says which object and which field."""
+    try:
+        return msgspec.json.decode(data, type=kind)
+    except msgspec.ValidationError as exc:
+        raise ContractError(f"{name} does not match the {kind.__name__} schema: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ContractError(f"{name} is not valid JSON: {exc}") from None
+
+
+def convert(doc: Any, kind: type[T], name: str) -> T:
+    """Parsed JSON (an HTTP answer, say) as ``kind``; a mismatch is a ContractError."""
+    try:
+        return msgspec.convert(doc, kind)
+    except msgspec.ValidationError as exc:
+        raise ContractError(f"{name} does not match the {kind.__name__} schema: {exc}") from None
+
+
+def to_builtins(doc: msgspec.Struct) -> Any:
+    """Plain JSON-ready values (for an HTTP answer or a printed table)."""
+    return msgspec.to_builtins(doc)
+
+
+# ---------------------------------------------------------------- paths
+
+
+def manifest_path(version: str) -> str:
+    return store.model_path(version, "manifest.json")
+
+
+def run_path(run_id: str) -> str:
+    return f"{store.RUNS_PREFIX}{run_id}.json"
+
+
+def claim_path(key: str) -> str:
+    return f"{store.CLAIMS_PREFIX}{key}.json"
+
+
+# ---------------------------------------------------------------- operations
+
+
+def read_pointer(settings: Settings) -> tuple[Pointer, str] | None:
+    """The pointer and its version token (what a compare-and-swap expects), or None."""
+    blob = store.read(settings, store.POINTER)
+    return None if blob is None else (decode(blob.data, Pointer, store.POINTER), blob.token)
+
+
+def read_manifest(settings: Settings, version: str) -> Manifest:
+    """The manifest of ``version``; a 404 naming the version when there is none."""
+    name = manifest_path(version)
+    blob = store.read(settings, name)
+    if blob is None:
+        raise NotFound(f"no model version {version} in the bucket ({name} is missing)")
+    return decode(blob.data, Manifest, name)
+
+
+def serving(settings: Settings) -> tuple[Pointer, Manifest] | None:
+    """The pointer and the manifest it names, or None before the first promotion."""
+    found = read_pointer(settings)
+    return None if found is None else (found[0], read_manifest(settings, found[0].version))
+
+
+def write_manifest(settings: Settings, manifest: Manifest) -> None:
+    store.write(settings, manifest_path(manifest.version), encode(manifest), "application/json")
+
+
+def write_run(settings: Settings, record: RunRecord) -> None:
+    store.write(settings, record.path, encode(record), "application/json")
+
+
+def read_run(settings: Settings, run_id: str) -> RunRecord | None:
+    blob = store.read(settings, run_path(run_id))
+    return None if blob is None else decode(blob.data, RunRecord, run_path(run_id))
+
+
+def run_ids(settings: Settings) -> list[str]:
+    """Every run's id, oldest first (ids start with their UTC start time)."""
+    names = [n for n, _ in store.list_names(settings, store.RUNS_PREFIX) if n.count("/") == 1]
+    return sorted(n.removeprefix(store.RUNS_PREFIX).removesuffix(".json") for n in names)
+
+
+def list_runs(settings: Settings, last: int | None = None) -> list[RunRecord]:
+    """The last ``last`` run records (all without it), oldest first."""
+    ids = run_ids(settings)
+    found = (read_run(settings, i) for i in (ids[-last:] if last else ids))
+    return [r for r in found if r is not None]
+
+
+def versions(settings: Settings) -> list[str]:
+    """Every version with a manifest in the bucket, oldest first."""
+    names = store.list_names(settings, store.MODELS_PREFIX)
+    return sorted(
+        n.removeprefix(store.MODELS_PREFIX).removesuffix("/manifest.json")
+        for n, _ in names
+        if n.endswith("/manifest.json")
+    )
+
+
+def promote(settings: Settings, version: str, run_id: str, seen: str | None) -> str | None:
+    """Move the pointer to ``version`` if it still has the token ``seen`` (None: no pointer).
+
+    Returns None on success, else the version another writer promoted meanwhile.
+    """
+    pointer = Pointer(version, run_id, now(), write_id=uuid.uuid4().hex)
+    try:
+        store.swap(settings, store.POINTER, encode(pointer), "application/json", seen)
+    except Conflict:
+        current = read_pointer(settings)
+        return current[0].version if current else "?"
+    return None
+
+
+def rollback(settings: Settings, version: str) -> Pointer:
+    """Serve an earlier version whose manifest exists; a lost race is a Conflict."""
+    read_manifest(settings, version)  # a 404 naming the version when there is none
+    seen = read_pointer(settings)
+    other = promote(settings, version, f"rollback-{version}", seen[1] if seen else None)
+    if other is not None:
+        raise Conflict(f"another run promoted version {other} meanwhile; try again")
+    found = read_pointer(settings)
+    assert found is not None
+    return found[0]

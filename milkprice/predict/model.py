@@ -1,0 +1,85 @@
+"""One served model: its ONNX graph in an onnxruntime session, and the prices of a matrix.
+
+A :class:`Model` is built once per load (``snapshot``) and never changed; what scoring needs
+(the feature order, a feature's column, a row's values in that order) is computed then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+
+from milkprice.errors import BadRequest
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """One ONNX graph with what scoring rows for it needs, precomputed once per load."""
+
+    role: str
+    entry: Mapping[str, Any]  # the model's manifest entry
+    features: tuple[str, ...]  # in the graph's column order
+    feature_set: frozenset[str]
+    columns: Mapping[str, int]  # feature name -> column
+    take: Callable[[dict[str, Any]], tuple[Any, ...]]  # a row's values in column order
+    session: Any  # onnxruntime.InferenceSession
+    input: str
+    output: str
+
+    def run(self, X: np.ndarray) -> np.ndarray:
+        return np.ravel(self.session.run([self.output], {self.input: X})[0])
+
+    def score(self, X: np.ndarray, positions: list[int] | None) -> np.ndarray:
+        """Prices of finite rows; 400 names a row with a value, or a price, that is not finite.
+
+        ``positions`` are the rows' places in the request when ``X`` holds only some of them.
+        """
+        check_finite(X, self.features, positions)
+        prices = self.run(X)
+        finite = np.isfinite(prices)
+        if not finite.all():
+            r = int(np.argmin(finite))
+            row = positions[r] if positions is not None else r
+            raise BadRequest(
+                f"row {row}: the {self.role} model gives no finite price for these values",
+                [{"row": row, "problem": "values out of the model's range: no finite price"}],
+            )
+        return prices
+
+
+def check_finite(X: np.ndarray, features: tuple[str, ...], positions: list[int] | None) -> None:
+    finite = np.isfinite(X)
+    if finite.all():
+        return
+    r, c = (int(i) for i in np.argwhere(~finite)[0])
+    row = positions[r] if positions is not None else r
+    raise BadRequest(
+        f"row {row}: {features[c]} is not a finite number",
+        [{"row": row, "field": features[c], "problem": "not a finite number"}],
+    )
+
+
+def taker(features: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A row's values of ``features``, in that order (a KeyError if the row lacks one)."""
+    if len(features) == 1:
+        name = features[0]
+        return lambda row: (row[name],)
+    return itemgetter(*features)
+
+
+def session(data: bytes) -> Any:
+    """An onnxruntime session of an ONNX graph's bytes: one thread, sequential, CPU."""
+    # Imported here, in the serving process: functions-framework imports the predict modules in
+    # the gunicorn master before forking, and onnxruntime's global state inherited across a fork
+    # aborts the worker when it exits ("std::system_error: Invalid argument").
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])

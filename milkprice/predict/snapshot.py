@@ -1,0 +1,217 @@
+"""The serving snapshot: one model version, read from the bucket, verified, ready to serve.
+
+:func:`load` follows the pointer to a version, reads its manifest, checks every artifact's
+sha256 against it, builds both models' sessions and computes the /forecast answer, so that a
+request only reads the immutable :class:`Loaded` it gets. A version that cannot be served as
+it is in the bucket is a :class:`LoadError`; a storage outage is the store's own error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from milkprice import contract, store
+from milkprice import settings as settings_module
+from milkprice.errors import ContractError, LoadError, MilkPriceError
+from milkprice.predict import rows
+from milkprice.predict.model import Model, session, taker
+
+log = logging.getLogger("milkprice.predict")
+
+ROLES = ("forecast", "legacy")
+VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True, eq=False)
+class Loaded:
+    """Everything one model version serves; never changed, only replaced."""
+
+    version: str
+    token: str  # of the pointer object that named this version
+    pointer: Mapping[str, Any]
+    manifest: Mapping[str, Any]
+    models: Mapping[str, Model]
+    chart: bytes | None
+    chart_sha256: str | None
+    forecast: Mapping[str, Any]  # the /forecast answer, computed at load
+    loaded: str  # when this process loaded it (UTC)
+    decoder: rows.Decoder  # /predict bodies straight to a matrix of both models' features
+    columns: Mapping[str, np.ndarray]  # role -> its features' columns in that matrix
+
+
+def read(settings: settings_module.Settings, name: str) -> store.Blob | None:
+    """An object of the bucket, or None if it does not exist: every read of a load."""
+    return store.read(settings, name)
+
+
+def load(settings: settings_module.Settings) -> Loaded | None:
+    """Read the pointer and build the snapshot of the version it names; None if no pointer."""
+    pointer_blob = read(settings, store.POINTER)
+    if pointer_blob is None:
+        return None
+    pointer, version = _pointer(pointer_blob.data)
+    manifest = _manifest(settings, version)
+    models = {role: _model(settings, version, role, manifest) for role in ROLES}
+    chart = chart_sha = None
+    chart_name = (manifest.get("backtest") or {}).get("chart")
+    if chart_name:
+        chart_sha = (manifest.get("files") or {}).get(chart_name)
+        chart = _fetch(settings, version, chart_name, chart_sha)
+    month, price = _next_price(version, manifest, models["forecast"])
+    answer = _forecast_answer(manifest, month, price, version)
+    decoder, columns = _decoding(models)
+    return Loaded(
+        version=version,
+        token=pointer_blob.token,
+        pointer=MappingProxyType(dict(pointer)),
+        manifest=MappingProxyType(manifest),
+        models=MappingProxyType(models),
+        chart=chart,
+        chart_sha256=chart_sha,
+        forecast=MappingProxyType(answer),
+        loaded=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        decoder=decoder,
+        columns=MappingProxyType(columns),
+    )
+
+
+def _pointer(data: bytes) -> tuple[Any, str]:
+    """The pointer document and the version it names."""
+    try:
+        pointer = contract.decode(data, contract.Pointer, store.POINTER)
+    except ContractError as exc:
+        raise LoadError(f"{store.POINTER} names no version: {exc.message}") from None
+    version = pointer.version
+    if not VERSION_NAME.match(version) or ".." in version:
+        raise LoadError(f"{store.POINTER} names no valid version: {version!r}")
+    return contract.to_builtins(pointer), version
+
+
+def _manifest(settings: settings_module.Settings, version: str) -> dict[str, Any]:
+    """The manifest, checked against the contract, as the plain document the answers show."""
+    name = contract.manifest_path(version)
+    manifest_blob = read(settings, name)
+    if manifest_blob is None:
+        raise LoadError(f"version {version}: manifest.json is missing")
+    try:
+        manifest = contract.decode(manifest_blob.data, contract.Manifest, name)
+    except ContractError as exc:
+        raise LoadError(f"version {version}: {exc.message}") from None
+    return dict(contract.to_builtins(manifest))
+
+
+def _fetch(settings: settings_module.Settings, version: str, name: str, expected: Any) -> bytes:
+    """An artifact's bytes, only if their sha256 is the manifest's."""
+    if not isinstance(expected, str) or not isinstance(name, str) or "/" in name:
+        raise LoadError(f"version {version}: the manifest gives no usable sha256 for {name!r}")
+    blob = read(settings, store.model_path(version, name))
+    if blob is None:
+        raise LoadError(f"version {version}: {name} is missing")
+    digest = hashlib.sha256(blob.data).hexdigest()
+    if digest != expected:
+        raise LoadError(
+            f"version {version}: {name} has sha256 {digest[:12]}..., "
+            f"the manifest says {expected[:12]}..."
+        )
+    return blob.data
+
+
+def _model(
+    settings: settings_module.Settings, version: str, role: str, manifest: dict[str, Any]
+) -> Model:
+    try:
+        entry = manifest["models"][role]
+        features = tuple(entry["features"])
+        onnx_name = entry["onnx"]
+        expected = entry["sha256"][onnx_name]
+    except (KeyError, TypeError) as exc:
+        raise LoadError(f"version {version}: manifest entry of the {role} model: {exc!r}") from None
+    if not features or not all(isinstance(f, str) for f in features):
+        raise LoadError(f"version {version}: the {role} model has no usable feature names")
+    if len(set(features)) != len(features):
+        raise LoadError(f"version {version}: the {role} model repeats a feature name")
+    if manifest.get("files", {}).get(onnx_name, expected) != expected:
+        raise LoadError(f"version {version}: two different sha256 for {onnx_name}")
+    try:
+        graph = session(_fetch(settings, version, onnx_name, expected))
+    except LoadError:
+        raise
+    except MilkPriceError:
+        raise
+    except Exception as exc:  # onnxruntime refuses the graph
+        raise LoadError(f"version {version}: {onnx_name} is no usable ONNX graph: {exc}") from None
+    [graph_input] = graph.get_inputs()
+    width = graph_input.shape[1] if len(graph_input.shape) == 2 else None
+    if width != len(features):
+        raise LoadError(
+            f"version {version}: {onnx_name} takes {width} columns, the manifest names "
+            f"{len(features)} features"
+        )
+    return Model(
+        role=role,
+        entry=MappingProxyType(dict(entry)),
+        features=features,
+        feature_set=frozenset(features),
+        columns=MappingProxyType({name: i for i, name in enumerate(features)}),
+        take=taker(features),
+        session=graph,
+        input=graph_input.name,
+        output=graph.get_outputs()[0].name,
+    )
+
+
+def _next_price(version: str, manifest: dict[str, Any], forecast: Model) -> tuple[str, float]:
+    """The month the manifest's next row is for, and the forecast model's price of it."""
+    try:
+        month = str(manifest["next"]["month"])
+        values = manifest["next"]["features"]
+        row = [[values[name] for name in forecast.features]]
+        X = np.array(row, dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LoadError(
+            f"version {version}: the manifest's next row is unusable: {exc!r}"
+        ) from None
+    price = float(forecast.run(X)[0])
+    if not np.isfinite(price):
+        raise LoadError(f"version {version}: the forecast of {month} is not finite")
+    return month, price
+
+
+def _decoding(models: dict[str, Model]) -> tuple[rows.Decoder, dict[str, np.ndarray]]:
+    """The fast path's decoder of both models' features, and each model's columns in it."""
+    forecast = models["forecast"]
+    union = forecast.features + tuple(
+        f for f in models["legacy"].features if f not in forecast.feature_set
+    )
+    where = {name: i for i, name in enumerate(union)}
+    columns = {
+        r: np.array([where[f] for f in m.features], dtype=np.intp) for r, m in models.items()
+    }
+    return rows.decoder(union), columns
+
+
+def _forecast_answer(
+    manifest: dict[str, Any], month: str, price: float, version: str
+) -> dict[str, Any]:
+    answer: dict[str, Any] = {"month": month, "price": price, "model_version": version}
+    spec = manifest["models"]["forecast"].get("interval")
+    if isinstance(spec, dict):
+        try:
+            low, high = float(spec["lower_ratio"]), float(spec["upper_ratio"])
+            answer["interval"] = {
+                "level": float(spec["level"]),
+                "lower": price * (1 + low),
+                "upper": price * (1 + high),
+            }
+        except (KeyError, TypeError, ValueError):
+            log.warning("version %s: the forecast interval is unusable", version)
+    return answer

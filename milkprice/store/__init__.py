@@ -1,0 +1,185 @@
+"""The bucket: the only thing the two functions share, behind one small interface.
+
+Layout (see the README): ``raw/`` holds the three input files, ``archive/raw/`` a copy of every
+raw object a model was trained on, ``models/<version>/`` the artifacts of one training,
+``models/current.json`` the pointer to the serving version, ``runs/`` one record per training.
+
+Every object read comes with its version **token**, taken from the same response as the bytes;
+a token is opaque outside its backend (a Cloud Storage generation is one kind). Writes are plain,
+create-only, or a compare-and-swap on a token; a lost race is always :class:`Conflict`, a store
+that does not answer :class:`StorageUnavailable`. The backend is chosen by settings and built
+once, lazily: a function imports only its own cloud's SDK. This package imports no pandas or
+scikit-learn: the predict function uses it.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from milkprice import schema
+from milkprice.settings import Settings
+
+RAW_FILES = schema.RAW_FILES  # the three objects under raw/
+RAW_PREFIX = "raw/"
+ARCHIVE_PREFIX = "archive/"
+MODELS_PREFIX = "models/"
+POINTER = "models/current.json"
+RUNS_PREFIX = "runs/"
+CLAIMS_PREFIX = "runs/inputs/"
+TIMEOUT = 10.0  # seconds one call may take, retries included, off the request path
+
+
+@dataclass(frozen=True)
+class Blob:
+    """An object's bytes and the token of exactly those bytes."""
+
+    name: str
+    data: bytes
+    token: str
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What a store says of an object without sending its bytes."""
+
+    name: str
+    size: int
+    token: str
+    content_type: str
+    created: str  # RFC 3339, UTC
+    updated: str
+    md5: str = ""  # base64, where the store gives one
+    revision: str = "1"  # of the metadata (Cloud Storage's metageneration), where there is one
+
+
+class Backend(Protocol):
+    """The operations the system needs from an object store; one bucket (or container)."""
+
+    def read(self, name: str) -> Blob | None: ...
+
+    def metadata(self, name: str, timeout: float) -> Meta | None: ...
+
+    def write(self, name: str, data: bytes, content_type: str, if_token: str | None) -> str:
+        """Store and return the new token. ``if_token``: None writes whatever is there,
+        ``ABSENT`` creates only, a token replaces only that version."""
+        ...
+
+    def list(self, prefix: str) -> list[tuple[str, str]]: ...
+
+    def copy(self, source: str, token: str, target: str) -> None:
+        """Copy the ``token`` version of ``source`` to ``target`` unless ``target`` exists."""
+        ...
+
+    def ensure_bucket(self) -> None: ...
+
+
+ABSENT = "\0absent"  # as ``if_token``: the object must not exist yet
+
+
+@functools.lru_cache(maxsize=8)
+def _backend(cloud: str, bucket: str, project: str) -> Backend:
+    if cloud == "gcp":
+        from milkprice.store.gcs import GcsBackend  # google-cloud-storage, imported here only
+
+        return GcsBackend(bucket, project)
+    if cloud == "aws":
+        from milkprice.store.s3 import S3Backend  # boto3, imported here only
+
+        return S3Backend(bucket)
+    if cloud == "azure":
+        from milkprice.store.azure import AzureBackend  # azure-storage-blob, imported here only
+
+        return AzureBackend(bucket)  # the bucket's name is the container's
+    raise ValueError(f"unknown cloud {cloud!r}")
+
+
+def reset() -> None:
+    """Forget the built clients (a test that starts its own emulator)."""
+    _backend.cache_clear()
+
+
+def backend(settings: Settings) -> Backend:
+    """The settings' store, built on first use and kept for the process."""
+    return _backend(getattr(settings, "cloud", "gcp"), settings.bucket, settings.project)
+
+
+def read(settings: Settings, name: str) -> Blob | None:
+    """The object's bytes and token, or None when it does not exist."""
+    return backend(settings).read(name)
+
+
+def metadata(settings: Settings, name: str, timeout: float = TIMEOUT) -> Meta | None:
+    """The live object's size, token and times, or None; no download.
+
+    A caller on a request path passes a shorter ``timeout``.
+    """
+    return backend(settings).metadata(name, timeout)
+
+
+def token(settings: Settings, name: str, timeout: float = TIMEOUT) -> str | None:
+    found = metadata(settings, name, timeout)
+    return None if found is None else found.token
+
+
+def write(
+    settings: Settings, name: str, data: bytes, content_type: str = "application/octet-stream"
+) -> str:
+    """Store ``data`` whatever is there; the new token."""
+    return backend(settings).write(name, data, content_type, None)
+
+
+def create(
+    settings: Settings, name: str, data: bytes, content_type: str = "application/octet-stream"
+) -> str:
+    """Store ``data`` only if ``name`` does not exist; else :class:`Conflict`."""
+    return backend(settings).write(name, data, content_type, ABSENT)
+
+
+def swap(
+    settings: Settings, name: str, data: bytes, content_type: str, expected: str | None
+) -> str:
+    """Compare-and-swap: replace the ``expected`` version (None: create only); else Conflict."""
+    return backend(settings).write(
+        name, data, content_type, ABSENT if expected is None else expected
+    )
+
+
+def copy(settings: Settings, source: str, token: str, target: str) -> None:
+    backend(settings).copy(source, token, target)
+
+
+def list_names(settings: Settings, prefix: str) -> list[tuple[str, str]]:
+    """(name, token) of every object under ``prefix``."""
+    return backend(settings).list(prefix)
+
+
+def ensure_bucket(settings: Settings) -> None:
+    """Create the bucket if missing (the local stack and the tests; real buckets exist)."""
+    backend(settings).ensure_bucket()
+
+
+# ---------------------------------------------------------------- for the backends
+
+
+def etag_token(etag: str) -> str:
+    """An ETag as a token: without its quotes, since tokens also name archived objects."""
+    return etag.strip('"')
+
+
+def token_etag(token: str) -> str:
+    return f'"{token}"'
+
+
+def rfc3339(when: datetime | None) -> str:
+    return when.isoformat().replace("+00:00", "Z") if when else ""
+
+
+def model_path(version: str, file: str) -> str:
+    return f"{MODELS_PREFIX}{version}/{file}"
+
+
+def archive_path(name: str, token: str) -> str:
+    return f"{ARCHIVE_PREFIX}{name}/{token}"
