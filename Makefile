@@ -7,7 +7,7 @@ DATA   ?=
 BENCH_SECONDS ?= 10
 export BENCH_SECONDS
 
-.PHONY: install up test lint evaluate bench bundle clean
+.PHONY: install up test test-unit lint evaluate bench bundle clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ up: install
 ## make test: the whole suite, against the real fake-gcs-server
 test: install
 	$(BIN)/python -m pytest
+
+## make test-unit: the quick part, no emulator and no server (tests/unit)
+test-unit: install
+	$(BIN)/python -m pytest tests/unit
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,25 +1,33 @@
-"""Fixtures: the real fake-gcs-server for the session, a fresh bucket per test, a clean env."""
+"""Fixtures: the real fake-gcs-server for the session, a fresh bucket per test, a clean env.
+
+Every test gets the marker of the folder it is in: ``unit``, ``function`` or ``integration``.
+"""
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
-from datetime import date
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from milkprice import contract, store
+from milkprice import store
 from milkprice.local import emulator, sample
 from milkprice.settings import Settings
+from tests.support.buckets import QUICK, new_settings, trained_bucket
+from tests.support.paths import SHARED
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "milk-price-chile"
-TODAY = date(2026, 11, 27)
-# Small backtests keep function tests quick; the real-data tests use the full 24 months.
-QUICK = {"MILKPRICE_BACKTEST_MONTHS": "6", "MILKPRICE_LONG_BACKTEST_MONTHS": "0"}
+KINDS = ("unit", "function", "integration")
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by its folder: tests/unit, tests/function, tests/integration."""
+    for item in items:
+        path = item.path.resolve()
+        if path.is_relative_to(HERE) and (kind := path.relative_to(HERE).parts[0]) in KINDS:
+            item.add_marker(getattr(pytest.mark, kind))
 
 
 @pytest.fixture(autouse=True)
@@ -41,15 +49,6 @@ def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     emulator.stop(proc)
 
 
-def new_settings(**overrides: object) -> Settings:
-    bucket = f"test-{uuid.uuid4().hex[:12]}"
-    overrides.setdefault("long_backtest_months", 0)  # the long view has tests of its own
-    settings = Settings(bucket=bucket, **overrides)  # type: ignore[arg-type]
-    store.ensure_bucket(settings)
-    os.environ["MILKPRICE_BUCKET"] = bucket
-    return settings
-
-
 @pytest.fixture
 def settings(gcs: str) -> Settings:
     """A bucket of its own for each test, named in MILKPRICE_BUCKET too."""
@@ -67,26 +66,6 @@ def real_raw() -> dict[str, bytes]:
     if not SHARED.is_dir():
         pytest.skip(f"the real data is not at {SHARED}")
     return {name: (SHARED / name).read_bytes() for name in store.RAW_FILES}
-
-
-def upload(settings: Settings, files: dict[str, bytes]) -> dict[str, str]:
-    return {
-        name: store.write(settings, store.RAW_PREFIX + name, payload, "text/csv")
-        for name, payload in files.items()
-    }
-
-
-def trained_bucket(
-    raw: dict[str, bytes], months: int, long: int = 0
-) -> tuple[Settings, dict[str, Any]]:
-    """A new bucket holding ``raw`` and a model promoted from it."""
-    from milkprice.train import runner
-
-    settings = new_settings(backtest_months=months, long_backtest_months=long)
-    upload(settings, raw)
-    record = contract.to_builtins(runner.run(settings, "http", today=TODAY))
-    assert record["outcome"] == "promoted", record
-    return settings, record
 
 
 @pytest.fixture(scope="session")

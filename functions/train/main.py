@@ -1,6 +1,9 @@
-"""Train function: an HTTP trigger (manual calls and the scheduler) and a storage trigger.
+"""Train function: an HTTP trigger (manual calls and the scheduler) and event triggers.
 
-Thin on purpose: parse the request, call ``milkprice.train.runner.run``, shape the answer.
+``train_event`` is the Eventarc storage trigger (a CloudEvent function); ``train_events`` is
+an HTTP function that takes every platform's event shape (``milkprice.train.triggers``) on
+any path, ``/events`` included. Thin on purpose: parse the request, call
+``milkprice.train.runner.run``, shape the answer.
 """
 
 from __future__ import annotations
@@ -12,10 +15,9 @@ import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from milkprice import contract, logs, settings, store
+from milkprice import contract, logs, settings
 from milkprice.errors import BadRequest, MethodNotAllowed, MilkPriceError, Unauthorized, to_response
-
-FINALIZED = "google.cloud.storage.object.v1.finalized"
+from milkprice.train import triggers
 
 
 def _settings() -> settings.Settings:
@@ -55,17 +57,45 @@ def train_http(request: flask.Request) -> flask.Response:
     return flask.make_response(flask.jsonify(contract.to_builtins(record)), status)
 
 
+def _redeliver(record: contract.RunRecord) -> bool:
+    """Storage away, say: fail so the delivery is retried. Bad data or a model that does not
+    export exactly would fail the same way again: those are not redelivered."""
+    return record.outcome == "failed" and record.error is not None and bool(record.error.retryable)
+
+
+def _answer(found: triggers.Trigger) -> tuple[int, Any, dict[str, str]]:
+    """Status, JSON body (None: empty) and headers for what an event asked for."""
+    if isinstance(found, triggers.Validation):
+        return 200, found.answer, found.headers or {}
+    if isinstance(found, triggers.Ignored):
+        return 200, {"ignored": found.reason}, {}
+    record = _run("upload" if isinstance(found, triggers.Uploads) else "schedule", found.event())
+    return 500 if _redeliver(record) else 200, contract.to_builtins(record), {}
+
+
+@functions_framework.http
+def train_events(request: flask.Request) -> flask.Response:
+    """An event from any platform (see ``milkprice.train.triggers``), on any path: new raw
+    files or a schedule start a run, a handshake is answered, anything else is a 400."""
+    try:
+        body = request.get_data(cache=False)
+        status, answer, headers = _answer(
+            triggers.parse(request.method, dict(request.headers.items()), body)
+        )
+    except MilkPriceError as exc:
+        status, answer, headers = to_response(exc)
+    return flask.make_response(flask.jsonify(answer) if answer is not None else "", status, headers)
+
+
 @functions_framework.cloud_event
 def train_event(event: CloudEvent) -> None:
     """A new object in the bucket; only new generations of the raw files train."""
-    payload = event.data if isinstance(event.data, dict) else {}
-    name = str(payload.get("name", ""))
-    if event["type"] != FINALIZED or name.removeprefix(store.RAW_PREFIX) not in store.RAW_FILES:
+    try:
+        found = triggers.cloudevent(event.get_attributes(), event.data)
+    except BadRequest:
+        return  # not a use of this trigger: answered, so that it is not redelivered
+    if not isinstance(found, triggers.Upload):
         return
-    record = _run(
-        "upload", {"id": event["id"], "name": name, "generation": payload.get("generation")}
-    )
-    if record.outcome == "failed" and record.error is not None and record.error.retryable:
-        # Storage away, say: fail so the delivery is retried. Bad data or a model that does
-        # not export exactly would fail the same way again: those are not redelivered.
+    record = _run("upload", triggers.Uploads((found,)).event())
+    if _redeliver(record):
         raise RuntimeError(f"run {record.run_id} failed: {record.reason}")

@@ -12,7 +12,7 @@ import ast
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 sys.path.insert(0, str(ROOT / "infra"))
 import bundle

@@ -21,7 +21,7 @@ from google.cloud import storage
 from milkprice import contract, store
 from milkprice.local import emulator
 from milkprice.settings import Settings
-from tests.conftest import ROOT, SHARED
+from tests.support.paths import ROOT, SHARED
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,6 @@ After all of that the server is still ready and still predicts what it predicted
 
 from __future__ import annotations
 
-import http.client
 import json
 import math
 import socket
@@ -20,7 +19,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
@@ -31,27 +30,22 @@ from hypothesis import HealthCheck, settings
 from milkprice import contract
 from milkprice.predict import openapi
 from milkprice.settings import Settings
-from tests.test_reliability import Function, env_for
+from tests.support.raw_http import (
+    JSON,
+    QUICK_SECONDS,
+    Answer,
+    chunked,
+    parse,
+    raw_exchange,
+    read_answer,
+    request,
+)
+from tests.support.servers import Function, env_for
 
-JSON = "application/json"
 EXECUTED: dict[str, int] = {}  # schemathesis cases run, by operation
 PER_OPERATION = 100  # hypothesis examples per operation, on top of schemathesis' coverage cases
 AT_LEAST = 500  # cases in all
-QUICK = 5.0  # seconds: what "answers quickly" means here, on a 2-core machine
 SPEC = openapi.document()
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]  # lower-case names
-    body: bytes
-    seconds: float = 0.0
-    doc: Any = field(default=None)
-
-    def __post_init__(self) -> None:
-        if self.headers.get("content-type", "").startswith(JSON):
-            self.doc = json.loads(self.body)
 
 
 @dataclass
@@ -89,81 +83,6 @@ def live(
         yield Live(function, features, row, answer.doc[0])
     finally:
         function.stop()
-
-
-def request(
-    port: int,
-    method: str,
-    path: str,
-    body: bytes | None = None,
-    content_type: str | None = JSON,
-    headers: dict[str, str] | None = None,
-    timeout: float = 60,
-) -> Answer:
-    """One request over HTTP/1.1 with http.client (which adds Content-Length for a body)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    sent = dict(headers or {})
-    if content_type is not None:
-        sent["Content-Type"] = content_type
-    start = time.monotonic()
-    try:
-        conn.request(method, path, body=body, headers=sent)
-        response = conn.getresponse()
-        data = response.read()
-        seconds = time.monotonic() - start
-        found = {k.lower(): v for k, v in response.getheaders()}
-        return Answer(response.status, found, data, seconds)
-    finally:
-        conn.close()
-
-
-def raw_exchange(port: int, data: bytes, *, shut: bool = False, timeout: float = QUICK) -> bytes:
-    """Send bytes as they are; what the server sends back until it closes or ``timeout`` passes.
-
-    With ``shut``, the sending side is closed after the bytes (the client has nothing more).
-    Raises TimeoutError if the server neither answers nor closes within ``timeout``.
-    """
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
-        if shut:
-            sock.shutdown(socket.SHUT_WR)
-        return read_answer(sock, timeout)
-
-
-def read_answer(sock: socket.socket, timeout: float) -> bytes:
-    """Bytes until one complete answer (by its Content-Length) or the connection closes."""
-    deadline = time.monotonic() + timeout
-    received = b""
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"no complete answer within {timeout} s; got {received[:200]!r}")
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            raise TimeoutError(f"no answer within {timeout} s; got {received[:200]!r}") from None
-        except ConnectionResetError:
-            return received
-        if not chunk:
-            return received
-        received += chunk
-        head, sep, rest = received.partition(b"\r\n\r\n")
-        if sep:
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length" and len(rest) >= int(value):
-                    return received
-
-
-def parse(raw: bytes) -> Answer:
-    """The first answer in raw bytes."""
-    head, _, rest = raw.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
-    length = int(headers.get("content-length", len(rest)))
-    return Answer(status, headers, rest[:length])
 
 
 def validate(answer: Answer, method: str, template: str, status: int) -> Any:
@@ -208,9 +127,9 @@ def with_value(live: Live, name: str, literal: str) -> bytes:
 
 def healthy(live: Live) -> None:
     """Ready, and /predict gives the price it gave at the start."""
-    ready = request(live.port, "GET", "/v2/health/ready", content_type=None, timeout=QUICK)
+    ready = request(live.port, "GET", "/v2/health/ready", content_type=None, timeout=QUICK_SECONDS)
     assert validate(ready, "GET", "/v2/health/ready", 200) == {"ready": True}
-    answer = predict(live, rows_doc([live.row]), timeout=QUICK)
+    answer = predict(live, rows_doc([live.row]), timeout=QUICK_SECONDS)
     assert validate(answer, "POST", "/predict", 200) == pytest.approx([live.price], rel=1e-12)
 
 
@@ -308,7 +227,7 @@ def test_a_million_small_rows_is_413_by_the_row_limit_quickly(live: Live) -> Non
     answer = predict(live, body)
     doc = validate(answer, "POST", "/predict", 413)
     assert doc["details"] == [{"field": "data", "problem": "more than 100000 rows"}]
-    assert answer.seconds < QUICK, answer.seconds
+    assert answer.seconds < QUICK_SECONDS, answer.seconds
     healthy(live)
 
 
@@ -325,12 +244,8 @@ def test_a_million_real_rows_is_413_by_the_byte_limit_before_it_is_sent(live: Li
     seconds = time.monotonic() - start
     doc = validate(answer, "POST", "/predict", 413)
     assert f"the body is {length} bytes" in doc["error"], doc
-    assert seconds < QUICK, seconds
+    assert seconds < QUICK_SECONDS, seconds
     healthy(live)
-
-
-def chunked(data: bytes) -> bytes:
-    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
 def test_a_million_real_rows_chunked_is_413_after_the_byte_limit(live: Live) -> None:
@@ -344,7 +259,7 @@ def test_a_million_real_rows_chunked_is_413_after_the_byte_limit(live: Live) -> 
         "Transfer-Encoding: chunked\r\n\r\n"
     ).encode()
     sent = {"blocks": 0}
-    with socket.create_connection(("127.0.0.1", live.port), timeout=QUICK) as sock:
+    with socket.create_connection(("127.0.0.1", live.port), timeout=QUICK_SECONDS) as sock:
 
         def send() -> None:
             try:
@@ -358,12 +273,12 @@ def test_a_million_real_rows_chunked_is_413_after_the_byte_limit(live: Live) -> 
         start = time.monotonic()
         sender = threading.Thread(target=send, daemon=True)
         sender.start()
-        answer = parse(read_answer(sock, QUICK))
+        answer = parse(read_answer(sock, QUICK_SECONDS))
         seconds = time.monotonic() - start
-    sender.join(timeout=QUICK)
+    sender.join(timeout=QUICK_SECONDS)
     doc = validate(answer, "POST", "/predict", 413)
     assert "at most 10000000 bytes" in doc["error"], doc
-    assert seconds < QUICK, seconds
+    assert seconds < QUICK_SECONDS, seconds
     assert sent["blocks"] < blocks, "the server read the whole million rows"
     healthy(live)
 
@@ -395,7 +310,7 @@ def test_non_finite_and_huge_literals_are_400(live: Live, literal: str) -> None:
 def test_large_but_finite_numbers_are_scored(live: Live) -> None:
     """Integers beyond 64 bits and 1e308 parse as doubles, and one such value in a row is scored:
     the model extrapolates to a huge but finite price (no range is imposed on the inputs; every
-    feature at 1e308 gives no finite price and a 400, in test_predict)."""
+    feature at 1e308 gives no finite price and a 400, in tests/function/test_predict_errors.py)."""
     name = live.features[0]
     for literal in (str(2**63), str(2**64), str(-(2**63) - 1), "1e308", "-1e308"):
         answer = predict(live, with_value(live, name, literal))
@@ -474,7 +389,7 @@ def test_a_body_shorter_than_its_length_then_closed_is_answered_at_once(live: Li
     for sent in (body[:-10], body):  # cut mid-document, or a whole document but short
         start = time.monotonic()
         answer = parse(raw_exchange(live.port, _head(len(body) + 100) + sent, shut=True))
-        assert time.monotonic() - start < QUICK
+        assert time.monotonic() - start < QUICK_SECONDS
         error = validate(answer, "POST", "/predict", 400)["error"]
         assert "Content-Length declared" in error  # never scored
     healthy(live)
@@ -489,12 +404,12 @@ def test_a_body_shorter_than_its_length_then_closed_is_400(live: Live) -> None:
 def test_a_stalled_body_does_not_stop_others(live: Live) -> None:
     """A client that declares more than it sends and then waits holds its own request only."""
     body = rows_doc([live.row])
-    with socket.create_connection(("127.0.0.1", live.port), timeout=QUICK) as stalled:
+    with socket.create_connection(("127.0.0.1", live.port), timeout=QUICK_SECONDS) as stalled:
         stalled.sendall(_head(len(body) + 100) + body)
         time.sleep(0.2)
         healthy(live)
         stalled.sendall(b" " * 100)  # the rest, late: the request completes
-        answer = parse(read_answer(stalled, QUICK))
+        answer = parse(read_answer(stalled, QUICK_SECONDS))
     assert validate(answer, "POST", "/predict", 200) == [live.price]
     healthy(live)
 
@@ -504,13 +419,13 @@ def test_a_stalled_body_is_given_up_within_seconds(live: Live) -> None:
     so stalled clients cannot take every thread."""
     body = rows_doc([live.row])
     start = time.monotonic()
-    with socket.create_connection(("127.0.0.1", live.port), timeout=QUICK) as stalled:
+    with socket.create_connection(("127.0.0.1", live.port), timeout=QUICK_SECONDS) as stalled:
         stalled.sendall(_head(len(body) + 100) + body)
-        raw = read_answer(stalled, QUICK)  # TimeoutError if it still waits
-        assert time.monotonic() - start < QUICK
+        raw = read_answer(stalled, QUICK_SECONDS)  # TimeoutError if it still waits
+        assert time.monotonic() - start < QUICK_SECONDS
         doc = validate(parse(raw), "POST", "/predict", 408)
         assert f"the {len(body) + 100} bytes its Content-Length declared" in doc["error"]
-        stalled.settimeout(QUICK)
+        stalled.settimeout(QUICK_SECONDS)
         assert stalled.recv(1) == b""  # closed: the unread rest is not waited for
     healthy(live)
 
@@ -519,7 +434,7 @@ def test_a_body_longer_than_its_length(live: Live) -> None:
     """Only the declared bytes are the body: here a truncated document, so 400. The bytes after
     it are no request (no request line): gunicorn closes the connection without answering."""
     body = rows_doc([live.row])
-    with socket.create_connection(("127.0.0.1", live.port), timeout=QUICK) as sock:
+    with socket.create_connection(("127.0.0.1", live.port), timeout=QUICK_SECONDS) as sock:
         sock.sendall(_head(10) + body)
         sock.shutdown(socket.SHUT_WR)
         received = b""

@@ -10,7 +10,7 @@ import pytest
 from milkprice.errors import DataError
 from milkprice.train import data
 from milkprice.train.features import REQUIRED_MACRO
-from tests.conftest import TODAY
+from tests.support.buckets import TODAY
 
 
 def clean(raw: dict[str, bytes]) -> data.CleanData:

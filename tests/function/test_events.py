@@ -16,7 +16,7 @@ import pytest
 from milkprice import store
 from milkprice.local import events
 from milkprice.settings import Settings
-from tests.conftest import upload
+from tests.support.buckets import upload
 
 
 class Receiver:

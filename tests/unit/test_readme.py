@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from milkprice.settings import Settings
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 README = (ROOT / "README.md").read_text()
 

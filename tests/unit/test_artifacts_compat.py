@@ -24,9 +24,8 @@ from sklearn.preprocessing import FunctionTransformer
 
 from milkprice.train import artifacts
 from milkprice.train.estimators import RatioRegressor, mutual_info
-from tests.conftest import ROOT
+from tests.support.paths import RELEASE
 
-RELEASE = ROOT / "tests" / "data" / "release-0.1.0"
 FIRST, PREVIOUS = "milkprice.model", "milkprice.train.model"
 
 

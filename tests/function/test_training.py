@@ -14,10 +14,11 @@ from cloudevents.http import CloudEvent
 from milkprice import contract, store
 from milkprice.errors import ExportError, StorageUnavailable
 from milkprice.settings import Settings
-from milkprice.train import artifacts, runner
-from tests.conftest import ROOT, upload
+from milkprice.train import artifacts, features, runner
+from tests.support.buckets import runs, upload
+from tests.support.paths import TRAIN_MAIN
 
-SOURCE = str(ROOT / "functions" / "train" / "main.py")
+SOURCE = str(TRAIN_MAIN)
 
 
 def http_client() -> Any:
@@ -45,10 +46,6 @@ def finalized(
 def send(client: Any, event: CloudEvent) -> Any:
     headers, body = to_binary(event)
     return client.post("/", headers=headers, data=body)
-
-
-def runs(settings: Settings) -> list[dict[str, Any]]:
-    return [contract.to_builtins(r) for r in contract.list_runs(settings)]
 
 
 def pointer(settings: Settings) -> tuple[dict[str, Any], str] | None:
@@ -86,9 +83,7 @@ def test_http_trigger_trains_writes_and_promotes(
         onnx_name = entry["onnx"]
         assert entry["sha256"][onnx_name] == manifest["files"][onnx_name]
         assert entry["backtest"]["rmse"] > 0 and entry["naive"]["rmse"] > 0
-    assert set(manifest["models"]["legacy"]["features"]) <= set(
-        __import__("milkprice.train.features", fromlist=["x"]).LEGACY_FEATURES
-    )
+    assert set(manifest["models"]["legacy"]["features"]) <= set(features.LEGACY_FEATURES)
     # the next month's feature row can be scored by the forecast model as served
     onnx_bytes = store.read(settings, store.model_path(version, "forecast.onnx")).data  # type: ignore[union-attr]
     row = [[manifest["next"]["features"][f] for f in manifest["models"]["forecast"]["features"]]]

@@ -28,7 +28,7 @@ import yaml
 from google.cloud import storage
 
 from milkprice.local import emulator, sample
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 
 from milkprice.local import sample
-from tests.conftest import SHARED
+from tests.support.paths import SHARED
 
-REAL_DIR = SHARED
 DOTTED = re.compile(r"^\d{1,3}(\.\d{3})+$")
 
 
@@ -50,10 +49,10 @@ def test_bytes_format(files: dict[str, bytes]) -> None:
 
 
 def test_headers_equal_real_files(files: dict[str, bytes]) -> None:
-    if not REAL_DIR.is_dir():
+    if not SHARED.is_dir():
         pytest.skip("real data folder absent")
     for name in sample.SAMPLE_FILES:
-        real = (REAL_DIR / name).read_bytes().decode("utf-8").splitlines()[0].strip()
+        real = (SHARED / name).read_bytes().decode("utf-8").splitlines()[0].strip()
         assert files[name].decode("utf-8").splitlines()[0] == real
 
 

@@ -24,7 +24,7 @@ import pytest
 from milkprice import contract
 from milkprice.local import emulator, processes
 from milkprice.settings import Settings
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(

@@ -12,7 +12,7 @@ import yaml
 
 from milkprice.local import emulator
 from milkprice.settings import PREFIX, Settings
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
 

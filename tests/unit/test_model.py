@@ -24,7 +24,7 @@ from milkprice.train.backtest import (
 from milkprice.train.candidates import Candidate, candidates
 from milkprice.train.estimators import ChangeRegressor, FixedLinear
 from milkprice.train.intervals import CALIBRATION_MONTHS, conformal_interval, rolling_bounds
-from tests.conftest import TODAY
+from tests.support.buckets import TODAY
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import pytest
 
 from milkprice.train import data
 from milkprice.train import features as F
-from tests.conftest import SHARED, TODAY
+from tests.support.buckets import TODAY
+from tests.support.paths import SHARED
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,7 @@ import pytest
 from milkprice import contract, store
 from milkprice.errors import Conflict, ContractError, NotFound
 from milkprice.settings import Settings
-from tests.conftest import ROOT
-
-RELEASE = ROOT / "tests" / "data" / "release-0.1.0"
+from tests.support.paths import RELEASE
 
 
 def _load(name: str) -> bytes:

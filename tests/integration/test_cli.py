@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import pytest
 
 from milkprice import contract, store
 from milkprice.settings import Settings
-from tests.conftest import ROOT, new_settings, upload
-from tests.test_reliability import Function, env_for
+from tests.support.buckets import new_settings, upload
+from tests.support.paths import ROOT
+from tests.support.servers import Function, env_for
 
 pytestmark = pytest.mark.slow
 
@@ -73,8 +75,6 @@ def test_train_status_models_rollback_predict(
     manifest = contract.read_manifest(settings, versions[0])
     request = tmp_path / "request.json"
     request.write_text(json.dumps({"data": [manifest.next.features]}))
-    import time
-
     time.sleep(0.6)  # the predict function notices the rollback within its interval
     answer = milkprice("predict", str(request), env=env)
     assert answer.returncode == 0, answer.stderr

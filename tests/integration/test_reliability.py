@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,76 +20,13 @@ from typing import Any
 import pytest
 
 from milkprice import contract, store
-from milkprice.local import emulator, events, processes
+from milkprice.local import emulator, events
 from milkprice.settings import Settings
-from tests.conftest import ROOT, new_settings, trained_bucket, upload
+from tests.support.buckets import new_settings, runs, trained_bucket, upload
+from tests.support.paths import ROOT
+from tests.support.servers import Function, call, env_for
 
 pytestmark = pytest.mark.slow
-
-
-class Function:
-    """One function served by functions-framework in its own process."""
-
-    def __init__(self, target: str, source: str, env: dict[str, str], signature: str = "http"):
-        self.port = emulator.free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.log = Path(env["MILKPRICE_STATE_DIR"]) / f"{target}-{self.port}.log"
-        command = processes.function_command(
-            target, ROOT / "functions" / source / "main.py", self.port, signature=signature
-        )
-        self.proc = processes.start(target, command, env, log=self.log)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if call(self.url + "v2/health/live", method="GET")[0]:
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"{target} did not start: {self.log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        processes.stop([self.proc])
-
-
-def call(
-    url: str,
-    body: Any = None,
-    method: str = "POST",
-    headers: dict[str, str] | None = None,
-    timeout: float = 300,
-) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
-    request = urllib.request.Request(
-        url,
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json", **(headers or {})},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as r:
-            raw = r.read()
-            return r.status, json.loads(raw) if raw[:1] in (b"{", b"[") else raw
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        return exc.code, json.loads(raw) if raw[:1] in (b"{", b"[") else raw
-    except OSError:
-        return 0, None
-
-
-def env_for(settings: Settings, gcs: str, tmp: Path, **extra: str) -> dict[str, str]:
-    tmp.mkdir(parents=True, exist_ok=True)
-    return {
-        "PATH": os.environ["PATH"],
-        "STORAGE_EMULATOR_HOST": gcs,
-        "MILKPRICE_BUCKET": settings.bucket,
-        "MILKPRICE_BACKTEST_MONTHS": str(settings.backtest_months),
-        "MILKPRICE_LONG_BACKTEST_MONTHS": str(settings.long_backtest_months),
-        "MILKPRICE_RELOAD_SECONDS": "0.3",
-        "MILKPRICE_STATE_DIR": str(tmp),
-        **extra,
-    }
-
-
-def runs(settings: Settings) -> list[dict[str, Any]]:
-    return [contract.to_builtins(r) for r in contract.list_runs(settings)]
 
 
 def serving_version(predict: Function) -> str:
@@ -371,7 +307,9 @@ def test_storage_outage_keeps_serving_and_recovers(
 
 
 def test_no_pickle_or_joblib_anywhere() -> None:
-    for path in [*ROOT.glob("milkprice/*.py"), *ROOT.glob("functions/*/main.py")]:
+    paths = [*ROOT.glob("milkprice/**/*.py"), *ROOT.glob("functions/*/main.py")]
+    assert len(paths) > 40  # every subpackage is read, not only the top of the package
+    for path in paths:
         text = path.read_text()
         for word in ("import pickle", "import joblib", "from joblib", "cloudpickle"):
             assert word not in text, (path, word)

@@ -25,10 +25,11 @@ from milkprice import contract, store
 from milkprice.errors import ConfigError, Conflict, MilkPriceError, StorageUnavailable
 from milkprice.local import emulator, emulators
 from milkprice.settings import Settings
-from tests.conftest import ROOT, new_settings
+from tests.support.buckets import new_settings
+from tests.support.paths import RELEASE
 
 CLOUDS = ("gcp", "aws", "azure")
-MANIFEST = ROOT / "tests" / "data" / "release-0.1.0" / "manifest.json"
+MANIFEST = RELEASE / "manifest.json"
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,8 @@ import pytest
 
 from milkprice.local import emulator, processes
 from milkprice.settings import Settings
-from tests.conftest import ROOT, new_settings, upload
+from tests.support.buckets import new_settings, upload
+from tests.support.paths import ROOT
 
 sys.path.insert(0, str(ROOT / "infra"))
 import bundle

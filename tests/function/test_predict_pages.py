@@ -1,0 +1,198 @@
+"""The landing page and the OpenAPI document: every documented answer happens, and conforms."""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import os
+import re
+from typing import Any
+
+import jsonschema
+import pytest
+
+from milkprice.predict import cache
+from milkprice.settings import Settings
+from tests.support.buckets import artifact, clone, manifest, promote
+from tests.support.openapi_client import INFER, JSON, SPEC, Client
+from tests.support.rows import Sample, next_row
+
+pytestmark = pytest.mark.usefixtures("fresh_process")
+
+
+class Stalled(io.RawIOBase):
+    """A request body that sends its first bytes, then stops, as a socket past its deadline."""
+
+    def __init__(self, first: bytes) -> None:
+        self.first = first
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self.first:
+            raise TimeoutError("timed out")
+        n = min(len(buffer), len(self.first))
+        buffer[:n], self.first = self.first[:n], self.first[n:]
+        return n
+
+
+# ---------------------------------------------------------------- the landing page
+
+
+def test_landing_page(
+    on_sample: tuple[Settings, dict[str, Any]],
+) -> None:
+    settings, doc = on_sample
+    client = Client()
+    response = client.get("/", base_url="http://milk.example:8123")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    forecast = client.get("/forecast").get_json()
+    assert doc["version"] in page and doc["created"] in page
+    assert f"Forecast for {forecast['month']}" in page and f"{forecast['price']:.2f}" in page
+    for role in ("forecast", "legacy"):
+        entry = doc["models"][role]
+        assert entry["candidate"] in page
+        assert f"{entry['backtest']['rmse']:.3f}" in page
+        assert " to ".join(entry["training_months"]) in page
+    assert f"{doc['models']['forecast']['naive']['rmse']:.3f}" in page
+    for name, entry in doc["inputs"].items():
+        assert name in page and str(entry["token"]) in page
+    assert "curl -s http://milk.example:8123/forecast" in page
+    assert "curl -s -X POST http://milk.example:8123/predict" in page
+    # the copy-paste examples work as printed
+    body = re.search(r"/predict -H 'Content-Type: application/json' \\\n  -d '([^']*)'", page)
+    assert body is not None
+    example = json.loads(html.unescape(body.group(1)))
+    assert client.post("/predict", json=example).get_json() == [forecast["price"]]
+    # every resource it references is same-origin and answers 200
+    refs = re.findall(r'(?:src|href)="([^"]*)"', page)
+    assert "backtest.png" in refs
+    for ref in refs:
+        if ref.startswith("data:"):
+            continue
+        assert "://" not in ref and not ref.startswith("//"), ref
+        assert client.get("/" + ref.lstrip("/")).status_code == 200, ref
+    chart = client.get("/backtest.png")
+    assert chart.mimetype == "image/png" and chart.data == artifact(
+        settings, doc["version"], "backtest.png"
+    )
+    assert (
+        client.get("/backtest.png", headers={"If-None-Match": chart.headers["ETag"]}).status_code
+        == 304
+    )
+
+
+# ---------------------------------------------------------------- the OpenAPI document
+
+
+def test_openapi_describes_every_route(sample: Sample) -> None:
+    client = Client()
+    routes = client.main_module_globals()["ROUTES"]
+    served = client.get("/openapi.json", base_url="http://milk.example").get_json()
+    assert served["servers"] == [{"url": "http://milk.example"}]
+    assert served["openapi"].startswith("3.1")
+    assert set(served["paths"]) == set(routes)
+    for path, methods in routes.items():
+        assert set(served["paths"][path]) == {m.lower() for m in methods}, path
+    # every schema is valid JSON Schema and every reference resolves
+    for name, schema in served["components"]["schemas"].items():
+        jsonschema.Draft202012Validator.check_schema(schema)
+        assert name
+    text = json.dumps(served)
+    for ref in set(re.findall(r'"\$ref": "#/components/schemas/(\w+)"', text)):
+        assert ref in served["components"]["schemas"], ref
+
+
+def test_every_documented_answer_happens(
+    settings: Settings,
+    trained_sample: tuple[Settings, dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each documented (path, method, status) is produced, and validates (see Client)."""
+    documented = {
+        (path, method.upper(), int(status))
+        for path, ops in SPEC["paths"].items()
+        for method, op in ops.items()
+        for status in op["responses"]
+    }
+    seen: set[tuple[str | None, str, int]] = set()
+    monkeypatch.setenv("MILKPRICE_MAX_ROWS", "3")
+    tensor = {"inputs": [{"name": "X", "shape": [1, 1], "datatype": "FP64", "data": [1.0]}]}
+    # an empty bucket: no model yet
+    client = Client()
+    for path in (
+        "/",
+        "/backtest.png",
+        "/forecast",
+        "/v2/health/ready",
+        "/v2/models/forecast",
+        "/v2/models/forecast/ready",
+    ):
+        client.get(path)
+    client.post("/predict", json={"data": [{}]})
+    client.post(INFER, json=tensor)
+    seen |= client.seen
+    # a model without a chart
+    cache.reset()
+    promote(
+        settings,
+        clone(trained_sample[0], settings, "no-chart", edit=lambda d: d["backtest"].pop("chart")),
+    )
+    client = Client()
+    client.get("/backtest.png")
+    seen |= client.seen
+    # a model with everything
+    cache.reset()
+    os.environ["MILKPRICE_BUCKET"] = trained_sample[0].bucket
+    doc = manifest(trained_sample[0])
+    row = next_row(doc)
+    width = len(doc["models"]["forecast"]["features"])
+    good = {
+        "inputs": [
+            {
+                "name": "X",
+                "shape": [1, width],
+                "datatype": "FP64",
+                "data": [row[f] for f in doc["models"]["forecast"]["features"]],
+            }
+        ]
+    }
+    client = Client()
+    for path in (
+        "/",
+        "/forecast",
+        "/openapi.json",
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/legacy",
+        "/v2/models/nope",
+        "/v2/models/forecast/ready",
+        "/v2/models/nope/ready",
+    ):
+        client.get(path)
+    etag = client.get("/backtest.png").headers["ETag"]
+    client.get("/backtest.png", headers={"If-None-Match": etag})
+    for path, ok in (("/predict", {"data": [row]}), (INFER, good)):
+        client.post(path, json=ok)
+        client.post(path, json={"data": [], "inputs": []})
+        client.post(
+            path, json={"data": [row] * 4, "inputs": [{**good["inputs"][0], "shape": [4, width]}]}
+        )
+        client.post(path, data="x", content_type="text/plain")
+        stalled = client.post(
+            path,
+            content_type=JSON,
+            environ_overrides={
+                "wsgi.input": Stalled(b'{"data": ['),
+                "wsgi.input_terminated": True,  # as gunicorn says: the stream as it is
+                "CONTENT_LENGTH": "100",
+            },
+        )
+        assert "the 100 bytes its Content-Length declared" in stalled.get_json()["error"]
+    client.post("/v2/models/nope/infer", json=good)
+    seen |= client.seen
+    assert documented <= seen, documented - seen

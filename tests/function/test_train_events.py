@@ -1,0 +1,575 @@
+"""The train function's event endpoint (``train_events``): every platform's event shape, sent
+as that platform sends it, against the real bucket emulator.
+
+One real training shows an event runs the whole pipeline; the tests of each shape leave the
+training itself out (``runner._train_and_write``), keeping the run's real read, claim,
+archive and run record, so that the suite stays quick.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus
+
+import functions_framework
+import pytest
+
+from milkprice import contract, store
+from milkprice.errors import BadRequest, ExportError, MethodNotAllowed, StorageUnavailable
+from milkprice.settings import Settings
+from milkprice.train import runner, triggers
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE = str(ROOT / "functions" / "train" / "main.py")
+PRICE = "raw/precio_leche.csv"
+CLOUDEVENT = "application/cloudevents+json; charset=utf-8"
+CLOUDEVENTS = "application/cloudevents-batch+json; charset=utf-8"
+ACCOUNT = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/milk"
+STORAGE = f"{ACCOUNT}/providers/Microsoft.Storage/storageAccounts/milkprice"
+
+
+def upload(settings: Settings, files: dict[str, bytes]) -> dict[str, str]:
+    return {
+        name: store.write(settings, store.RAW_PREFIX + name, payload, "text/csv")
+        for name, payload in files.items()
+    }
+
+
+def client() -> Any:
+    return functions_framework.create_app("train_events", SOURCE, "http").test_client()
+
+
+def runs(settings: Settings) -> list[dict[str, Any]]:
+    return [contract.to_builtins(r) for r in contract.list_runs(settings)]
+
+
+@pytest.fixture
+def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs read, claim, archive and record as usual, and leave the training out."""
+
+    def left_out(settings: Settings, rec: runner.Recorder, *args: object) -> None:
+        rec.finish("not_promoted", "training left out by the test")
+
+    monkeypatch.setattr(runner, "_train_and_write", left_out)
+
+
+# ---------------------------------------------------------------- the platforms' payloads
+# As each platform's documentation shows them; only names, tokens and ids are ours.
+
+
+def s3_record(bucket: str, key: str, etag: str, name: str = "ObjectCreated:Put") -> dict[str, Any]:
+    """One record of an S3 event notification: the key URL-encoded, as S3 sends it."""
+    return {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventTime": "2026-11-27T03:00:00.000Z",
+        "eventName": name,
+        "userIdentity": {"principalId": "AWS:AIDAJDPLRKLG7UEXAMPLE"},
+        "requestParameters": {"sourceIPAddress": "203.0.113.7"},
+        "responseElements": {
+            "x-amz-request-id": "C3D13FE58DE4C810",
+            "x-amz-id-2": "FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V5Wp6S7S/JRWeUWerMUE5JgHvANOjpD",
+        },
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": "milk-price-raw",
+            "bucket": {
+                "name": bucket,
+                "ownerIdentity": {"principalId": "A3NL1KOZZKExample"},
+                "arn": f"arn:aws:s3:::{bucket}",
+            },
+            "object": {
+                "key": quote_plus(key, safe="/"),
+                "size": 1024,
+                "eTag": etag,
+                "sequencer": uuid.uuid4().hex[:18].upper(),
+            },
+        },
+    }
+
+
+def s3_notification(*records: dict[str, Any]) -> dict[str, Any]:
+    return {"Records": list(records)}
+
+
+def sqs(*bodies: dict[str, Any]) -> dict[str, Any]:
+    """S3 notifications as the bodies of SQS messages, as a queue hands them over."""
+    messages = []
+    for body in bodies:
+        text = json.dumps(body)
+        messages.append(
+            {
+                "messageId": str(uuid.uuid4()),
+                "receiptHandle": "MessageReceiptHandle",
+                "body": text,
+                "attributes": {
+                    "ApproximateReceiveCount": "1",
+                    "SentTimestamp": "1795748400000",
+                    "SenderId": "AIDAIENQZJOLO23YVJ4VO",
+                    "ApproximateFirstReceiveTimestamp": "1795748400001",
+                },
+                "messageAttributes": {},
+                "md5OfBody": hashlib.md5(text.encode()).hexdigest(),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:milk-price-uploads",
+                "awsRegion": "us-east-1",
+            }
+        )
+    return {"Records": messages}
+
+
+def eventbridge(bucket: str, key: str, etag: str, kind: str = "Object Created") -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": kind,
+        "source": "aws.s3",
+        "account": "123456789012",
+        "time": "2026-11-27T03:00:00Z",
+        "region": "us-east-1",
+        "resources": [f"arn:aws:s3:::{bucket}"],
+        "detail": {
+            "version": "0",
+            "bucket": {"name": bucket},
+            "object": {
+                "key": key,
+                "size": 1024,
+                "etag": etag,
+                "sequencer": "00617F08299329D189",
+            },
+            "request-id": "N4N7GDK58NMKJ12R",
+            "requester": "123456789012",
+            "source-ip-address": "203.0.113.7",
+            "reason": "PutObject",
+        },
+    }
+
+
+def blob_data(container: str, blob: str, etag: str) -> dict[str, Any]:
+    return {
+        "api": "PutBlob",
+        "clientRequestId": str(uuid.uuid4()),
+        "requestId": str(uuid.uuid4()),
+        "eTag": etag,
+        "contentType": "text/csv",
+        "contentLength": 1024,
+        "blobType": "BlockBlob",
+        "url": f"https://milkprice.blob.core.windows.net/{container}/{blob}",
+        "sequencer": "00000000000004420000000000028963",
+        "storageDiagnostics": {"batchId": str(uuid.uuid4())},
+    }
+
+
+def blob_subject(container: str, blob: str) -> str:
+    return f"/blobServices/default/containers/{container}/blobs/{blob}"
+
+
+def blob_cloudevent(container: str, blob: str, etag: str) -> dict[str, Any]:
+    """Event Grid's BlobCreated in the CloudEvents 1.0 schema."""
+    return {
+        "specversion": "1.0",
+        "type": "Microsoft.Storage.BlobCreated",
+        "source": STORAGE,
+        "subject": blob_subject(container, blob),
+        "id": str(uuid.uuid4()),
+        "time": "2026-11-27T03:00:00.9584103Z",
+        "data": blob_data(container, blob, etag),
+    }
+
+
+def blob_event_grid(container: str, blob: str, etag: str) -> dict[str, Any]:
+    """Event Grid's BlobCreated in the Event Grid schema."""
+    return {
+        "topic": STORAGE,
+        "subject": blob_subject(container, blob),
+        "eventType": "Microsoft.Storage.BlobCreated",
+        "eventTime": "2026-11-27T03:00:00.9584103Z",
+        "id": str(uuid.uuid4()),
+        "data": blob_data(container, blob, etag),
+        "dataVersion": "",
+        "metadataVersion": "1",
+    }
+
+
+def finalized(bucket: str, name: str, generation: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """Eventarc's finalized event: its attributes and its data."""
+    attributes = {
+        "specversion": "1.0",
+        "type": "google.cloud.storage.object.v1.finalized",
+        "source": f"//storage.googleapis.com/projects/_/buckets/{bucket}",
+        "subject": f"objects/{name}",
+        "id": str(uuid.uuid4()),
+        "time": "2026-11-27T03:00:00.000Z",
+    }
+    data = {"bucket": bucket, "name": name, "generation": generation, "size": "1024"}
+    return attributes, data
+
+
+PING_ATTRIBUTES = {
+    "specversion": "1.0",
+    "type": "dev.knative.sources.ping.v1.event",
+    "source": "/apis/v1/namespaces/default/pingsources/milk-price-daily",
+    "time": "2026-11-27T03:00:00Z",
+}
+SCHEDULE = {"trigger": "schedule"}
+
+
+def binary(attributes: dict[str, str]) -> dict[str, str]:
+    """A CloudEvent's attributes as binary-mode headers."""
+    return {"Content-Type": "application/json", **{f"ce-{k}": v for k, v in attributes.items()}}
+
+
+def post(c: Any, doc: Any, content_type: str = "application/json", path: str = "/") -> Any:
+    return c.post(path, data=json.dumps(doc), headers={"Content-Type": content_type})
+
+
+def send_upload(shape: str, c: Any, settings: Settings, name: str, token: str) -> Any:
+    """One upload of ``name`` (version ``token``) as the platform of ``shape`` posts it."""
+    bucket, etag = settings.bucket, hashlib.md5(token.encode()).hexdigest()
+    if shape == "s3":  # the AWS Lambda Web Adapter posts events to /events
+        return post(c, s3_notification(s3_record(bucket, name, etag)), path="/events")
+    if shape == "sqs":
+        return post(c, sqs(s3_notification(s3_record(bucket, name, etag))), path="/events")
+    if shape == "eventbridge":
+        return post(c, eventbridge(bucket, name, etag), path="/events")
+    if shape == "eventgrid-cloudevent":
+        return post(c, blob_cloudevent(bucket, name, f"0x{token}"), CLOUDEVENT)
+    if shape == "eventgrid-batch":
+        return post(c, [blob_cloudevent(bucket, name, f"0x{token}")], CLOUDEVENTS)
+    if shape == "eventgrid-schema":
+        return post(c, [blob_event_grid(bucket, name, f"0x{token}")])
+    attributes, data = finalized(bucket, name, token)
+    if shape == "eventarc-binary":
+        return c.post("/", data=json.dumps(data), headers=binary(attributes))
+    assert shape == "eventarc-structured", shape
+    return post(c, {**attributes, "datacontenttype": "application/json", "data": data}, CLOUDEVENT)
+
+
+UPLOAD_SHAPES = {
+    "s3": "s3",
+    "sqs": "s3",
+    "eventbridge": "eventbridge",
+    "eventgrid-cloudevent": "eventgrid",
+    "eventgrid-batch": "eventgrid",
+    "eventgrid-schema": "eventgrid",
+    "eventarc-binary": "eventarc",
+    "eventarc-structured": "eventarc",
+}
+
+
+# ---------------------------------------------------------------- through the function
+
+
+def test_an_s3_notification_trains_once_and_every_redelivery_is_skipped(
+    settings: Settings, sample_raw: dict[str, bytes]
+) -> None:
+    """Several records in one event train once; the same upload in any shape is skipped."""
+    tokens = upload(settings, sample_raw)
+    c = client()
+    etags = {n: hashlib.md5(t.encode()).hexdigest() for n, t in tokens.items()}
+    records = [s3_record(settings.bucket, f"raw/{n}", etags[n]) for n in sorted(sample_raw)]
+    other = s3_record(settings.bucket, "archive/raw/old.csv", "d41d8cd98f00b204e9800998ecf8427e")
+    answer = post(c, s3_notification(*records, other), path="/events")
+    assert answer.status_code == 200, answer.get_json()
+    first = answer.get_json()
+    assert first["outcome"] == "promoted" and first["trigger"] == "upload"
+    assert first["event"]["source"] == "s3"
+    assert sorted(first["event"]["names"]) == sorted(f"raw/{n}" for n in sample_raw)
+    assert [(r["run_id"], r["trigger"]) for r in runs(settings)] == [(first["run_id"], "upload")]
+    # the same upload again, in every shape a platform may send it: skipped, no new run
+    for shape in UPLOAD_SHAPES:
+        again = send_upload(shape, c, settings, PRICE, tokens["precio_leche.csv"])
+        assert again.status_code == 200, (shape, again.get_json())
+        record = again.get_json()
+        assert record["outcome"] == "skipped" and record["trigger"] == "upload", shape
+        assert record["earlier"]["run_id"] == first["run_id"], shape
+        assert record["event"]["source"] == UPLOAD_SHAPES[shape], shape
+    assert len(runs(settings)) == 1
+
+
+@pytest.mark.parametrize("shape", list(UPLOAD_SHAPES))
+@pytest.mark.usefixtures("no_training")
+def test_each_upload_shape_starts_one_upload_run(
+    settings: Settings, sample_raw: dict[str, bytes], shape: str
+) -> None:
+    tokens = upload(settings, sample_raw)
+    c = client()
+    answer = send_upload(shape, c, settings, PRICE, tokens["precio_leche.csv"])
+    assert answer.status_code == 200, answer.get_json()
+    record = answer.get_json()
+    assert record["trigger"] == "upload" and record["outcome"] == "not_promoted", record
+    assert record["event"]["source"] == UPLOAD_SHAPES[shape]
+    assert record["event"]["name"] == PRICE
+    assert record["inputs"][PRICE]["token"] == tokens["precio_leche.csv"]
+    [written] = runs(settings)
+    assert written["run_id"] == record["run_id"] and written["trigger"] == "upload"
+    # a redelivery: skipped; a new version of the file: a new run
+    again = send_upload(shape, c, settings, PRICE, tokens["precio_leche.csv"])
+    assert again.status_code == 200 and again.get_json()["outcome"] == "skipped"
+    assert len(runs(settings)) == 1
+    new = store.write(settings, PRICE, sample_raw["precio_leche.csv"], "text/csv")
+    assert send_upload(shape, c, settings, PRICE, new).get_json()["outcome"] == "not_promoted"
+    assert [r["trigger"] for r in runs(settings)] == ["upload", "upload"]
+
+
+@pytest.mark.usefixtures("no_training")
+def test_schedules_start_a_scheduled_run_every_time(
+    settings: Settings, sample_raw: dict[str, bytes]
+) -> None:
+    upload(settings, sample_raw)
+    c = client()
+    ping_id = str(uuid.uuid4())
+    structured = {**PING_ATTRIBUTES, "id": "2", "datacontenttype": "application/json"}
+    sent = [
+        post(c, SCHEDULE, path="/events"),  # EventBridge Scheduler's fixed payload
+        c.post("/", data=json.dumps(SCHEDULE), headers=binary({**PING_ATTRIBUTES, "id": ping_id})),
+        post(c, {**structured, "data": SCHEDULE}, CLOUDEVENT),
+        post(c, SCHEDULE),  # the same again: a schedule is not claimed, it runs again
+    ]
+    for answer in sent:
+        assert answer.status_code == 200, answer.get_json()
+        assert answer.get_json()["trigger"] == "schedule"
+        assert answer.get_json()["outcome"] == "not_promoted"
+    written = runs(settings)
+    assert [r["trigger"] for r in written] == ["schedule"] * 4
+    assert sorted(r["event"]["source"] for r in written) == [
+        "knative-ping",
+        "knative-ping",
+        "scheduler",
+        "scheduler",
+    ]
+    assert {"source": "knative-ping", "id": ping_id} in [r["event"] for r in written]
+
+
+def test_the_two_event_grid_handshakes_are_answered_and_train_nothing(
+    settings: Settings, sample_raw: dict[str, bytes]
+) -> None:
+    upload(settings, sample_raw)
+    c = client()
+    # CloudEvents schema: an OPTIONS request, answered with the allowed origin
+    origin = "eventgrid.azure.net"
+    answer = c.options(
+        "/",
+        headers={
+            "WebHook-Request-Origin": origin,
+            "WebHook-Request-Callback": "https://rp-eastus2.eventgrid.azure.net:553/validate",
+            "WebHook-Request-Rate": "120",
+        },
+    )
+    assert answer.status_code == 200
+    assert answer.headers["WebHook-Allowed-Origin"] == origin
+    assert answer.headers["WebHook-Allowed-Rate"] == "*"
+    # Event Grid schema: the validation code echoed back
+    validation = {
+        "id": str(uuid.uuid4()),
+        "topic": STORAGE,
+        "subject": "",
+        "data": {
+            "validationCode": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6",
+            "validationUrl": "https://rp-eastus2.eventgrid.azure.net:553/eventsubscriptions/x",
+        },
+        "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
+        "eventTime": "2026-11-27T03:00:00.4556811Z",
+        "metadataVersion": "1",
+        "dataVersion": "1",
+    }
+    answer = c.post(
+        "/",
+        data=json.dumps([validation]),
+        headers={"Content-Type": "application/json", "aeg-event-type": "SubscriptionValidation"},
+    )
+    assert answer.status_code == 200
+    assert answer.get_json() == {"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}
+    assert c.options("/").status_code == 405  # OPTIONS is only the handshake
+    assert runs(settings) == []
+    assert store.list_names(settings, store.CLAIMS_PREFIX) == []
+
+
+def test_test_events_other_objects_and_unknown_shapes_start_nothing(
+    settings: Settings, sample_raw: dict[str, bytes]
+) -> None:
+    upload(settings, sample_raw)
+    c = client()
+    bucket, etag = settings.bucket, "d41d8cd98f00b204e9800998ecf8427e"
+    test_event = {
+        "Service": "Amazon S3",
+        "Event": "s3:TestEvent",
+        "Time": "2026-11-27T03:00:00.000Z",
+        "Bucket": bucket,
+        "RequestId": "5582815E1AEA5ADF",
+        "HostId": "8cLeGAmw098X5cv4Zkwcmo8vvZa3eH3eKxsPzbB9wrR+YstdA6Knx4Ip8EXAMPLE",
+    }
+    ignored = [
+        post(c, test_event, path="/events"),
+        post(c, s3_notification(s3_record(bucket, "models/current.json", etag)), path="/events"),
+        post(c, s3_notification(s3_record(bucket, "raw/notes.txt", etag))),
+        post(c, s3_notification(s3_record(bucket, PRICE, etag, "ObjectRemoved:Delete"))),
+        post(c, eventbridge(bucket, "precio_leche.csv", etag)),  # not under raw/
+        post(c, eventbridge(bucket, PRICE, etag, "Object Deleted")),
+        post(c, blob_cloudevent(bucket, "raw/precio_leche.csv.tmp", "0x1"), CLOUDEVENT),
+    ]
+    for answer in ignored:
+        assert answer.status_code == 200, answer.get_json()
+        assert "ignored" in answer.get_json()
+    unknown = [
+        post(c, {"hello": "world"}),
+        c.post("/", data=b"not json", headers={"Content-Type": "text/plain"}),
+        c.post("/events", data=b""),
+        post(c, {"trigger": "http"}),  # a manual run goes to the HTTP trigger
+        post(c, {**PING_ATTRIBUTES, "id": "1", "type": "com.example.other"}, CLOUDEVENT),
+        post(c, {"Records": [{"eventSource": "aws:dynamodb", "dynamodb": {}}]}),
+        post(c, eventbridge(bucket, PRICE, etag) | {"source": "aws.ec2"}),
+    ]
+    for answer in unknown:
+        assert answer.status_code == 400, answer.get_json()
+        message = answer.get_json()["error"]
+        for shape in ("CloudEvent", "S3 event notification", "EventBridge", "Event Grid"):
+            assert shape in message, (shape, message)
+        assert '{"trigger": "schedule"}' in message
+    assert c.get("/").status_code == 405
+    assert runs(settings) == []
+    assert store.list_names(settings, store.CLAIMS_PREFIX) == []
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [(StorageUnavailable("writing x: storage unavailable"), 500), (ExportError("differs"), 200)],
+)
+def test_only_a_failure_a_retry_can_help_asks_for_a_redelivery(
+    settings: Settings,
+    sample_raw: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+    status: int,
+) -> None:
+    def failing(*args: object) -> None:
+        raise error
+
+    monkeypatch.setattr(runner, "_train_and_write", failing)
+    tokens = upload(settings, sample_raw)
+    answer = send_upload("s3", client(), settings, PRICE, tokens["precio_leche.csv"])
+    assert answer.status_code == status
+    [record] = runs(settings)
+    assert record["outcome"] == "failed" and record["run_id"] == answer.get_json()["run_id"]
+    assert record["error"]["retryable"] is (status == 500)
+
+
+# ---------------------------------------------------------------- the parsing alone
+
+
+def parse(doc: Any, headers: dict[str, str] | None = None, method: str = "POST") -> Any:
+    body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+    return triggers.parse(method, headers or {"Content-Type": "application/json"}, body)
+
+
+def test_s3_keys_are_url_decoded() -> None:
+    record = s3_record("b", PRICE, '"abc"')
+    record["s3"]["object"]["key"] = "raw%2Fprecio_leche.csv"
+    found = parse(s3_notification(record))
+    assert found == triggers.Uploads(
+        (triggers.Upload(PRICE, "abc", record["s3"]["object"]["sequencer"], "s3", "b"),)
+    )
+    spaced = s3_record("b", "raw/precio leche+2026 (1).csv", "abc")
+    assert spaced["s3"]["object"]["key"] == "raw/precio+leche%2B2026+%281%29.csv"
+    ignored = parse(s3_notification(spaced))
+    assert isinstance(ignored, triggers.Ignored)
+    assert "raw/precio leche+2026 (1).csv is not one of the raw files" in ignored.reason
+
+
+def test_a_batch_is_one_answer() -> None:
+    names = [f"raw/{n}" for n in store.RAW_FILES]
+    found = parse(s3_notification(*(s3_record("b", n, "e") for n in [*names, "raw/x.csv"])))
+    assert isinstance(found, triggers.Uploads) and [u.name for u in found.items] == names
+    assert found.event()["names"] == names
+    batch = [blob_cloudevent("c", n, "0x8D4BCC2E4835CD0") for n in names]
+    found = parse(batch, {"Content-Type": CLOUDEVENTS})
+    assert isinstance(found, triggers.Uploads) and len(found.items) == 3
+    assert {(u.bucket, u.token, u.source) for u in found.items} == {
+        ("c", "0x8D4BCC2E4835CD0", "eventgrid")
+    }
+    only_others = parse(s3_notification(s3_record("b", "a.csv", "e"), s3_record("b", "b", "e")))
+    assert isinstance(only_others, triggers.Ignored) and "a.csv" in only_others.reason
+
+
+def test_cloudevents_in_both_modes_and_in_base64() -> None:
+    attributes, data = finalized("b", PRICE, "1700000000000001")
+    expected = triggers.Upload(PRICE, "1700000000000001", attributes["id"], "eventarc", "b")
+    assert parse(data, binary(attributes)) == triggers.Uploads((expected,))
+    assert parse({**attributes, "data": data}, {"Content-Type": CLOUDEVENT}).items == (expected,)
+    encoded = base64.b64encode(json.dumps(data).encode()).decode()
+    assert parse({**attributes, "data_base64": encoded}).items == (expected,)
+    assert expected.event()["generation"] == "1700000000000001"  # as train_event recorded it
+    deleted = {**attributes, "type": "google.cloud.storage.object.v1.deleted"}
+    assert isinstance(parse(data, binary(deleted)), triggers.Ignored)
+    ping = parse(b"", binary({**PING_ATTRIBUTES, "id": "7"}))  # a ping without data
+    assert ping == triggers.Schedule("knative-ping", "7")
+
+
+def test_event_grid_details() -> None:
+    nested = blob_cloudevent("milk", "raw/precio_leche.csv", "0x1")
+    assert parse(nested).items[0].bucket == "milk"
+    # Data Lake: an empty file is created first, its content flushed later
+    created = blob_event_grid("milk", PRICE, "0x1")
+    created["data"]["api"] = "CreateFile"
+    assert isinstance(parse([created]), triggers.Ignored)
+    created["data"]["api"] = "FlushWithClose"
+    assert isinstance(parse([created]), triggers.Uploads)
+    created["subject"] = "/containers/milk/raw/precio_leche.csv"
+    with pytest.raises(BadRequest, match="subject must be"):
+        parse([created])
+    with pytest.raises(BadRequest, match="validationCode"):
+        parse([{"eventType": "Microsoft.EventGrid.SubscriptionValidationEvent", "data": {}}])
+    answer = parse(b"", {"WebHook-Request-Origin": ""}, "OPTIONS")
+    assert answer == triggers.Validation(
+        headers={"WebHook-Allowed-Origin": "*", "WebHook-Allowed-Rate": "*"}
+    )
+    with pytest.raises(MethodNotAllowed):
+        parse(b"", {}, "PUT")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[]", b"null", b'"text"', b"{}", b'{"Records": []}', b'{"Records": ["x"]}', b"\xff"],
+)
+def test_no_known_shape_is_a_bad_request(body: bytes) -> None:
+    with pytest.raises(BadRequest, match="expected one of"):
+        parse(body)
+
+
+def test_the_parser_imports_nothing_heavy() -> None:
+    code = (
+        "import sys, milkprice.train.triggers; "
+        "print([m for m in sys.modules if m.startswith(('pandas', 'sklearn'))])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_cloudevent_function_still_takes_eventarc_uploads_alone(settings: Settings) -> None:
+    """``train_event`` uses the same parser and does what it did: a finalized raw object
+    starts a run (here one that fails: the bucket has no raw files), anything else nothing."""
+    c = functions_framework.create_app("train_event", SOURCE, "cloudevent").test_client()
+    ping = binary({**PING_ATTRIBUTES, "id": "1"})
+    assert c.post("/", data=json.dumps(SCHEDULE), headers=ping).status_code == 200
+    attributes, data = finalized(settings.bucket, "raw/notes.txt", "4")
+    assert c.post("/", data=json.dumps(data), headers=binary(attributes)).status_code == 200
+    assert runs(settings) == []
+    attributes, data = finalized(settings.bucket, PRICE, "5")
+    assert c.post("/", data=json.dumps(data), headers=binary(attributes)).status_code == 200
+    [record] = runs(settings)
+    assert record["trigger"] == "upload" and record["outcome"] == "failed"
+    assert record["event"] == {
+        "id": attributes["id"],
+        "source": "eventarc",
+        "name": PRICE,
+        "token": "5",
+        "generation": "5",
+    }

@@ -1,0 +1,1 @@
+"""Integration tests: real processes end to end (servers, the stack, installed packages)."""
