@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import os
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from milkprice.local import emulator, processes
+from milkprice.local import emulator, http, processes
 from milkprice.settings import Settings
 from tests.support.paths import ROOT
 
@@ -46,21 +44,12 @@ def call(
 ) -> tuple[int, Any]:
     """One JSON request: the status and the decoded body (0 and None if nothing answered)."""
     data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
-    request = urllib.request.Request(
-        url,
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json", **(headers or {})},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as r:
-            raw = r.read()
-            return r.status, json.loads(raw) if raw[:1] in (b"{", b"[") else raw
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        return exc.code, json.loads(raw) if raw[:1] in (b"{", b"[") else raw
-    except OSError:
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    answer = http.request(url, data, sent, timeout, method=method)
+    if answer.status == 0:
         return 0, None
+    raw = answer.body
+    return answer.status, json.loads(raw) if raw[:1] in (b"{", b"[") else raw
 
 
 def env_for(settings: Settings, gcs: str, tmp: Path, **extra: str) -> dict[str, str]:
