@@ -206,10 +206,6 @@ class RunRecord(msgspec.Struct, omit_defaults=True):
     schema: int = SCHEMA
 
     @property
-    def data_fault(self) -> bool:
-        return self.error is not None and self.error.data
-
-    @property
     def path(self) -> str:
         return run_path(self.run_id)
 

@@ -103,7 +103,7 @@ def reset() -> None:
 
 def backend(settings: Settings) -> Backend:
     """The settings' store, built on first use and kept for the process."""
-    return _backend(getattr(settings, "cloud", "gcp"), settings.bucket, settings.project)
+    return _backend(settings.cloud, settings.bucket, settings.project)
 
 
 def read(settings: Settings, name: str) -> Blob | None:
