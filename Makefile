@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DATA   ?=
+CLOUD  ?=
 BENCH_SECONDS ?= 10
 export BENCH_SECONDS
 
@@ -17,9 +18,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## make up: the whole local stack (bucket, train, predict), trained and serving
+## make up: the whole local stack (bucket, train, predict), trained and serving;
+## CLOUD=aws or CLOUD=azure runs it on that cloud's local object store (default: gcp)
 up: install
-	$(BIN)/milkprice up $(if $(DATA),--data $(DATA))
+	$(if $(CLOUD),MILKPRICE_CLOUD=$(CLOUD)) $(BIN)/milkprice up $(if $(DATA),--data $(DATA))
 
 ## make test: the whole suite, against the real fake-gcs-server
 test: install

@@ -11,7 +11,7 @@ _SEVERITY = {"WARNING": "WARNING", "CRITICAL": "CRITICAL", "ERROR": "ERROR", "IN
 _EXTRA = ("run_id", "component", "version", "trigger")
 # Libraries whose INFO lines are their own bookkeeping ("Adding job tentatively", connection
 # pool notes), not news about milk prices: only their warnings and errors are logged.
-QUIET = ("apscheduler", "urllib3", "google", "cloudevents")
+QUIET = ("apscheduler", "urllib3", "google", "cloudevents", "botocore", "boto3", "azure")
 
 
 class JsonFormatter(logging.Formatter):

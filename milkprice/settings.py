@@ -1,8 +1,10 @@
 """One typed settings object, read from ``MILKPRICE_*`` environment variables.
 
-Switching from the local emulator to real Cloud Storage is only a change of environment:
-unset ``STORAGE_EMULATOR_HOST`` (the variable google-cloud-storage itself reads) and point
-``MILKPRICE_BUCKET`` at a real bucket.
+Switching cloud, or from a local emulator to the real cloud, is only a change of environment:
+``MILKPRICE_CLOUD`` picks the object store, and each cloud's SDK finds its endpoint in its own
+variables (``STORAGE_EMULATOR_HOST``; ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``;
+``AZURE_STORAGE_CONNECTION_STRING``). Unset the emulator's and point ``MILKPRICE_BUCKET`` at a
+real bucket.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from milkprice.errors import ConfigError
 PREFIX = "MILKPRICE_"
 LOG_FORMATS = ("auto", "text", "json")
 CLOUDS = ("gcp", "aws", "azure")
+STORAGES = ("emulator", "cloud")
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,18 @@ class Settings:
     train_port: int = field(default=8081, metadata={"doc": "port of the train function (HTTP)"})
     event_port: int = field(default=8082, metadata={"doc": "port of its storage trigger"})
     gcs_port: int = field(default=4443, metadata={"doc": "port of the local fake-gcs-server"})
+    s3_port: int = field(default=4566, metadata={"doc": "port of the local S3 (moto server)"})
+    azure_port: int = field(
+        default=10000, metadata={"doc": "port of the local Azure blob service (Azurite)"}
+    )
+    storage: str = field(
+        default="emulator",
+        metadata={
+            "doc": "where the CLI finds the bucket when the SDK's endpoint variable is unset: "
+            "the local stack's emulator, or the real cloud",
+            "choices": STORAGES,
+        },
+    )
     train_url: str = field(
         default="", metadata={"doc": "train trigger URL (default: host and port)"}
     )

@@ -10,12 +10,15 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from milkprice import contract, store
 from milkprice.errors import MilkPriceError
 from milkprice.local import http
 from milkprice.settings import LOG_FORMATS, Settings
+
+if TYPE_CHECKING:  # imported where used: each command loads only what it needs
+    from milkprice.local import events, s3_events
 
 
 def _token(settings: Settings) -> str:
@@ -23,14 +26,6 @@ def _token(settings: Settings) -> str:
         return settings.train_token
     path = settings.state_path("train-token")
     return path.read_text().strip() if path.exists() else ""
-
-
-def _emulator(settings: Settings) -> None:
-    """Talk to the local stack's bucket unless the environment says otherwise."""
-    import os
-
-    if "STORAGE_EMULATOR_HOST" not in os.environ and not os.environ.get("MILKPRICE_REAL_GCS"):
-        os.environ["STORAGE_EMULATOR_HOST"] = f"http://{settings.host}:{settings.gcs_port}"
 
 
 def _http(url: str, body: Any, token: str = "", timeout: float = 900) -> tuple[int, Any]:
@@ -85,16 +80,29 @@ def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
                 raise
             time.sleep(1.0)
     scheduler = events.start_scheduler(settings, settings.train_endpoint())
-    target = settings.event_endpoint()
-    bridge = events.Bridge(settings, target, state_file=settings.state_path("bridge-state.json"))
-    bridge.start()
+    uploads = _upload_events(settings)
+    uploads.start()
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     done.wait()
-    bridge.stop()
+    uploads.stop()
     scheduler.shutdown(wait=False)
     return 0
+
+
+def _upload_events(settings: Settings) -> events.Bridge | s3_events.QueueRelay:
+    """What plays the cloud's upload events: S3's own notifications through a queue, or a
+    bridge that lists raw/ and sends the event the cloud's event service would."""
+    from milkprice.local import events, s3_events
+
+    target = settings.event_endpoint()
+    if settings.cloud == "aws":
+        return s3_events.QueueRelay(settings, target)
+    # each cloud's bridge remembers its own deliveries (tokens mean nothing across clouds)
+    suffix = "" if settings.cloud == "gcp" else f"-{settings.cloud}"
+    state = settings.state_path(f"bridge-state{suffix}.json")
+    return events.Bridge(settings, target, state_file=state)
 
 
 def cmd_upload(settings: Settings, args: argparse.Namespace) -> int:
@@ -314,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         if args.command not in ("up", "evaluate"):
-            _emulator(settings)
+            from milkprice.local import storage
+
+            storage.use_local(settings)  # the local stack's, unless the environment says else
         handler = COMMANDS[args.command][0]
         return handler(settings, args)
     except MilkPriceError as exc:

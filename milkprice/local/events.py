@@ -1,12 +1,13 @@
-"""Local stand-ins for Cloud Scheduler and Eventarc.
+"""Local stand-ins for a cloud scheduler and for storage events.
 
 * :func:`start_scheduler`: APScheduler with a cron trigger that POSTs to the train function the
   way Cloud Scheduler does: an attempt deadline, retries with exponential backoff on failure or
   5xx, never two runs of the job at once, missed runs coalesced into one.
-* :class:`Bridge`: watches ``raw/`` by listing object generations and, for every new
-  generation, POSTs a binary-mode CloudEvent ``google.cloud.storage.object.v1.finalized`` with
-  the StorageObjectData body, as Eventarc does. Delivery is at least once: a failed delivery is
-  retried with backoff, and the train function is idempotent on the set of raw generations.
+* :class:`Bridge`: watches ``raw/`` by listing object versions and, for every new one, POSTs
+  the event its cloud's event service would (``event_shapes``): Eventarc's binary-mode
+  CloudEvent for Cloud Storage, Event Grid's ``BlobCreated`` for Blob Storage. (S3 sends its
+  own notifications: see ``s3_events``.) Delivery is at least once: a failed delivery is
+  retried with backoff, and the train function is idempotent on the set of raw versions.
 """
 
 from __future__ import annotations
@@ -16,27 +17,21 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
-from cloudevents.conversion import to_binary
-from cloudevents.http import CloudEvent
 
 from milkprice import store
 from milkprice.errors import ConfigError, MilkPriceError
-from milkprice.local import http
+from milkprice.local import event_shapes, http
 from milkprice.settings import Settings
 
 log = logging.getLogger("milkprice.local.events")
-
-FINALIZED = "google.cloud.storage.object.v1.finalized"
 
 
 @dataclass(frozen=True)
@@ -168,44 +163,9 @@ def start_scheduler(
 # ---------------------------------------------------------------- bridge
 
 
-def storage_object_data(settings: Settings, name: str) -> dict[str, Any] | None:
-    """The StorageObjectData of the live version of ``name``, as Eventarc sends it."""
-    meta = store.metadata(settings, name)
-    if meta is None:
-        return None
-    return {
-        "kind": "storage#object",
-        "id": f"{settings.bucket}/{name}/{meta.token}",
-        "bucket": settings.bucket,
-        "name": name,
-        "generation": meta.token,
-        "metageneration": meta.revision,
-        "contentType": meta.content_type,
-        "size": str(meta.size),
-        "md5Hash": meta.md5,
-        "timeCreated": meta.created,
-        "updated": meta.updated,
-    }
-
-
-def cloud_event(settings: Settings, data: dict[str, Any]) -> CloudEvent:
-    return CloudEvent(
-        {
-            "type": FINALIZED,
-            "source": f"//storage.googleapis.com/projects/_/buckets/{settings.bucket}",
-            "subject": f"objects/{data['name']}",
-            "id": str(uuid.uuid4()),
-            "time": data.get("updated") or datetime.now(UTC).isoformat(),
-            "specversion": "1.0",
-            "datacontenttype": "application/json",
-        },
-        data,
-    )
-
-
 @dataclass
 class Bridge:
-    """Turns new generations under ``raw/`` into CloudEvents POSTed to ``url``."""
+    """Turns new object versions under ``raw/`` into their cloud's events, POSTed to ``url``."""
 
     settings: Settings
     url: str
@@ -218,6 +178,7 @@ class Bridge:
     # after a failed look: wait this long, doubled while failures go on, up to the cap
     backoff: float = 5.0
     max_backoff: float = 60.0
+    shape: event_shapes.Shape | None = None  # the event to send; default: the cloud's own
     seen: dict[str, str] = field(default_factory=dict)  # name -> token delivered
     delivered: list[dict[str, Any]] = field(default_factory=list)
 
@@ -227,6 +188,7 @@ class Bridge:
         # what the state file holds: only deliveries that were answered for good, so one cut
         # short by a stop (or failed past its retries) is delivered again by the next bridge
         self._done = dict(self.seen)
+        self._shape = self.shape or event_shapes.SHAPES[self.settings.cloud]
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="deliver")
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -243,11 +205,10 @@ class Bridge:
         return [(n, g) for n, g in live if self.seen.get(n) != g]
 
     def deliver(self, name: str, generation: str) -> int:
-        data = storage_object_data(self.settings, name)
-        if data is None or data["generation"] != generation:
+        meta = store.metadata(self.settings, name)
+        if meta is None or meta.token != generation:
             return 204  # replaced or deleted meanwhile: the newer generation has its own event
-        headers, body = to_binary(cloud_event(self.settings, data))
-        headers = {str(k): str(v) for k, v in headers.items()}
+        headers, body = self._shape(self.settings, name, meta)
         status, answer = with_retries(
             lambda: post(self.url, body, headers, self.retry.deadline),
             self.retry,
@@ -289,7 +250,11 @@ class Bridge:
 
     def run(self) -> None:
         log.info(
-            "bridge: watching gs://%s/%s -> %s", self.settings.bucket, store.RAW_PREFIX, self.url
+            "bridge: watching %s/%s (%s) -> %s",
+            self.settings.bucket,
+            store.RAW_PREFIX,
+            self.settings.cloud,
+            self.url,
         )
         delay = self.backoff
         while not self._stop.is_set():

@@ -1,8 +1,9 @@
-"""``milkprice up``: the whole system on one machine, no Docker.
+"""``milkprice up``: the whole system on one machine, no Docker, on any of the three clouds.
 
-fake-gcs-server plays the bucket, two Functions Framework processes play the train function
-(its HTTP trigger and its storage trigger) and one the predict function, and an ``events``
-process plays Cloud Scheduler and Eventarc. Every child's lines are printed prefixed with its
+The emulator of ``MILKPRICE_CLOUD`` plays the bucket (``storage``: fake-gcs-server, moto's S3
+server or Azurite), two Functions Framework processes play the train function (its HTTP
+trigger and its event trigger) and one the predict function, and an ``events`` process plays
+the scheduler and the cloud's upload events. Every child's lines are printed prefixed with its
 name; Ctrl-C or SIGTERM stops them all.
 """
 
@@ -25,7 +26,7 @@ from typing import IO
 
 from milkprice import contract, store
 from milkprice.errors import MilkPriceError, StackError
-from milkprice.local import console, emulator, http, processes, sample
+from milkprice.local import console, http, processes, s3_events, sample, storage
 from milkprice.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: up runs from one
@@ -67,8 +68,8 @@ def stop_all(children: list[processes.Process], settings: Settings, signal_name:
     master and hold the port. The bucket goes last so that the runs the stop cut short can be
     marked as such.
     """
-    bucket = [c for c in children if c.name == "gcs"]
-    processes.stop([c for c in children if c.name != "gcs"])
+    bucket = [c for c in children if c.name in storage.NAMES]
+    processes.stop([c for c in children if c.name not in storage.NAMES])
     if bucket and bucket[0].alive():
         with contextlib.suppress(MilkPriceError):
             for run_id in interrupted_runs(settings, signal_name):
@@ -120,7 +121,7 @@ def lock(state: Path) -> IO[str]:
 
 def check_ports(settings: Settings) -> None:
     wanted = {
-        "MILKPRICE_GCS_PORT": settings.gcs_port,
+        storage.local(settings).port_variable: storage.port(settings),
         "MILKPRICE_PREDICT_PORT": settings.predict_port,
         "MILKPRICE_TRAIN_PORT": settings.train_port,
         "MILKPRICE_EVENT_PORT": settings.event_port,
@@ -239,11 +240,11 @@ class Stopper:
         return self.signals[0] if self.signals else "an error"
 
 
-def _environment(settings: Settings, state: Path, gcs_url: str) -> dict[str, str]:
+def _environment(settings: Settings, state: Path) -> dict[str, str]:
     """What every child gets: the bucket, the train token and up's own state folder."""
     return {
         **os.environ,
-        "STORAGE_EMULATOR_HOST": gcs_url,
+        **storage.client_env(settings),
         "MILKPRICE_TRAIN_TOKEN": train_token(settings, state),
         # the children run in the checkout: the absolute folder keeps them on up's own state
         "MILKPRICE_STATE_DIR": str(state),
@@ -251,18 +252,36 @@ def _environment(settings: Settings, state: Path, gcs_url: str) -> dict[str, str
     }
 
 
-def _start_bucket(settings: Settings, state: Path, gcs_url: str) -> processes.Process:
-    say(f"starting fake-gcs-server on {gcs_url} (data in {state / 'gcs'})")
-    gcs = emulator.start(state / "gcs", settings.gcs_port, settings.host, log=subprocess.PIPE)
-    assert gcs.stdout is not None
-    threading.Thread(target=_pump, args=("gcs", gcs.stdout), daemon=True).start()
-    return processes.Process("gcs", gcs)
+def _start_bucket(settings: Settings, state: Path) -> processes.Process:
+    own = storage.local(settings)
+    say(f"starting {own.what} on {storage.url(settings)} ({storage.where(settings, state)})")
+    bucket = storage.start(settings, state)
+    if bucket.popen.stdout is not None:
+        threading.Thread(target=_pump, args=(own.name, bucket.popen.stdout), daemon=True).start()
+    return bucket
+
+
+def _prepare_bucket(settings: Settings, data_dir: str | None) -> None:
+    """The bucket, its upload events (S3 sends its own: ask it first), then the raw data."""
+    store.ensure_bucket(settings)
+    if settings.cloud == "aws":
+        s3_events.subscribe(settings)
+        say(
+            f"bucket {settings.bucket}: new objects under raw/ notify queue "
+            f"{s3_events.queue_name(settings)}"
+        )
+    say(f"bucket {settings.bucket}: {seed_data(settings, data_dir)}")
 
 
 def _start_functions(settings: Settings, env: dict[str, str]) -> list[processes.Process]:
     """Both functions as they are deployed, and the stand-ins for the scheduler and events."""
     serving = {**env, "WORKERS": "1", "THREADS": "8", "OMP_NUM_THREADS": "1"}
-    event = function("train_event", "train", settings.event_port, settings, "cloudevent")
+    # Cloud Storage's events reach a CloudEvent function, as on Cloud Functions; the other
+    # clouds' events reach the HTTP function that takes every shape, as on their platforms
+    if settings.cloud == "gcp":
+        event = function("train_event", "train", settings.event_port, settings, "cloudevent")
+    else:
+        event = function("train_events", "train", settings.event_port, settings)
     return [
         spawn("predict", function("predict", "predict", settings.predict_port, settings), serving),
         spawn("train", function("train_http", "train", settings.train_port, settings), env),
@@ -286,14 +305,12 @@ def up(settings: Settings, data_dir: str | None = None) -> int:
     handle = lock(state)
     check_ports(settings)
     stop = Stopper()
-    gcs_url = emulator.url(settings.host, settings.gcs_port)
-    env = _environment(settings, state, gcs_url)
-    os.environ["STORAGE_EMULATOR_HOST"] = gcs_url
+    env = _environment(settings, state)
+    os.environ.update(storage.client_env(settings))
     children: list[processes.Process] = []
     try:
-        children.append(_start_bucket(settings, state, gcs_url))
-        store.ensure_bucket(settings)
-        say(f"bucket {settings.bucket}: {seed_data(settings, data_dir)}")
+        children.append(_start_bucket(settings, state))
+        _prepare_bucket(settings, data_dir)
         children += _start_functions(settings, env)
         if wait_ready(settings, children, stop.event.is_set):
             _announce(settings, state)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,105 +20,9 @@ from milkprice import contract, store
 from milkprice.local import emulator
 from milkprice.settings import Settings
 from tests.support.paths import ROOT, SHARED
+from tests.support.stack import Stack, held_ports, parents
 
 pytestmark = pytest.mark.slow
-
-
-class Stack:
-    def __init__(self, tmp: Path, ports: dict[str, int] | None = None) -> None:
-        self.ports = ports or {
-            k: emulator.free_port() for k in ("GCS", "PREDICT", "TRAIN", "EVENT")
-        }
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("MILKPRICE_")},
-            **{f"MILKPRICE_{k}_PORT": str(v) for k, v in self.ports.items()},
-            "MILKPRICE_STATE_DIR": str(tmp / "state"),
-            "MILKPRICE_BUCKET": "milk-price",
-            "MILKPRICE_BACKTEST_MONTHS": "6",
-            "MILKPRICE_LONG_BACKTEST_MONTHS": "0",
-            "MILKPRICE_RELOAD_SECONDS": "1",
-        }
-        self.env.pop("STORAGE_EMULATOR_HOST", None)
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "milkprice.local.cli", "up"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # a Ctrl-C at a terminal reaches this group: see interrupt
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def interrupt(self, sig: signal.Signals) -> None:
-        """What Ctrl-C (SIGINT to the foreground group) or a supervisor (SIGTERM) does."""
-        if sig == signal.SIGINT:
-            os.killpg(self.proc.pid, sig)
-        else:
-            self.proc.send_signal(sig)
-
-    def descendants(self) -> set[int]:
-        """Every process under ``up``, however deep."""
-        children: dict[int, list[int]] = {}
-        for pid, parent in _parents().items():
-            children.setdefault(parent, []).append(pid)
-        found, todo = set(), [self.proc.pid]
-        while todo:
-            for child in children.get(todo.pop(), []):
-                found.add(child)
-                todo.append(child)
-        return found
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip())
-
-    def wait_for(self, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(text in line for line in self.lines):
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.2)
-        tail = "\n".join(self.lines[-40:])
-        raise AssertionError(f"no {text!r} within {timeout} s; last lines:\n{tail}")
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.ports['PREDICT']}{path}"
-
-    def get(self, path: str) -> tuple[int, Any, dict[str, str]]:
-        with urllib.request.urlopen(self.url(path), timeout=10) as r:
-            return r.status, json.loads(r.read()), dict(r.headers)
-
-
-def _parents() -> dict[int, int]:
-    """pid -> parent pid of every live (not zombie) process."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z":
-                found[int(entry.name)] = int(fields[1])
-    return found
-
-
-def _held_ports(ports: dict[str, int]) -> list[int]:
-    held = []
-    for port in ports.values():
-        with socket.socket() as s:
-            # as servers bind: a listener holds the port, a closed connection's TIME_WAIT not
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                held.append(port)
-    return held
 
 
 @pytest.fixture
@@ -229,11 +131,11 @@ def test_a_stop_during_training_leaves_nothing_behind(tmp_path: Path, sig: signa
         signalled = time.monotonic()
         first.proc.wait(timeout=15)
         while time.monotonic() - signalled < 15 and (
-            under & set(_parents()) or _held_ports(first.ports)
+            under & set(parents()) or held_ports(first.ports)
         ):
             time.sleep(0.2)
-        assert not under & set(_parents()), "processes left behind"
-        assert not _held_ports(first.ports), "ports still held"
+        assert not under & set(parents()), "processes left behind"
+        assert not held_ports(first.ports), "ports still held"
         assert first.proc.returncode == 0
     finally:
         if first.proc.poll() is None:

@@ -1,0 +1,127 @@
+"""The upload events of each cloud, as its event service delivers them to an HTTP endpoint.
+
+The local bridge (``events.Bridge``) sees a new object version under ``raw/`` and asks for
+the event its cloud would send: Eventarc's ``google.cloud.storage.object.v1.finalized`` in
+binary mode for Cloud Storage, Event Grid's ``Microsoft.Storage.BlobCreated`` in the
+CloudEvents 1.0 schema (structured mode) for Blob Storage. S3's own notifications need no
+shape here: moto sends them itself (``s3_events``), and the relay wraps them as Lambda's queue
+event source does (:func:`sqs_event`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from cloudevents.conversion import to_binary, to_structured
+from cloudevents.http import CloudEvent
+
+from milkprice import store
+from milkprice.local.emulators import ACCOUNT
+from milkprice.settings import Settings
+
+FINALIZED = "google.cloud.storage.object.v1.finalized"
+BLOB_CREATED = "Microsoft.Storage.BlobCreated"
+
+# (headers, body) of one delivery
+Delivery = tuple[dict[str, str], bytes]
+Shape = Callable[[Settings, str, store.Meta], Delivery]
+
+
+def storage_object_data(settings: Settings, name: str, meta: store.Meta) -> dict[str, Any]:
+    """The StorageObjectData of one version of ``name``, as Eventarc sends it."""
+    return {
+        "kind": "storage#object",
+        "id": f"{settings.bucket}/{name}/{meta.token}",
+        "bucket": settings.bucket,
+        "name": name,
+        "generation": meta.token,
+        "metageneration": meta.revision,
+        "contentType": meta.content_type,
+        "size": str(meta.size),
+        "md5Hash": meta.md5,
+        "timeCreated": meta.created,
+        "updated": meta.updated,
+    }
+
+
+def eventarc_finalized(settings: Settings, name: str, meta: store.Meta) -> Delivery:
+    """Eventarc's binary-mode CloudEvent for one version of ``name``."""
+    data = storage_object_data(settings, name, meta)
+    event = CloudEvent(
+        {
+            "type": FINALIZED,
+            "source": f"//storage.googleapis.com/projects/_/buckets/{settings.bucket}",
+            "subject": f"objects/{name}",
+            "id": str(uuid.uuid4()),
+            "time": data.get("updated") or datetime.now(UTC).isoformat(),
+            "specversion": "1.0",
+            "datacontenttype": "application/json",
+        },
+        data,
+    )
+    return _delivery(*to_binary(event))
+
+
+def event_grid_blob_created(settings: Settings, name: str, meta: store.Meta) -> Delivery:
+    """Event Grid's ``BlobCreated`` for one version of ``name``: CloudEvents schema, structured."""
+    request = str(uuid.uuid4())
+    event = CloudEvent(
+        {
+            "type": BLOB_CREATED,
+            "source": (
+                "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local"
+                f"/providers/Microsoft.Storage/storageAccounts/{ACCOUNT}"
+            ),
+            "subject": f"/blobServices/default/containers/{settings.bucket}/blobs/{name}",
+            "id": request,
+            "time": meta.updated or datetime.now(UTC).isoformat(),
+            "specversion": "1.0",
+        },
+        {
+            "api": "PutBlob",
+            "clientRequestId": request,
+            "requestId": request,
+            "eTag": store.token_etag(meta.token),
+            "contentType": meta.content_type,
+            "contentLength": meta.size,
+            "blobType": "BlockBlob",
+            "url": f"{_blob_endpoint(settings)}/{settings.bucket}/{name}",
+            "sequencer": f"{int(datetime.now(UTC).timestamp() * 1e6):032d}",
+            "storageDiagnostics": {"batchId": request},
+        },
+    )
+    return _delivery(*to_structured(event))
+
+
+SHAPES: dict[str, Shape] = {"gcp": eventarc_finalized, "azure": event_grid_blob_created}
+
+
+def sqs_event(messages: Sequence[dict[str, Any]], queue_arn: str, region: str) -> dict[str, Any]:
+    """SQS messages as Lambda's queue event source hands them to a function."""
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": m.get("MessageAttributes", {}),
+                "md5OfBody": m.get("MD5OfBody", ""),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": region,
+            }
+            for m in messages
+        ]
+    }
+
+
+def _blob_endpoint(settings: Settings) -> str:
+    return f"http://{settings.host}:{settings.azure_port}/{ACCOUNT}"
+
+
+def _delivery(headers: Any, body: Any) -> Delivery:
+    return {str(k): str(v) for k, v in headers.items()}, bytes(body)

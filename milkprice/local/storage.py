@@ -1,0 +1,111 @@
+"""Each cloud's local object store: which emulator plays it, on which port, and how to reach it.
+
+The functions never look here: they reach storage through their cloud's SDK, which reads its
+own endpoint variables. This module is what the local stack and the CLI use to start the
+emulator of ``MILKPRICE_CLOUD`` and to hand those variables to every process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from milkprice.local import emulator, emulators, processes
+from milkprice.settings import Settings
+
+
+@dataclass(frozen=True)
+class Local:
+    """The emulator standing in for one cloud's object store."""
+
+    name: str  # the prefix of its lines and of its process
+    what: str  # what it is, for people
+    port_variable: str
+    # the SDK's own endpoint variables: when one is set, storage is already chosen
+    endpoint_variables: tuple[str, ...]
+
+
+LOCALS = {
+    "gcp": Local("gcs", "fake-gcs-server", "MILKPRICE_GCS_PORT", ("STORAGE_EMULATOR_HOST",)),
+    "aws": Local(
+        "moto", "moto server (S3)", "MILKPRICE_S3_PORT", ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+    ),
+    "azure": Local(
+        "azurite",
+        "Azurite (blob service)",
+        "MILKPRICE_AZURE_PORT",
+        ("AZURE_STORAGE_CONNECTION_STRING",),
+    ),
+}
+NAMES = frozenset(local.name for local in LOCALS.values())
+
+
+def local(settings: Settings) -> Local:
+    return LOCALS[settings.cloud]
+
+
+def port(settings: Settings) -> int:
+    return {"gcp": settings.gcs_port, "aws": settings.s3_port, "azure": settings.azure_port}[
+        settings.cloud
+    ]
+
+
+def url(settings: Settings) -> str:
+    return emulator.url(settings.host, port(settings))
+
+
+def client_env(settings: Settings) -> dict[str, str]:
+    """The variables that point the cloud's SDK at the local emulator."""
+    if settings.cloud == "aws":
+        return emulators.moto_env(settings.s3_port, settings.host)
+    if settings.cloud == "azure":
+        return emulators.azurite_env(settings.azure_port, settings.host)
+    return {"STORAGE_EMULATOR_HOST": url(settings)}
+
+
+def use_local(settings: Settings, environ: MutableMapping[str, str] | None = None) -> bool:
+    """Point this process at the local emulator, unless storage is chosen already.
+
+    Chosen already: ``MILKPRICE_STORAGE=cloud``, or one of the SDK's endpoint variables set.
+    Returns whether it did.
+    """
+    env = os.environ if environ is None else environ
+    if settings.storage == "cloud":
+        return False
+    if any(env.get(v) for v in local(settings).endpoint_variables):
+        return False
+    env.update(client_env(settings))
+    return True
+
+
+def start(settings: Settings, state: Path) -> processes.Process:
+    """Start the cloud's emulator with its data under ``state``; return once it answers.
+
+    fake-gcs-server's lines are few and come back to the caller (``popen.stdout``); moto and
+    Azurite log every request, so theirs go to a file in ``state``.
+    """
+    own = local(settings)
+    if settings.cloud == "aws":  # in memory: nothing survives a restart
+        return emulators.start_moto(settings.s3_port, settings.host, log=state / "s3.log")
+    if settings.cloud == "azure":
+        return emulators.start_azurite(
+            state / "azurite",
+            settings.azure_port,
+            settings.host,
+            node=state / "node",
+            log=state / "blob.log",
+        )
+    gcs = emulator.start(state / "gcs", settings.gcs_port, settings.host, log=subprocess.PIPE)
+    return processes.Process(own.name, gcs)
+
+
+def where(settings: Settings, state: Path) -> str:
+    """Where the emulator keeps its data, for people."""
+    if settings.cloud == "aws":
+        return "in memory: nothing is kept when it stops; its log in " + str(state / "s3.log")
+    if settings.cloud == "azure":
+        return f"data in {state / 'azurite'}, its log in {state / 'blob.log'}"
+    return f"data in {state / 'gcs'}"
