@@ -25,6 +25,7 @@ from milkprice.settings import Settings
 from tests.support.buckets import new_settings, runs, trained_bucket, upload
 from tests.support.paths import ROOT
 from tests.support.servers import Function, call, env_for
+from tests.support.uploads import bad_files
 
 pytestmark = pytest.mark.slow
 
@@ -46,90 +47,6 @@ def functions() -> Iterator[list[Function]]:
 # ---------------------------------------------------------------- bad uploads
 
 
-def _bad_files(good: dict[str, bytes]) -> list[tuple[str, str, bytes, tuple[str, ...]]]:
-    """(case, file, bytes, words the run's reason must contain)."""
-    milk, rain, macro = (good[n] for n in store.RAW_FILES)
-    milk_lines = milk.decode().splitlines()
-    big_row = (milk_lines[1] + "\n").encode()
-    return [
-        ("empty file", "precio_leche.csv", b"", ("precio_leche.csv", "empty")),
-        (
-            "header only",
-            "precipitaciones.csv",
-            rain.split(b"\n")[0] + b"\n",
-            ("precipitaciones.csv", "no data rows"),
-        ),
-        (
-            "truncated mid-row",
-            "precipitaciones.csv",
-            rain[: len(rain) // 2],
-            ("precipitaciones.csv", "row", "fields"),
-        ),
-        (
-            "semicolon delimiter",
-            "precio_leche.csv",
-            milk.replace(b",", b";"),
-            ("precio_leche.csv", "';'"),
-        ),
-        (
-            "latin-1 bytes",
-            "precio_leche.csv",
-            milk.replace(b"Ene", "Ené".encode("latin-1")),
-            ("precio_leche.csv", "not UTF-8", "row 2"),
-        ),
-        (
-            "missing column",
-            "banco_central.csv",
-            macro.replace(b",Imacec_minero,", b",", 1),
-            ("banco_central.csv", "Imacec_minero", "missing column"),
-        ),
-        (
-            "renamed column",
-            "precio_leche.csv",
-            milk.replace(b"Precio_leche", b"Precio", 1),
-            ("precio_leche.csv", "Precio_leche", "missing column"),
-        ),
-        (
-            "text in a numeric column",
-            "precio_leche.csv",
-            milk.replace(
-                milk_lines[5].encode(), milk_lines[5].rsplit(",", 1)[0].encode() + b",n/a"
-            ),
-            ("precio_leche.csv", "Precio_leche", "row 6", "'n/a' is not a number"),
-        ),
-        (
-            "duplicated month, other values",
-            "precio_leche.csv",
-            milk + milk_lines[3].rsplit(",", 1)[0].encode() + b",1.5\n",
-            ("precio_leche.csv", "different values"),
-        ),
-        (
-            "dates far in the future",
-            "precipitaciones.csv",
-            rain + b"2099-01-01" + b",1" * 8 + b"\n",
-            ("precipitaciones.csv", "future"),
-        ),
-        (
-            "a file of 50 MB",
-            "banco_central.csv",
-            macro + big_row * (50_000_000 // len(big_row)),
-            ("banco_central.csv", "MB"),
-        ),
-        (
-            "milk file under the rainfall name",
-            "precipitaciones.csv",
-            milk,
-            ("precipitaciones.csv", "missing column", "date", "Anio"),
-        ),
-        (
-            "not a CSV at all",
-            "banco_central.csv",
-            bytes(range(256)) * 10,
-            ("banco_central.csv", "not UTF-8"),
-        ),
-    ]
-
-
 def test_bad_uploads_fail_clearly_and_lose_nothing(
     gcs: str, tmp_path: Path, sample_raw: dict[str, bytes], functions: list[Function]
 ) -> None:
@@ -143,7 +60,7 @@ def test_bad_uploads_fail_clearly_and_lose_nothing(
     bridge = events.Bridge(settings, trainer.url, quiet=0.2, poll=0.1)
     bridge.seen = dict(store.list_names(settings, store.RAW_PREFIX))
     survived = 0
-    cases = _bad_files(sample_raw)
+    cases = bad_files(sample_raw)
     for case, name, payload, words in cases:
         before = len(runs(settings))
         bad_gen = store.write(settings, store.RAW_PREFIX + name, payload, "text/csv")
