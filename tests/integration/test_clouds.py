@@ -98,7 +98,11 @@ def _put(cloud: str, port: int) -> Callable[[str, bytes], None]:
 
     service = BlobServiceClient.from_connection_string(emulators.connection_string(port))
     container = service.get_container_client("milk-price")
-    return lambda name, data: container.upload_blob(store.RAW_PREFIX + name, data, overwrite=True)
+
+    def upload_blob(name: str, data: bytes) -> None:
+        container.upload_blob(store.RAW_PREFIX + name, data, overwrite=True)
+
+    return upload_blob
 
 
 def _boto_args(port: int) -> dict[str, str]:
