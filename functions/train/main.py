@@ -137,10 +137,10 @@ def train_service(request: flask.Request) -> flask.Response:
         return _health()
     path = request.path.rstrip("/")
     if path != EVENTS_PATH and not path.startswith(EVENTS_PATH + "/"):
-        return train_http(request)
+        return flask.make_response(train_http(request))
     if request.method != "OPTIONS":  # the handshake starts nothing and carries no token
         try:
             _authorize(request)
         except MilkPriceError as exc:
             return _refused(exc)
-    return train_events(request)
+    return flask.make_response(train_events(request))
