@@ -33,9 +33,25 @@ def _body(r: flask.Request) -> Any:
     return bodies.parse_json(_bytes(r))
 
 
+# What a front end may forward, checked: a value of another shape is left out, never echoed.
+HOST = re.compile(r"[A-Za-z0-9.-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
+PREFIX = re.compile(r"(/[\w.~%!$&'()*+,;=:@-]+)+")
+
+
+def _forwarded(r: flask.Request, name: str) -> str:
+    return r.headers.get(name, "").split(",")[0].strip()  # the first proxy's, of a chain
+
+
 def _base(r: flask.Request) -> str:
-    scheme = r.headers.get("X-Forwarded-Proto", r.scheme).split(",")[0].strip()
-    return f"{scheme}://{r.host}"
+    """The URL clients call this function at: the scheme, host and path prefix a front end
+    forwards (``X-Forwarded-Proto``, ``-Host``, ``-Prefix``), then the WSGI ``SCRIPT_NAME``."""
+    scheme = _forwarded(r, "X-Forwarded-Proto").lower()
+    host = _forwarded(r, "X-Forwarded-Host")
+    prefix = _forwarded(r, "X-Forwarded-Prefix").rstrip("/")
+    scheme = scheme if scheme in ("http", "https") else r.scheme
+    host = host if HOST.fullmatch(host) else r.host
+    prefix = prefix if PREFIX.fullmatch(prefix) else ""
+    return f"{scheme}://{host}{prefix}{r.script_root}"
 
 
 def _chart(r: flask.Request, _: dict[str, str]) -> flask.Response:

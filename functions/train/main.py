@@ -2,8 +2,10 @@
 
 ``train_event`` is the Eventarc storage trigger (a CloudEvent function); ``train_events`` is
 an HTTP function that takes every platform's event shape (``milkprice.train.triggers``) on
-any path, ``/events`` included. Thin on purpose: parse the request, call
-``milkprice.train.runner.run``, shape the answer.
+any path, ``/events`` included. ``train_service`` is the container image's one target, the
+same on every platform: a health answer on GET, events under ``/events``, the HTTP trigger
+elsewhere. Thin on purpose: parse the request, call ``milkprice.train.runner.run``, shape
+the answer.
 """
 
 from __future__ import annotations
@@ -31,13 +33,17 @@ def _run(trigger: str, event: dict[str, Any] | None = None) -> contract.RunRecor
     return runner.run(_settings(), trigger, event)
 
 
-def _check(request: flask.Request) -> str:
-    if request.method != "POST":
-        raise MethodNotAllowed("POST starts a training run")
+def _authorize(request: flask.Request) -> None:
     token = _settings().train_token
     sent = request.headers.get("Authorization", "")
     if token and not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
         raise Unauthorized("a valid 'Authorization: Bearer <token>' header is required")
+
+
+def _check(request: flask.Request) -> str:
+    if request.method != "POST":
+        raise MethodNotAllowed("POST starts a training run")
+    _authorize(request)
     body = request.get_json(silent=True) if request.content_length else None
     trigger = (body or {}).get("trigger", "http") if isinstance(body, dict) else "http"
     if trigger not in ("http", "schedule"):
@@ -99,3 +105,42 @@ def train_event(event: CloudEvent) -> None:
     record = _run("upload", triggers.Uploads((found,)).event())
     if _redeliver(record):
         raise RuntimeError(f"run {record.run_id} failed: {record.reason}")
+
+
+# Where the AWS Lambda Web Adapter posts non-HTTP events (its AWS_LWA_PASS_THROUGH_PATH); the
+# other platforms' subscriptions name this path too.
+EVENTS_PATH = "/events"
+
+
+def _refused(exc: MilkPriceError) -> flask.Response:
+    status, body, headers = to_response(exc)
+    return flask.make_response(flask.jsonify(body), status, headers)
+
+
+def _health() -> flask.Response:
+    """Cheap: the settings are read (a bad MILKPRICE_* variable fails the probe), nothing
+    is trained and the bucket is not called."""
+    try:
+        s = _settings()
+    except MilkPriceError as exc:
+        return _refused(exc)
+    return flask.jsonify({"live": True, "function": "train", "cloud": s.cloud, "bucket": s.bucket})
+
+
+@functions_framework.http
+def train_service(request: flask.Request) -> flask.Response:
+    """The train image's one target. GET or HEAD on any path answers health and trains
+    nothing; a request to ``/events`` (or below it) is an event (``train_events``), which
+    must carry the train token when one is set, a webhook handshake excepted; any other POST
+    is the HTTP trigger (``train_http``)."""
+    if request.method in ("GET", "HEAD"):
+        return _health()
+    path = request.path.rstrip("/")
+    if path != EVENTS_PATH and not path.startswith(EVENTS_PATH + "/"):
+        return flask.make_response(train_http(request))
+    if request.method != "OPTIONS":  # the handshake starts nothing and carries no token
+        try:
+            _authorize(request)
+        except MilkPriceError as exc:
+            return _refused(exc)
+    return flask.make_response(train_events(request))

@@ -3,17 +3,20 @@
 The local bridge (``events.Bridge``) sees a new object version under ``raw/`` and asks for
 the event its cloud would send: Eventarc's ``google.cloud.storage.object.v1.finalized`` in
 binary mode for Cloud Storage, Event Grid's ``Microsoft.Storage.BlobCreated`` in the
-CloudEvents 1.0 schema (structured mode) for Blob Storage. S3's own notifications need no
-shape here: moto sends them itself (``s3_events``), and the relay wraps them as Lambda's queue
-event source does (:func:`sqs_event`).
+CloudEvents 1.0 schema (structured mode) for Blob Storage, an S3 event notification for an
+S3-compatible store. S3 itself (and moto) sends its own notifications (``s3_events``); the
+relay wraps them as Lambda's queue event source does (:func:`sqs_event`).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote_plus
 
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
@@ -96,7 +99,36 @@ def event_grid_blob_created(settings: Settings, name: str, meta: store.Meta) -> 
     return _delivery(*to_structured(event))
 
 
-SHAPES: dict[str, Shape] = {"gcp": eventarc_finalized, "azure": event_grid_blob_created}
+def s3_notification(settings: Settings, name: str, meta: store.Meta) -> Delivery:
+    """An S3 event notification of one new object, for an S3-compatible store that sends none
+    of its own (S3 itself, and moto, send theirs: see ``s3_events``)."""
+    record = {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION", ""),
+        "eventTime": meta.updated or datetime.now(UTC).isoformat(),
+        "eventName": "ObjectCreated:Put",
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": "raw-created",
+            "bucket": {"name": settings.bucket, "arn": f"arn:aws:s3:::{settings.bucket}"},
+            "object": {
+                "key": quote_plus(name, safe="/"),  # as S3 sends keys: a space as '+'
+                "size": meta.size,
+                "eTag": meta.token,
+                "sequencer": f"{int(datetime.now(UTC).timestamp() * 1e6):016X}",
+            },
+        },
+    }
+    body = json.dumps({"Records": [record]}).encode()
+    return {"Content-Type": "application/json"}, body
+
+
+SHAPES: dict[str, Shape] = {
+    "gcp": eventarc_finalized,
+    "aws": s3_notification,
+    "azure": event_grid_blob_created,
+}
 
 
 def sqs_event(messages: Sequence[dict[str, Any]], queue_arn: str, region: str) -> dict[str, Any]:

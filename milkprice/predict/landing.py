@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -43,6 +44,7 @@ def context(loaded: Loaded, base: str) -> dict[str, Any]:
     }
     return {
         "base": base.rstrip("/"),
+        "root": urlsplit(base).path.rstrip("/") + "/",  # what relative links resolve against
         "unit": manifest.get("unit", "CLP per litre"),
         "version": loaded.version,
         "manifest": manifest,

@@ -8,6 +8,7 @@ import json
 import os
 import re
 from typing import Any
+from urllib.parse import urljoin
 
 import jsonschema
 import pytest
@@ -83,6 +84,67 @@ def test_landing_page(
         client.get("/backtest.png", headers={"If-None-Match": chart.headers["ETag"]}).status_code
         == 304
     )
+
+
+def _links(page: str) -> tuple[str, list[str]]:
+    """The page's <base> and what its relative links resolve to."""
+    [root] = re.findall(r'<base href="([^"]*)">', page)
+    refs = re.findall(r'(?:src|href)="([^"]*)"', page)
+    return root, [urljoin(root, r) for r in refs if not r.startswith("data:") and r != root]
+
+
+@pytest.mark.parametrize(
+    ("headers", "script_name", "base"),
+    [
+        # Cloud Run, Container Apps, API Gateway: the scheme the client used
+        ({"X-Forwarded-Proto": "https"}, "", "https://milk.internal:8080"),
+        # a front end under a host and a path of its own that strips the path
+        (
+            {
+                "X-Forwarded-Proto": "https,http",
+                "X-Forwarded-Host": "milk.example.org, proxy.local",
+                "X-Forwarded-Prefix": "/tools/milk/",
+            },
+            "",
+            "https://milk.example.org/tools/milk",
+        ),
+        # the server mounted under a path (the WSGI SCRIPT_NAME, gunicorn's $SCRIPT_NAME)
+        ({"X-Forwarded-Prefix": "/edge"}, "/milk", "http://milk.internal:8080/edge/milk"),
+        # values of another shape are left out, never echoed into the page
+        (
+            {
+                "X-Forwarded-Proto": "javascript",
+                "X-Forwarded-Host": 'evil"><script>',
+                "X-Forwarded-Prefix": "//evil.example",
+            },
+            "",
+            "http://milk.internal:8080",
+        ),
+    ],
+)
+def test_links_follow_the_front_end(
+    on_sample: tuple[Settings, dict[str, Any]],
+    headers: dict[str, str],
+    script_name: str,
+    base: str,
+) -> None:
+    client = Client()
+    where = f"http://milk.internal:8080{script_name}/"
+    page = client.get("/", base_url=where, headers=headers).get_data(as_text=True)
+    assert f"curl -s {base}/forecast" in page
+    assert f"curl -s -X POST {base}/predict" in page
+    root, links = _links(page)
+    prefix = base.split("://", 1)[1].partition("/")[2]
+    assert root == ("/" + prefix).rstrip("/") + "/"
+    # every link resolves under the prefix, with or without the page's final slash
+    assert f"{root}backtest.png" in links and f"{root}openapi.json" in links
+    for link in links:
+        assert link.startswith(root), link
+        inner = "/" + link.removeprefix(root)  # what the front end passes on
+        assert client.get(inner, base_url=where.rstrip("/")).status_code == 200, link
+    served = client.get("/openapi.json", base_url=where, headers=headers).get_json()
+    assert served["servers"] == [{"url": base}]
+    assert "evil" not in page and "javascript" not in page
 
 
 # ---------------------------------------------------------------- the OpenAPI document

@@ -1,8 +1,11 @@
 """The services as the images run them: the package installed (not editable), cwd outside it.
 
-Each service runs its own command from docker-compose.yml (or its Dockerfile's CMD) with the
-compose variables, from an /app-like folder that holds only ``functions/``, against the real
-bundled fake-gcs-server. Hostnames and ports become free local ones; nothing else changes.
+Each service runs its own command from docker-compose.yml (or its Dockerfile's CMD, exactly,
+its port from ``$PORT`` as every platform sets it) with the image's and the compose
+variables, from an /app-like folder that holds only ``functions/``, against the real bundled
+fake-gcs-server. One fresh venv holds what the images install (the extras their Dockerfiles
+name, with the default build arguments). Hostnames and ports become free local ones and the
+servers bind the loopback address; nothing else changes.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ import yaml
 from google.cloud import storage
 
 from milkprice.local import emulator, sample
+from tests.support import dockerfile
 from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.slow
 
+IMAGES = ("infra/train.Dockerfile", "infra/predict.Dockerfile")
 BUCKET_SERVICE = "gcs"  # played by the bundled binary, started by the test itself
 QUICK = {
     "MILKPRICE_BACKTEST_MONTHS": "6",
@@ -65,17 +70,8 @@ def _compose() -> dict[str, Any]:
 
 def _dockerfile(path: str) -> tuple[list[str], dict[str, str]]:
     """A Dockerfile's CMD (exec form) and its ENV settings."""
-    command: list[str] = []
-    env: dict[str, str] = {}
-    for line in (ROOT / path).read_text().splitlines():
-        if line.startswith("CMD "):
-            command = list(json.loads(line[4:]))
-        elif line.startswith("ENV "):
-            for pair in line[4:].split():
-                key, value = pair.split("=", 1)
-                env[key] = value
-    assert command, f"{path} has no CMD"
-    return command, env
+    image = dockerfile.read(path)
+    return image.command, image.env
 
 
 def _published(service: dict[str, Any]) -> int | None:
@@ -128,6 +124,8 @@ def services(base_env: dict[str, str]) -> tuple[dict[str, Service], int]:
         assert not leftover, f"{name}: compose addresses left: {leftover}"
         port = ports.get(name)
         args = _with_local_bind(spec.get("command") or command, port)
+        if port is not None and "--port" not in args:
+            env["PORT"] = str(port)  # the image's own command: its port comes from $PORT
         found[name] = Service(name, args, env, port)
     return found, ports[BUCKET_SERVICE]
 
@@ -146,9 +144,17 @@ def install(tmp: Path) -> Path:
     )
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    # the predict image installs '.', a subset of this: one venv serves every service
+    # every extra the images install (the predict image's are a subset): one venv serves all
+    extras = sorted({e for path in IMAGES for e in dockerfile.read(path).extras})
     installed = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", f"{source}[train,local]"],
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            f"{source}[{','.join(extras)}]",
+        ],
         capture_output=True,
         text=True,
     )
@@ -302,3 +308,59 @@ def test_installed_services_train_on_every_upload(deployment: Deployment) -> Non
 
     assert (d.app / "var" / "bridge-state.json").is_file()
     assert not (package.parent / "var").exists()
+    images_answer_as_deployed(d)
+
+
+def call(
+    port: int, path: str, method: str = "GET", body: Any = None, headers: Any = None
+) -> tuple[int, dict[str, str], Any]:
+    """Status, headers and JSON answer (None when empty) of one request."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=data, method=method, headers=headers or {}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            status, found, text = r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as exc:
+        status, found, text = exc.code, dict(exc.headers), exc.read()
+    return status, found, json.loads(text) if text.strip() else None
+
+
+def images_answer_as_deployed(d: Deployment) -> None:
+    """The images' own commands, on $PORT: the probes, and the train image's event endpoint
+    as the platforms post to it (the uploads here are trained already: nothing new runs)."""
+    train, predict = d.services["train"], d.services["predict"]
+    assert train.port and predict.port
+    for service in (train, predict):  # exactly the image's CMD, but for the bind address
+        image = dockerfile.read(f"infra/{service.name}.Dockerfile")
+        assert _with_local_bind(image.command, None) == service.args, service.name
+        assert "--port" not in service.args and service.env["PORT"] == str(service.port)
+    assert call(predict.port, "/v2/health/live")[0] == 200
+    status, _, ready = call(predict.port, "/v2/health/ready")
+    assert status == 200 and ready["ready"] is True, ready
+    status, _, health = call(train.port, "/")
+    assert status == 200 and health["live"] is True and health["function"] == "train"
+    token = {"Authorization": f"Bearer {train.env['MILKPRICE_TRAIN_TOKEN']}"}
+    json_body = {"Content-Type": "application/json", **token}
+    key = "raw/precio_leche.csv"
+    s3 = {
+        "Records": [
+            {
+                "eventSource": "aws:s3",
+                "eventName": "ObjectCreated:Put",
+                "s3": {
+                    "bucket": {"name": d.bucket.name},
+                    "object": {"key": key, "eTag": "0", "sequencer": "1"},
+                },
+            }
+        ]
+    }
+    status, _, record = call(train.port, "/events", "POST", s3, json_body)
+    assert status == 200 and record["outcome"] == "skipped", record
+    status, found, _ = call(
+        train.port, "/events", "OPTIONS", headers={"WebHook-Request-Origin": "eventgrid.azure.net"}
+    )
+    assert status == 200 and found["WebHook-Allowed-Origin"] == "eventgrid.azure.net"
+    status, _, refused = call(train.port, "/events", "POST", {"hello": "world"}, json_body)
+    assert status == 400 and "S3 event notification" in refused["error"]

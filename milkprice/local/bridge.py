@@ -1,0 +1,49 @@
+"""The upload bridge alone, as a long-running container: ``python -m milkprice.local.bridge``.
+
+Where the bucket has no event source of its own that reaches the train function (a
+self-hosted S3-compatible store on Kubernetes, say), this watches ``raw/`` in whichever store
+``MILKPRICE_CLOUD`` names and POSTs every new version as a CloudEvent (the bridge of
+:mod:`milkprice.local.events`) to the sink: ``K_SINK``, as a Knative ContainerSource sets it,
+else ``MILKPRICE_EVENT_URL``. Schedules come from elsewhere (a Knative PingSource). Its state
+file only saves redeliveries: the train function skips an upload it has trained on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+
+from milkprice import logs
+from milkprice.errors import MilkPriceError
+from milkprice.local import events
+from milkprice.settings import Settings
+
+
+def sink(settings: Settings, environ: Mapping[str, str]) -> str:
+    """Where events go: Knative's injected sink first, then the settings."""
+    return environ.get("K_SINK") or settings.event_endpoint()
+
+
+def main() -> int:
+    logs.setup("bridge")
+    try:
+        settings = Settings.from_env()
+    except MilkPriceError as exc:
+        print(f"bridge: {exc.message}", file=sys.stderr)
+        return 1
+    state = settings.state_path("bridge-state.json")
+    bridge = events.Bridge(settings, sink(settings, os.environ), state_file=state)
+    bridge.start()
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    bridge.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
