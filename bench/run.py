@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if __name__ == "__main__":  # run as a script: import milkprice from this checkout
     sys.path.insert(0, str(ROOT))
 
+from bench import clouds  # noqa: E402
 from milkprice import contract, store  # noqa: E402
 from milkprice.local import emulator, http, processes, sample  # noqa: E402
 from milkprice.settings import Settings  # noqa: E402
@@ -418,13 +419,13 @@ class Bench:
 
     # ---- 2: cold start
 
-    def cold_once(self, name: str) -> float:
+    def cold_once(self, name: str, **extra: str) -> float:
         """Process start to the first correct prediction (the bare function: first 200)."""
         case = self.plan[0]
         port = emulator.free_port()
         url = f"http://{HOST}:{port}" + ("/predict" if name == "predict" else "/")
         started = time.perf_counter()
-        proc = self.start(name, port)
+        proc = self.start(name, port, **extra)
         try:
             last = "no answer"
             while proc.poll() is None and time.perf_counter() - started < 120:
@@ -451,6 +452,36 @@ class Bench:
             name: {"median_s": round(statistics.median(s), 3), "runs_s": s}
             for name, s in runs.items()
         }
+
+    def serve_one(self, case_name: str, extra: dict[str, str]) -> dict[str, float]:
+        """req/s of one case on a predict started with ``extra`` and on the bare function."""
+        [case] = [c for c in self.plan if c.name == case_name]
+        port = {"predict": emulator.free_port(), "ceiling": emulator.free_port()}
+        url = {name: f"http://{HOST}:{p}" for name, p in port.items()}
+        server = {
+            "predict": self.start("predict", port["predict"], **extra),
+            "ceiling": self.start("ceiling", port["ceiling"]),
+        }
+        try:
+            health = url["predict"] + "/v2/health/ready"
+            wait_for(self.procs, server["predict"], lambda: call(health)[0] == 200)
+            wait_for(self.procs, server["ceiling"], lambda: call(url["ceiling"], b"{}")[0] == 200)
+            sent, found = self.file("cloud-body.json", case.body), {}
+            for name in ("predict", "ceiling"):
+                status, _, answer = call(url[name] + case.path, case.body)
+                right = case.correct(answer) if name == "predict" else status == 200
+                if status != 200 or not right:
+                    raise BenchError(f"{name} {case.name} ({extra}): {status} {answer[:300]!r}")
+                expect = self.file(f"cloud-expect-{name}.json", answer)
+                for seconds in (WARMUP, self.config.seconds):  # the last one counts
+                    got = wrk(url[name] + case.path, sent, expect, case.concurrency, seconds)
+                if got["errors"]:
+                    self.errors.append(f"{name} {case.name} ({extra}): {got['errors']} errors")
+                found[name] = got["req_per_s"]
+            return found
+        finally:
+            for proc in server.values():
+                self.procs.stop(proc)
 
     def runs(self) -> list[str]:
         """The ids of the runs in the bucket."""
@@ -626,6 +657,8 @@ def table(r: dict[str, Any]) -> str:
     label = f"cold start s, median of {runs}"
     row(label, cold["predict"], cold["reference"], "(scikit-learn reference)", "cold start")
     row(label, cold["predict"], cold["ceiling"], "(bare function)")
+    for measure, mine, ref, ref_name in clouds.rows(r["clouds"]):
+        row(measure, mine, ref, ref_name)
     fresh, train = r["freshness"], r["training"]
     row(
         "freshness: upload to serving s",
@@ -650,6 +683,26 @@ def table(r: dict[str, Any]) -> str:
     end, start = soak["rss_end_kb"] / 1024, soak["rss_start_kb"] / 1024
     row("soak: worker RSS MB at the end", end, start, "(at the start)", "soak memory")
     return "\n".join(lines)
+
+
+def report(bench: Bench, config: Config) -> int:
+    """Targets, results file and table; the exit status (1 when a case errored)."""
+    r = bench.results
+    r["targets"] = targets(r)
+    r["errors"] = bench.errors
+    r["wall_seconds"] = round(time.monotonic() - config.started, 1)
+    config.results.parent.mkdir(parents=True, exist_ok=True)
+    config.results.write_text(json.dumps(r, indent=2) + "\n")
+    print(table(r))
+    if config.smoke:
+        print(
+            f"\nSmoke run: {config.seconds} s per case, a {config.months}-month backtest;"
+            " indicative only."
+        )
+    for error in bench.errors:
+        config.say(f"ERROR {error}")
+    config.say(f"done in {r['wall_seconds']} s; results in {config.results}")
+    return 1 if bench.errors else 0
 
 
 def run(tmp: Path, config: Config) -> int:
@@ -679,22 +732,9 @@ def run(tmp: Path, config: Config) -> int:
             raise BenchError(f"{PREDICT.relative_to(ROOT)} does not exist yet")
         bench.serving()
         bench.cold_start()
+        r["clouds"] = clouds.run(bench)
         bench.freshness(raw)
-        r["targets"] = targets(r)
-        r["errors"] = bench.errors
-        r["wall_seconds"] = round(time.monotonic() - config.started, 1)
-        config.results.parent.mkdir(parents=True, exist_ok=True)
-        config.results.write_text(json.dumps(r, indent=2) + "\n")
-        print(table(r))
-        if config.smoke:
-            print(
-                f"\nSmoke run: {config.seconds} s per case, a {config.months}-month backtest;"
-                " indicative only."
-            )
-        for error in bench.errors:
-            config.say(f"ERROR {error}")
-        config.say(f"done in {r['wall_seconds']} s; results in {config.results}")
-        return 1 if bench.errors else 0
+        return report(bench, config)
     finally:
         procs.stop_all()
         emulator.stop(gcs)

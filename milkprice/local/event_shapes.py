@@ -151,6 +151,12 @@ def sqs_event(messages: Sequence[dict[str, Any]], queue_arn: str, region: str) -
     }
 
 
+def authorization(settings: Settings) -> dict[str, str]:
+    """The train token as a bearer header, when one is set: the train image's event endpoint
+    then asks for it (a static delivery header on the platforms that send events)."""
+    return {"Authorization": f"Bearer {settings.train_token}"} if settings.train_token else {}
+
+
 def _blob_endpoint(settings: Settings) -> str:
     return f"http://{settings.host}:{settings.azure_port}/{ACCOUNT}"
 

@@ -209,6 +209,7 @@ class Bridge:
         if meta is None or meta.token != generation:
             return 204  # replaced or deleted meanwhile: the newer generation has its own event
         headers, body = self._shape(self.settings, name, meta)
+        headers.update(event_shapes.authorization(self.settings))
         status, answer = with_retries(
             lambda: post(self.url, body, headers, self.retry.deadline),
             self.retry,

@@ -109,9 +109,8 @@ class QueueRelay:
         if not messages:
             return -1
         body = json.dumps(event_shapes.sqs_event(messages, self._arn, self._region)).encode()
-        answer = http.request(
-            self.url, body, {"Content-Type": "application/json"}, self.deadline, method="POST"
-        )
+        headers = {"Content-Type": "application/json", **event_shapes.authorization(self.settings)}
+        answer = http.request(self.url, body, headers, self.deadline, method="POST")
         status = answer.status
         self.delivered.append(status)
         keys = ", ".join(_keys(messages))

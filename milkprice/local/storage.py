@@ -7,12 +7,15 @@ emulator of ``MILKPRICE_CLOUD`` and to hand those variables to every process.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from milkprice import contract, store
+from milkprice.errors import NotFound
 from milkprice.local import emulator, emulators, processes
 from milkprice.settings import Settings
 
@@ -109,3 +112,31 @@ def where(settings: Settings, state: Path) -> str:
     if settings.cloud == "azure":
         return f"data in {state / 'azurite'}, its log in {state / 'blob.log'}"
     return f"data in {state / 'gcs'}"
+
+
+def export_version(settings: Settings) -> tuple[str, dict[str, bytes]]:
+    """The serving version of ``settings``' bucket and its files, by name: to move it to
+    another bucket or cloud (the bench serves one model from every cloud)."""
+    found = contract.read_pointer(settings)
+    if found is None:
+        raise NotFound(f"no model is served from {settings.bucket}")
+    version = found[0].version
+    prefix = store.model_path(version, "")
+    files = {}
+    for name, _ in store.list_names(settings, prefix):
+        blob = store.read(settings, name)
+        if blob is not None:
+            files[name.removeprefix(prefix)] = blob.data
+    return version, files
+
+
+def import_version(settings: Settings, version: str, files: dict[str, bytes]) -> str:
+    """Write ``files`` as model version ``version`` (its manifest renamed to match), not
+    promoted: ``contract.promote`` does that."""
+    for name, data in files.items():
+        if name == "manifest.json":
+            doc = json.loads(data)
+            doc["version"] = version
+            data = json.dumps(doc).encode()
+        store.write(settings, store.model_path(version, name), data)
+    return version

@@ -45,5 +45,14 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
         assert case["errors"] == 0, (name, case)
     assert doc["errors"] == []
     assert all(run["median_s"] > 0 for run in doc["cold_start"].values())
+    node = shutil.which("node") and shutil.which("npm")  # Azurite's, else skipped
+    expected = {"gcp", "aws"} | ({"azure"} if node else set())
+    assert set(doc["clouds"]) == expected
+    for cloud, found in doc["clouds"].items():  # each ratio from figures of the same run
+        assert found["cold_start_s"] > 0 and found["one_row_req_per_s"] > 0, cloud
+        assert found["cold_start_ratio"] == pytest.approx(
+            found["cold_start_s"] / found["bare_cold_start_s"], abs=1e-3
+        )
+        assert f"| {cloud}: cold start s |" in out
     assert doc["freshness"]["seconds"] > doc["freshness"]["training_seconds"] > 0
     assert set(doc["targets"]) and "| measure |" in out

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from milkprice import contract, store
-from milkprice.local import emulators
+from milkprice.local import emulators, storage
 from milkprice.settings import Settings
 from tests.support import clouds
 from tests.support.buckets import new_settings, promote
@@ -45,13 +45,13 @@ def _serving(predict: Function) -> tuple[int, str]:
 def test_predict_keeps_serving_while_the_store_is_frozen(
     cloud: str, tmp_path: Path, trained_sample: tuple[Settings, dict[str, Any]]
 ) -> None:
-    version, files = clouds.export_version(trained_sample[0])
+    version, files = storage.export_version(trained_sample[0])
     proc, env = clouds.start(cloud, tmp_path / "store")
     predict: Function | None = None
     try:
         clouds.use(cloud, env)
         settings = new_settings(cloud=cloud, backtest_months=6)
-        promote(settings, clouds.import_version(settings, version, files))
+        promote(settings, storage.import_version(settings, version, files))
         extra = {"MILKPRICE_CLOUD": cloud, **env}
         predict = Function("predict", "predict", env_for(settings, "", tmp_path / "fn", **extra))
         assert _serving(predict) == (200, version)
@@ -67,7 +67,7 @@ def test_predict_keeps_serving_while_the_store_is_frozen(
             os.killpg(proc.pid, signal.SIGCONT)
         assert answers.count(200) == len(answers) and len(answers) > 20, answers[-5:]
 
-        newer = clouds.import_version(settings, version + "-b", files)
+        newer = storage.import_version(settings, version + "-b", files)
         promote(settings, newer)  # thawed: the next pointer check finds it
         deadline = time.monotonic() + 60
         while _serving(predict)[1] != newer and time.monotonic() < deadline:
@@ -159,8 +159,6 @@ def test_up_on_each_cloud_trains_serves_and_retrains_on_upload(
     assert cli.returncode == 0 and f"serving version {first}" in cli.stdout, cli.stderr
 
     put = _put(cloud, stack.bucket_port)
-    from milkprice.local import storage
-
     settings = Settings.from_env(stack.env)
     storage.use_local(settings)
     store.reset()

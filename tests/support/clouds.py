@@ -1,9 +1,7 @@
-"""Each cloud's object store, locally: start its emulator on a free port, reach it, copy a
-served model version onto it."""
+"""Each cloud's object store, locally: start its emulator on a free port and reach it."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -12,8 +10,6 @@ import pytest
 
 from milkprice import store
 from milkprice.local import emulator, emulators, processes
-from milkprice.settings import Settings
-from tests.support.buckets import pointer
 
 CLOUDS = ("gcp", "aws", "azure")
 
@@ -41,26 +37,3 @@ def use(cloud: str, env: dict[str, str]) -> None:
     os.environ.update(env)
     os.environ["MILKPRICE_CLOUD"] = cloud
     store.reset()
-
-
-def export_version(settings: Settings) -> tuple[str, dict[str, bytes]]:
-    """The serving version of ``settings``' bucket and its files, by name."""
-    version = pointer(settings)["version"]
-    prefix = store.model_path(version, "")
-    files = {}
-    for name, _ in store.list_names(settings, prefix):
-        blob = store.read(settings, name)
-        assert blob is not None
-        files[name.removeprefix(prefix)] = blob.data
-    return version, files
-
-
-def import_version(settings: Settings, version: str, files: dict[str, bytes]) -> str:
-    """Write ``files`` as model version ``version`` (its manifest renamed to match)."""
-    for name, data in files.items():
-        if name == "manifest.json":
-            doc = json.loads(data)
-            doc["version"] = version
-            data = json.dumps(doc).encode()
-        store.write(settings, store.model_path(version, name), data)
-    return version

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from milkprice.local import emulator
+from milkprice.local import emulator, emulators
 from milkprice.settings import PREFIX, Settings
 from tests.support.paths import ROOT
 
@@ -29,7 +29,7 @@ def _ports(service: dict[str, Any]) -> set[int]:
 def test_services_and_ports_match_the_local_stack(compose: dict[str, Any]) -> None:
     s = Settings()
     services = compose["services"]
-    assert set(services) == {"gcs", "train", "train-events", "predict", "events"}
+    assert set(services) == {"gcs", "s3", "azurite", "train", "train-events", "predict", "events"}
     assert _ports(services["predict"]) == {s.predict_port}
     assert _ports(services["train"]) == {s.train_port}
     assert _ports(services["train-events"]) == {s.event_port}
@@ -64,13 +64,18 @@ def test_every_function_gets_the_same_variables(compose: dict[str, Any]) -> None
     known = {PREFIX + f.upper() for f in s.__dataclass_fields__}
     for name in ("train", "train-events", "predict", "events"):
         env = compose["services"][name]["environment"]
+        assert env["MILKPRICE_CLOUD"] == "${CLOUD:-gcp}", name
         assert env["STORAGE_EMULATOR_HOST"] == f"http://gcs:{s.gcs_port}", name
+        assert env["AWS_ENDPOINT_URL"] == f"http://s3:{s.s3_port}", name
+        assert (
+            f"BlobEndpoint=http://azurite:{s.azure_port}/" in env["AZURE_STORAGE_CONNECTION_STRING"]
+        )
         assert env["MILKPRICE_BUCKET"] == s.bucket, name
         unknown = {k for k in env if k.startswith(PREFIX)} - known
         assert not unknown, (name, unknown)
     events = compose["services"]["events"]["environment"]
     assert events["MILKPRICE_TRAIN_URL"] == f"http://train:{s.train_port}/"
-    assert events["MILKPRICE_EVENT_URL"] == f"http://train-events:{s.event_port}/"
+    assert events["MILKPRICE_EVENT_URL"] == f"http://train-events:{s.event_port}/events"
     assert events["MILKPRICE_SCHEDULE"] == s.schedule
 
 
@@ -94,3 +99,26 @@ def test_compose_file_is_valid() -> None:
         ["docker-compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_each_cloud_s_emulator_is_a_profile_pinned_to_the_release_the_tests_run(
+    compose: dict[str, Any],
+) -> None:
+    s = Settings()
+    services = compose["services"]
+    pins = (ROOT / "pyproject.toml").read_text()
+    moto = re.search(r'"moto\[[^\]]*\]==([\d.]+)"', pins)
+    assert moto, "pyproject pins no moto"
+    assert services["s3"]["image"] == f"motoserver/moto:{moto.group(1)}"
+    assert services["s3"]["profiles"] == ["aws"]
+    assert services["s3"]["environment"]["MOTO_PORT"] == str(s.s3_port)
+    assert _ports(services["s3"]) == {s.s3_port}
+    azurite = services["azurite"]
+    assert azurite["image"].endswith(f"/azurite:{emulators.AZURITE_VERSION}")
+    assert azurite["profiles"] == ["azure"]
+    assert _ports(azurite) == {s.azure_port}
+    for flag in ("--disableTelemetry", "--skipApiVersionCheck"):
+        assert flag in azurite["command"]
+    for name in ("train", "train-events", "predict", "events"):  # one image per cloud
+        assert "profiles" not in services[name]
+        assert services[name]["build"]["args"]["CLOUD"] == "${CLOUD:-gcp}", name

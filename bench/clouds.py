@@ -1,0 +1,122 @@
+"""The predict function on each cloud's object store: cold start and 1-row serving.
+
+The model the main run trained on Cloud Storage is copied, byte for byte, into a bucket on
+moto's S3 server and one on Azurite; predict then starts with ``MILKPRICE_CLOUD`` set to that
+cloud, so the model and the pointer come through that cloud's SDK. Each figure is a ratio to
+the bare function measured beside it, alternating, in the same run; Cloud Storage's row is
+the main run's own figures.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+from typing import TYPE_CHECKING, Any
+
+from milkprice import contract, store
+from milkprice.local import emulator, emulators, processes, storage
+from milkprice.settings import Settings
+
+if TYPE_CHECKING:
+    from bench.run import Bench
+
+OTHERS = ("aws", "azure")
+CASE = "1 row /predict c=1"
+
+
+def _start(cloud: str, bench: Bench) -> tuple[processes.Process, dict[str, str]]:
+    folder = bench.procs.tmp / cloud
+    folder.mkdir(parents=True, exist_ok=True)
+    port = emulator.free_port()
+    if cloud == "aws":
+        return emulators.start_moto(port, log=folder / "moto.log"), emulators.moto_env(port)
+    proc = emulators.start_azurite(folder / "data", port, log=folder / "azurite.log")
+    return proc, emulators.azurite_env(port)
+
+
+def _serve_from(cloud: str, bench: Bench, env: dict[str, str]) -> None:
+    """The main run's serving version, promoted in a bucket of the same name on ``cloud``."""
+    version, files = storage.export_version(bench.settings)
+    os.environ.update(env)  # this process's own store calls; the SDKs read only their own
+    target = Settings(bucket=bench.settings.bucket, cloud=cloud)
+    store.ensure_bucket(target)
+    storage.import_version(target, version, files)
+    seen = contract.read_pointer(target)
+    contract.promote(target, version, "bench", seen[1] if seen else None)
+
+
+def measure(bench: Bench, cloud: str) -> dict[str, Any]:
+    """Cold start and 1-row serving of predict on ``cloud``, each beside the bare function."""
+    proc, env = _start(cloud, bench)
+    extra = {"MILKPRICE_CLOUD": cloud, **env}
+    try:
+        _serve_from(cloud, bench, env)
+        cold: dict[str, list[float]] = {"predict": [], "ceiling": []}
+        for i in range(bench.config.cold_runs):
+            cold["predict"].append(round(bench.cold_once("predict", **extra), 3))
+            cold["ceiling"].append(round(bench.cold_once("ceiling"), 3))
+            bench.say(
+                f"{cloud} cold start {i + 1}/{bench.config.cold_runs}: predict "
+                f"{cold['predict'][-1]:.2f} s, bare function {cold['ceiling'][-1]:.2f} s"
+            )
+        served = bench.serve_one(CASE, extra)
+    finally:
+        emulators.stop(proc)
+    predict_s, ceiling_s = (statistics.median(v) for v in (cold["predict"], cold["ceiling"]))
+    return {
+        "cold_start_s": round(predict_s, 3),
+        "bare_cold_start_s": round(ceiling_s, 3),
+        "cold_start_ratio": round(predict_s / ceiling_s, 3),
+        "cold_runs_s": cold,
+        "one_row_req_per_s": served["predict"],
+        "bare_one_row_req_per_s": served["ceiling"],
+        "one_row_ratio": round(served["predict"] / served["ceiling"], 3),
+    }
+
+
+def gcp_row(results: dict[str, Any]) -> dict[str, Any]:
+    """Cloud Storage's figures, from the main run."""
+    cold, cases = results["cold_start"], results["cases"]
+    mine, bare = cases[f"predict {CASE}"]["req_per_s"], cases[f"ceiling {CASE}"]["req_per_s"]
+    return {
+        "cold_start_s": cold["predict"]["median_s"],
+        "bare_cold_start_s": cold["ceiling"]["median_s"],
+        "cold_start_ratio": round(cold["predict"]["median_s"] / cold["ceiling"]["median_s"], 3),
+        "one_row_req_per_s": mine,
+        "bare_one_row_req_per_s": bare,
+        "one_row_ratio": round(mine / bare, 3),
+    }
+
+
+def run(bench: Bench) -> dict[str, Any]:
+    """Every cloud's figures; Azure's only where Node.js and npm can run Azurite."""
+    found = {"gcp": gcp_row(bench.results)}
+    for cloud in OTHERS:
+        if cloud == "azure" and not (shutil.which("node") and shutil.which("npm")):
+            bench.say("azure: skipped, Azurite needs Node.js and npm")
+            continue
+        found[cloud] = measure(bench, cloud)
+        bench.say(
+            f"{cloud}: cold start {found[cloud]['cold_start_ratio']:.2f} x the bare function, "
+            f"1 row c=1 {found[cloud]['one_row_ratio']:.2f} x its req/s"
+        )
+    return found
+
+
+def rows(found: dict[str, Any]) -> list[tuple[str, float, float, str]]:
+    """(measure, predict, reference, reference name) for the report's table."""
+    lines = []
+    for cloud, f in found.items():
+        lines.append(
+            (f"{cloud}: cold start s", f["cold_start_s"], f["bare_cold_start_s"], "(bare function)")
+        )
+        lines.append(
+            (
+                f"{cloud}: 1 row c=1 req/s",
+                f["one_row_req_per_s"],
+                f["bare_one_row_req_per_s"],
+                "(bare function)",
+            )
+        )
+    return lines
