@@ -44,9 +44,10 @@ evaluate: install
 bench: install
 	$(BIN)/python bench/run.py
 
-## make bundle: deployable Cloud Functions source folders in dist/train and dist/predict
+## make bundle: deployable function source folders in dist/train and dist/predict
+## (CLOUD=aws or azure: with that cloud's SDK instead of Cloud Storage's)
 bundle: install
-	$(BIN)/python infra/bundle.py
+	$(BIN)/python infra/bundle.py $(if $(CLOUD),--cloud $(CLOUD))
 
 clean:
 	rm -rf $(VENV) var dist .pytest_cache .mypy_cache .ruff_cache

@@ -1,12 +1,14 @@
-"""``make bundle``: self-contained Cloud Functions source folders in dist/train and dist/predict.
+"""``make bundle``: self-contained function source folders in dist/train and dist/predict.
 
 Each holds ``main.py`` (the entry point), the shared package (for predict only its light
-modules) and a ``requirements.txt`` pinned from pyproject.toml: exactly what
-``gcloud functions deploy --source dist/<name>`` uploads.
+modules) and a ``requirements.txt`` pinned from pyproject.toml, with the SDK of the cloud
+asked for (``--cloud gcp|aws|azure``, default gcp): exactly what
+``gcloud functions deploy --source dist/<name>`` uploads, or what any platform installs.
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 import tomllib
@@ -44,7 +46,7 @@ def requirements(extras: tuple[str, ...]) -> list[str]:
     return reqs
 
 
-def bundle(name: str, out: Path) -> Path:
+def bundle(name: str, out: Path, cloud: str = "gcp") -> Path:
     target = out / name
     if target.exists():
         shutil.rmtree(target)
@@ -54,14 +56,18 @@ def bundle(name: str, out: Path) -> Path:
     for relative in package_files(side):
         (target / "milkprice" / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(PACKAGE / relative, target / "milkprice" / relative)
-    (target / "requirements.txt").write_text("\n".join(requirements(extras)) + "\n")
+    # the cloud's extra: its SDK (Cloud Storage's is a core dependency, its extra empty)
+    (target / "requirements.txt").write_text("\n".join(requirements((*extras, cloud))) + "\n")
     return target
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cloud", choices=("gcp", "aws", "azure"), default="gcp")
+    cloud = parser.parse_args(argv).cloud
     out = ROOT / "dist"
     for name in ("train", "predict"):
-        print(f"wrote {bundle(name, out).relative_to(ROOT)}/")
+        print(f"wrote {bundle(name, out, cloud).relative_to(ROOT)}/ ({cloud})")
     return 0
 
 

@@ -3,6 +3,7 @@ fresh venv and serves under functions-framework against the real emulator."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from milkprice.local import emulator, processes
+from milkprice.local import emulator, emulators, processes, storage
 from milkprice.settings import Settings
-from tests.support.buckets import new_settings, upload
+from tests.support import clouds
+from tests.support.buckets import new_settings, promote, upload
 from tests.support.paths import ROOT
 
 sys.path.insert(0, str(ROOT / "infra"))
@@ -46,20 +48,21 @@ def _venv(folder: Path, tmp: Path) -> Path:
 def serve(tmp_path: Path, gcs: str) -> Iterator[Any]:
     procs: list[processes.Process] = []
 
-    def start(name: str, target: str, settings: Settings, signature: str = "http") -> str:
-        folder = bundle.bundle(name, tmp_path / "dist")
+    def start(
+        name: str, target: str, settings: Settings, store_env: dict[str, str] | None = None
+    ) -> str:
+        folder = bundle.bundle(name, tmp_path / "dist", settings.cloud)
         binary = _venv(folder, tmp_path)
         port = emulator.free_port()
         env = {
             "PATH": os.environ["PATH"],
-            "STORAGE_EMULATOR_HOST": gcs,
+            **(store_env or {"STORAGE_EMULATOR_HOST": gcs}),
+            "MILKPRICE_CLOUD": settings.cloud,
             "MILKPRICE_BUCKET": settings.bucket,
             "MILKPRICE_BACKTEST_MONTHS": str(settings.backtest_months),
             "MILKPRICE_LONG_BACKTEST_MONTHS": str(settings.long_backtest_months),
         }
-        command = processes.function_command(
-            target, None, port, signature=signature, bin_dir=binary
-        )
+        command = processes.function_command(target, None, port, bin_dir=binary)
         procs.append(processes.start(target, command, env, cwd=folder))
         url = f"http://127.0.0.1:{port}/"
         for _ in range(300):
@@ -94,3 +97,27 @@ def test_bundles_install_and_serve(
     reqs = (tmp_path / "dist" / "predict" / "requirements.txt").read_text()
     assert "onnxruntime==" in reqs and "pandas" not in reqs and "scikit-learn" not in reqs
     assert not (tmp_path / "dist" / "predict" / "milkprice" / "data.py").exists()
+
+
+@pytest.mark.parametrize("cloud", ["aws", "azure"])
+def test_each_cloud_s_predict_bundle_installs_and_serves_from_that_cloud(
+    cloud: str,
+    serve: Any,
+    trained_sample: tuple[Settings, dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    version, files = storage.export_version(trained_sample[0])
+    proc, env = clouds.start(cloud, tmp_path / "store")
+    try:
+        clouds.use(cloud, env)
+        settings = new_settings(cloud=cloud, backtest_months=6)
+        promote(settings, storage.import_version(settings, version, files))
+        predict = serve("predict", "predict", settings, env)
+        with urllib.request.urlopen(predict + "forecast", timeout=30) as r:
+            assert json.loads(r.read())["model_version"] == version
+    finally:
+        emulators.stop(proc)
+    # that cloud's SDK and no other's
+    reqs = (tmp_path / "dist" / "predict" / "requirements.txt").read_text()
+    sdk, other = ("boto3==", "azure-storage-blob==")[:: 1 if cloud == "aws" else -1]
+    assert sdk in reqs and other not in reqs
