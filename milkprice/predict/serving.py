@@ -71,7 +71,7 @@ def _months(text: str, horizon: int) -> int:
     if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= horizon:
         raise BadRequest(
             f"{allowed}, not {text!r}",
-            [{"field": "months", "minimum": 1, "maximum": horizon}],
+            [{"field": "months", "problem": allowed, "minimum": 1, "maximum": horizon}],
         )
     return int(value)
 
