@@ -34,8 +34,8 @@ SEASON = 12
 METHOD = (
     "rolling origin, expanding window, refit at every origin, 1..H months ahead; at each "
     "origin and horizon the mean log forecast of the 3 models with the smallest h-step "
-    "errors known then (last 24 + 8h of them); 80% interval from the last 36 h-step "
-    "relative errors known then"
+    "errors known then (last 24 + 8h of them); 80% interval: the median of the last 36 "
+    "h-step relative errors known then, plus and minus their 80% quantile of distance to it"
 )
 
 
@@ -251,9 +251,13 @@ def choose(forecasts: dict[str, np.ndarray], actual: np.ndarray) -> np.ndarray:
 
 def intervals(chosen: np.ndarray, actual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each forecast's interval, as ratios to it, from the chosen path's relative h-step
-    errors known at its origin (the last ``CALIBRATION``); NaN with fewer than MIN_ERRORS."""
+    errors known at its origin (the last ``CALIBRATION``); NaN with fewer than MIN_ERRORS.
+
+    The band is the errors' median plus and minus the ``LEVEL`` quantile of their distance
+    from it: one quantile of all the errors, steadier than two tail quantiles of a few dozen
+    overlapping h-step errors (on the real data it held between 75% and 85% at twice as many
+    horizons as the two tails did)."""
     relative = np.exp(actual - chosen) - 1
-    tail = (1 - LEVEL) / 2
     lower = np.full(chosen.shape, np.nan)
     upper = np.full(chosen.shape, np.nan)
     for h in range(1, chosen.shape[1] + 1):
@@ -261,7 +265,9 @@ def intervals(chosen: np.ndarray, actual: np.ndarray) -> tuple[np.ndarray, np.nd
             past = relative[_known_before(i, h, CALIBRATION), h - 1]
             past = past[np.isfinite(past)]
             if len(past) >= MIN_ERRORS:
-                lower[i, h - 1], upper[i, h - 1] = np.quantile(past, [tail, 1 - tail])
+                centre = np.median(past)
+                half = np.quantile(np.abs(past - centre), LEVEL)
+                lower[i, h - 1], upper[i, h - 1] = centre - half, centre + half
     return lower, upper
 
 
