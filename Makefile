@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DATA   ?=
 CLOUD  ?=
+ARIMA  ?=
+EVAL_STAMP := .venv-eval/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 BENCH_SECONDS ?= 10
 export BENCH_SECONDS
 
@@ -36,9 +38,16 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy milkprice functions tests
 
-## make evaluate: every candidate's backtest figures (DATA=folder of the three CSVs)
-evaluate: install
-	$(BIN)/milkprice evaluate $(if $(DATA),--data $(DATA))
+# statsforecast (the anchors of make evaluate) needs pandas < 3: it gets a venv of its own
+$(EVAL_STAMP): pyproject.toml
+	@test -x .venv-eval/bin/python || $(PYTHON) -m venv .venv-eval
+	.venv-eval/bin/python -m pip install --quiet --disable-pip-version-check -e '.[eval]'
+	@rm -f .venv-eval/.installed-*; touch $@
+
+## make evaluate: every candidate's backtest figures and the forecast path's per horizon,
+## beside statsforecast's anchors (DATA=folder of the three CSVs; ARIMA=1 adds AutoARIMA)
+evaluate: install $(EVAL_STAMP)
+	$(BIN)/milkprice evaluate --anchors $(if $(ARIMA),--arima) $(if $(DATA),--data $(DATA))
 
 ## make bench: benchmarks (bench/README.md); BENCH_SECONDS=1 is the short smoke run
 bench: install
@@ -50,4 +59,4 @@ bundle: install
 	$(BIN)/python infra/bundle.py $(if $(CLOUD),--cloud $(CLOUD))
 
 clean:
-	rm -rf $(VENV) var dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-eval var dist .pytest_cache .mypy_cache .ruff_cache

@@ -118,6 +118,57 @@ class CandidateFigures(msgspec.Struct, frozen=True, omit_defaults=True):
     note: str | None = None
 
 
+class HorizonMetrics(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One forecast's figures at one horizon; ``coverage`` for the chosen path only."""
+
+    rmse: float
+    mae: float
+    mape: float
+    rmse_to_naive: float
+    coverage: float | None = None
+
+
+class HorizonFigures(msgspec.Struct, frozen=True):
+    """One horizon on one view: the chosen path, the naive forecast and every path model,
+    each scored on the same ``scored`` target months."""
+
+    horizon: int
+    scored: int
+    path: HorizonMetrics
+    naive: HorizonMetrics
+    models: dict[str, HorizonMetrics]
+
+
+class HorizonView(msgspec.Struct, frozen=True):
+    months: list[str]  # the first and last target month
+    horizons: list[HorizonFigures]
+
+
+class PathMonth(msgspec.Struct, frozen=True):
+    """One month of the forecast path: its price and its interval."""
+
+    month: str
+    horizon: int
+    price: float
+    lower: float
+    upper: float
+
+
+class ForecastPath(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The forecast a year ahead: the path from the month after the data, and its backtest
+    per horizon (``short``: the months the one-step models are chosen on; ``long``)."""
+
+    level: float
+    method: str
+    models: dict[str, str]  # name -> what it is
+    months: list[PathMonth]
+    short: HorizonView
+    long: HorizonView | None = None
+    history: dict[str, float] = {}  # the last known prices, month -> price (for the chart)
+    table: str = ""
+    seconds: float = 0.0
+
+
 class InputObject(msgspec.Struct, frozen=True, omit_defaults=True):
     """One raw object a run read: its version token, digest and archived copy."""
 
@@ -145,6 +196,7 @@ class Manifest(msgspec.Struct, frozen=True, omit_defaults=True):
     inputs: dict[str, InputObject] = {}
     cleaning: dict[str, dict[str, int]] = {}
     libraries: dict[str, str] = {}
+    path: ForecastPath | None = None  # written since the forecast path; older ones have none
     schema: int = SCHEMA
 
 

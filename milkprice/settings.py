@@ -70,6 +70,13 @@ class Settings:
     long_backtest_months: int = field(
         default=60, metadata={"doc": "months of the second, longer view of the same backtest"}
     )
+    horizon: int = field(
+        default=12,
+        metadata={
+            "doc": "months of the forecast path (1 to 12), each backtested",
+            "range": (1, 12),
+        },
+    )
     reload_seconds: float = field(
         default=5.0, metadata={"doc": "how often predict checks the pointer"}
     )
@@ -107,6 +114,9 @@ class Settings:
                 values[f.name] = kind(raw) if kind is not str else raw
             except ValueError:
                 raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+            bounds = f.metadata.get("range")
+            if bounds and not bounds[0] <= values[f.name] <= bounds[1]:
+                raise ConfigError(f"{name}={raw!r} is not between {bounds[0]} and {bounds[1]}")
             choices = f.metadata.get("choices")
             if choices and raw not in choices:
                 raise ConfigError(f"{name}={raw!r} is not one of: {', '.join(choices)}")

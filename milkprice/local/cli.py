@@ -198,6 +198,38 @@ def cmd_predict(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _get_forecast(settings: Settings, months: int | None) -> tuple[int, Any]:
+    base = f"http://{settings.host}:{settings.predict_port}/forecast"
+    url = base if months is None else f"{base}?months={months}"
+    answer = http.request(url, timeout=60)
+    if answer.status == 0:
+        raise MilkPriceError(f"cannot reach {url}: {answer.error}; is the stack up (make up)?")
+    return answer.status, answer.json()
+
+
+def cmd_forecast(settings: Settings, args: argparse.Namespace) -> int:
+    """The serving model's forecast path as a table: month, price and 80% interval. Without
+    --months, the whole path (or next month's forecast, for a model that predates it)."""
+    status, doc = _get_forecast(settings, args.months or settings.horizon)
+    if status == 400 and args.months is None:  # the model was trained for a shorter path
+        details = doc.get("details") or [{}]
+        status, doc = _get_forecast(settings, details[0].get("maximum", 1))
+    if status == 409 and args.months is None:
+        print(f"milkprice forecast: {doc.get('error')}", file=sys.stderr)
+        status, doc = _get_forecast(settings, None)
+    if status != 200:
+        raise MilkPriceError(f"forecast answered {status}: {doc.get('error', doc)}")
+    rows = []
+    for m in doc.get("months", [doc]):
+        band = m.get("interval") or {}
+        rows.append(
+            [m["month"], _fmt(m["price"]), _fmt(band.get("lower")), _fmt(band.get("upper"))]
+        )
+    print(f"model version {doc['model_version']}: CLP per litre, with the 80% interval")
+    print(_table(rows, ["month", "price", "lower", "upper"]))
+    return 0
+
+
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     """The training core on local files, nothing written: every candidate's figures."""
     from datetime import date
@@ -220,10 +252,34 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
             "long_months": trained.long_months,
             "models": trained.served,
             "candidates": trained.candidates,
+            "path": trained.path,
         }
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     print(evaluation_text(trained, seconds, timer.seconds.get("backtest", 0.0)))
+    if trained.path:
+        print()
+        print(_horizons(trained.path, raw, args))
     return 0
+
+
+def _horizons(path: dict[str, Any], raw: dict[str, bytes], args: argparse.Namespace) -> str:
+    """The path's figures per horizon; with --anchors, statsforecast's beside them (and the
+    JSON file, if any, gets them too)."""
+    from datetime import date
+
+    from milkprice.local import evaluation
+
+    scores = None
+    if args.anchors:
+        print("  anchors (statsforecast, refit at every origin) ...", file=sys.stderr, flush=True)
+        prices = evaluation.price_series(raw, date.today())
+        root = Path(__file__).resolve().parents[2]
+        scores = evaluation.measure(prices, path, args.arima, root)
+        if args.json:
+            doc = json.loads(Path(args.json).read_text())
+            doc["anchors"] = scores
+            Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+    return evaluation.horizon_text(path, scores)
 
 
 def evaluation_text(trained: Any, seconds: float, backtest_seconds: float) -> str:
@@ -285,6 +341,7 @@ COMMANDS = {
     "models": (cmd_models, "every model version with its metrics"),
     "rollback": (cmd_rollback, "serve an earlier version again"),
     "predict": (cmd_predict, "POST a JSON file to /predict"),
+    "forecast": (cmd_forecast, "the forecast path of the next months, as a table"),
     "evaluate": (cmd_evaluate, "score every candidate on local CSVs (no bucket, nothing written)"),
     "events": (cmd_events, "run the scheduler and the upload bridge (used by up)"),
 }
@@ -312,6 +369,21 @@ def parser() -> argparse.ArgumentParser:
         elif name == "evaluate":
             c.add_argument("--data", help="folder with the three CSVs (default: sample data)")
             c.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+            c.add_argument(
+                "--anchors",
+                action="store_true",
+                help="also score statsforecast's models on the path's origins (needs .venv-eval, "
+                "which make evaluate creates)",
+            )
+            c.add_argument(
+                "--arima", action="store_true", help="with --anchors, AutoARIMA too (slow)"
+            )
+        elif name == "forecast":
+            c.add_argument(
+                "--months",
+                type=int,
+                help="how many months of the path (default: all of it)",
+            )
         elif name == "status":
             c.add_argument("--last", type=int, default=5, help="how many runs to list")
     return p

@@ -60,8 +60,50 @@ def context(loaded: Loaded, base: str) -> dict[str, Any]:
         "candidates": manifest.get("candidates") or [],
         "inputs": manifest.get("inputs") or {},
         "cleaning": manifest.get("cleaning") or {},
+        "path": manifest.get("path"),
+        "path_chart": path_chart(manifest.get("path")),
         "predict_body": orjson.dumps({"data": [row]}).decode(),
         "v2_body": orjson.dumps({"id": "1", "inputs": [tensor]}).decode(),
+    }
+
+
+def path_chart(path: Any, width: int = 900, height: int = 320) -> dict[str, Any] | None:
+    """The geometry of the landing page's SVG chart: the recent prices, the forecast path and
+    its band, scaled into ``width`` x ``height`` (None without a path)."""
+    if not path or not path.get("history") or not path.get("months"):
+        return None
+    history = list(path["history"].items())
+    months = path["months"]
+    labels = [m for m, _ in history] + [m["month"] for m in months]
+    values = [v for _, v in history] + [x for m in months for x in (m["lower"], m["upper"])]
+    low, high = min(values), max(values)
+    pad = (high - low) * 0.08 or 1.0
+    low, high = low - pad, high + pad
+    left, right, top, bottom = 56, 12, 12, 28
+
+    def x(i: int) -> float:
+        return round(left + i * (width - left - right) / max(1, len(labels) - 1), 1)
+
+    def y(v: float) -> float:
+        return round(top + (high - v) * (height - top - bottom) / (high - low), 1)
+
+    n = len(history)
+    anchor = [(x(n - 1), y(history[-1][1]))]  # the path starts from the last known price
+    line = anchor + [(x(n + i), y(m["price"])) for i, m in enumerate(months)]
+    band = anchor + [(x(n + i), y(m["upper"])) for i, m in enumerate(months)]
+    band += [(x(n + i), y(m["lower"])) for i, m in reversed(list(enumerate(months)))]
+    step = (high - low) / 4
+    return {
+        "width": width,
+        "height": height,
+        "history": " ".join(f"{x(i)},{y(v)}" for i, (_, v) in enumerate(history)),
+        "path": " ".join(f"{a},{b}" for a, b in line),
+        "band": " ".join(f"{a},{b}" for a, b in band),
+        "now": x(n - 1),
+        "yticks": [(y(low + k * step), f"{low + k * step:.0f}") for k in range(5)],
+        "xticks": [(x(i), m) for i, m in enumerate(labels) if m.endswith("-01")],
+        "bottom": height - bottom,
+        "left": left,
     }
 
 

@@ -107,6 +107,35 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "ForecastPath": {
+        "type": "object",
+        "required": ["model_version", "months"],
+        "properties": {
+            "model_version": {"type": "string"},
+            "months": {
+                "type": "array",
+                "description": "the next N months, each with its 80% interval from the "
+                "backtest's errors at that horizon",
+                "items": {
+                    "type": "object",
+                    "required": ["month", "price", "interval"],
+                    "properties": {
+                        "month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                        "price": {"type": "number"},
+                        "interval": {
+                            "type": "object",
+                            "required": ["level", "lower", "upper"],
+                            "properties": {
+                                "level": {"type": "number"},
+                                "lower": {"type": "number"},
+                                "upper": {"type": "number"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
     "TensorMetadata": {
         "type": "object",
         "required": ["name", "datatype", "shape"],
@@ -256,9 +285,27 @@ def _paths() -> dict[str, Any]:
         },
         "/forecast": {
             "get": {
-                "summary": "Next month's price by the forecast model",
+                "summary": "Next month's price by the forecast model, or with months=N the "
+                "next N months of the forecast path",
+                "parameters": [
+                    {
+                        "name": "months",
+                        "in": "query",
+                        "required": False,
+                        "description": "how many months of the path, 1 to the horizon it was "
+                        "trained for (MILKPRICE_HORIZON, 12 by default); without it, next "
+                        "month's forecast as before",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 12},
+                    }
+                ],
                 "responses": {
-                    "200": _json("The forecast", _ref("Forecast"), headers=MODEL_HEADERS),
+                    "200": _json(
+                        "Next month's forecast, or the path with months",
+                        {"oneOf": [_ref("Forecast"), _ref("ForecastPath")]},
+                        headers=MODEL_HEADERS,
+                    ),
+                    "400": _error("months is not a whole number from 1 to the path's horizon"),
+                    "409": _error("The serving model predates the forecast path"),
                     "503": NOT_READY,
                 },
             }

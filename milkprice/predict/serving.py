@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from milkprice.errors import MilkPriceError, to_response
+from milkprice.errors import BadRequest, Conflict, MilkPriceError, to_response
 from milkprice.predict import cache, landing, v2
 from milkprice.predict.bodies import parse_json
 from milkprice.predict.validation import FAST_PATH_BYTES, fast_scores, score_rows
@@ -48,9 +48,32 @@ def predict_rows(body: bytes) -> tuple[np.ndarray, dict[str, str]]:
     return prices, {"X-Model-Version": loaded.version, "X-Model": used}
 
 
-def forecast() -> tuple[dict[str, Any], dict[str, str]]:
+def forecast(months: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """Next month's forecast; with ``months``, the first N months of the forecast path."""
     loaded = cache.current()
-    return dict(loaded.forecast), {"X-Model-Version": loaded.version}
+    headers = {"X-Model-Version": loaded.version}
+    if months is None:
+        return dict(loaded.forecast), headers
+    if loaded.path is None:
+        raise Conflict(
+            f"model version {loaded.version} predates the forecast path: it has next month's "
+            "forecast only (GET /forecast without months); a new training run adds the path"
+        )
+    n = _months(months, len(loaded.path))
+    answer = {"model_version": loaded.version, "months": [dict(m) for m in loaded.path[:n]]}
+    return answer, headers
+
+
+def _months(text: str, horizon: int) -> int:
+    """The ``months`` query parameter: a whole number from 1 to the path's horizon."""
+    allowed = f"months must be a whole number from 1 to {horizon}"
+    value = text.strip()
+    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= horizon:
+        raise BadRequest(
+            f"{allowed}, not {text!r}",
+            [{"field": "months", "problem": allowed, "minimum": 1, "maximum": horizon}],
+        )
+    return int(value)
 
 
 def chart() -> tuple[bytes, str, str]:

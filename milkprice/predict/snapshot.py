@@ -43,6 +43,7 @@ class Loaded:
     chart: bytes | None
     chart_sha256: str | None
     forecast: Mapping[str, Any]  # the /forecast answer, computed at load
+    path: tuple[Mapping[str, Any], ...] | None  # /forecast?months=N's months (None: no path)
     loaded: str  # when this process loaded it (UTC)
     decoder: rows.Decoder  # /predict bodies straight to a matrix of both models' features
     columns: Mapping[str, np.ndarray]  # role -> its features' columns in that matrix
@@ -68,6 +69,7 @@ def load(settings: settings_module.Settings) -> Loaded | None:
         chart = _fetch(settings, version, chart_name, chart_sha)
     month, price = _next_price(version, manifest, models["forecast"])
     answer = _forecast_answer(manifest, month, price, version)
+    path = _path_answer(manifest)
     decoder, columns = _decoding(models)
     return Loaded(
         version=version,
@@ -78,6 +80,7 @@ def load(settings: settings_module.Settings) -> Loaded | None:
         chart=chart,
         chart_sha256=chart_sha,
         forecast=MappingProxyType(answer),
+        path=path,
         loaded=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         decoder=decoder,
         columns=MappingProxyType(columns),
@@ -215,3 +218,22 @@ def _forecast_answer(
         except (KeyError, TypeError, ValueError):
             log.warning("version %s: the forecast interval is unusable", version)
     return answer
+
+
+def _path_answer(manifest: dict[str, Any]) -> tuple[Mapping[str, Any], ...] | None:
+    """Each month of the manifest's forecast path as /forecast?months=N answers it; None for
+    a manifest written before the path (the contract has checked its types)."""
+    found = manifest.get("path")
+    if not found:
+        return None
+    level = float(found["level"])
+    return tuple(
+        MappingProxyType(
+            {
+                "month": m["month"],
+                "price": m["price"],
+                "interval": {"level": level, "lower": m["lower"], "upper": m["upper"]},
+            }
+        )
+        for m in found["months"]
+    )

@@ -21,7 +21,7 @@ import pandas as pd
 
 from milkprice.errors import DataError
 from milkprice.settings import Settings
-from milkprice.train import artifacts, data, report
+from milkprice.train import artifacts, data, horizons, report
 from milkprice.train import features as F
 from milkprice.train.backtest import Backtest, backtest, fit_final, training_rows, unscorable, view
 from milkprice.train.candidates import Candidate, candidates
@@ -62,6 +62,7 @@ class Trained:
     cleaning: dict[str, dict[str, int]]
     promote: bool
     reason: str
+    path: dict[str, Any] | None = None  # the forecast path and its backtest per horizon
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,11 @@ def train(raw: dict[str, bytes], settings: Settings, timer: Timer, today: date) 
     if forecast.name in scores.long_results:
         served["forecast"]["backtest_long"] = long_view[forecast.name]
     files.update(report_files(frame, scores, months, chosen, calibration, timer))
+    path, path_files = forecast_path(frame, months, settings.horizon, timer)
+    files.update(path_files)
     promote, reason = decide(forecast, scores.results, naive)
     return Trained(
+        path=path,
         files=files,
         served=served,
         candidates=candidate_table(scores, notes, long_view),
@@ -266,6 +270,32 @@ def calibrate(
         "method": "split conformal on relative one-step-ahead errors, rolling window",
     }
     return entry, calibration
+
+
+def forecast_path(
+    frame: pd.DataFrame, months: Months, horizon: int, timer: Timer
+) -> tuple[dict[str, Any] | None, dict[str, bytes]]:
+    """The path of the next ``horizon`` months and its backtest per horizon, on both views
+    (None when the history is too short to choose a single month of it)."""
+    with timer("horizons"):
+        result = horizons.run(frame[F.TARGET], months.long[0], horizon)
+        months_path = horizons.path(result)
+        if not months_path:
+            return None, {}
+        longer = len(months.long) > len(months.scored)
+        doc = {
+            "level": horizons.LEVEL,
+            "method": horizons.METHOD,
+            "models": {m.name: m.description for m in horizons.path_models()},
+            "months": months_path,
+            "short": horizons.view(result, months.scored, horizon),
+            **({"long": horizons.view(result, months.long, horizon)} if longer else {}),
+            "history": {str(m): float(v) for m, v in frame[F.TARGET].dropna()[-36:].items()},
+            "table": "horizons.csv",
+            "seconds": round(result.seconds, 3),
+        }
+        csv = report.to_csv(horizons.table(result, months.long).set_index("month"))
+    return doc, {"horizons.csv": csv}
 
 
 # ---------------------------------------------------------------- report and decide

@@ -241,6 +241,7 @@ def manifest_of(
         "cleaning": trained.cleaning,
         "libraries": _library_versions(),
         "files": digests,
+        **({"path": trained.path} if trained.path else {}),
     }
     return msgspec.convert(doc, Manifest)
 

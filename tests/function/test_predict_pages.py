@@ -206,6 +206,12 @@ def test_every_documented_answer_happens(
     client = Client()
     client.get("/backtest.png")
     seen |= client.seen
+    # a model from before the forecast path
+    cache.reset()
+    promote(settings, clone(trained_sample[0], settings, "no-path", edit=lambda d: d.pop("path")))
+    client = Client()
+    client.get("/forecast?months=1")
+    seen |= client.seen
     # a model with everything
     cache.reset()
     os.environ["MILKPRICE_BUCKET"] = trained_sample[0].bucket
@@ -234,6 +240,8 @@ def test_every_documented_answer_happens(
         "/v2/models/nope",
         "/v2/models/forecast/ready",
         "/v2/models/nope/ready",
+        "/forecast?months=2",
+        "/forecast?months=0",
     ):
         client.get(path)
     etag = client.get("/backtest.png").headers["ETag"]

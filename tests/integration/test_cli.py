@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -79,6 +80,21 @@ def test_train_status_models_rollback_predict(
     answer = milkprice("predict", str(request), env=env)
     assert answer.returncode == 0, answer.stderr
     assert len(json.loads(answer.stdout)) == 1
+
+    path = manifest.path
+    assert path is not None
+    whole = milkprice("forecast", env=env)
+    assert whole.returncode == 0, whole.stderr
+    assert f"model version {versions[0]}" in whole.stdout
+    for month in path.months:  # one row a month: month, price, lower, upper
+        cells = [month.month, f"{month.price:.2f}", f"{month.lower:.2f}", f"{month.upper:.2f}"]
+        assert re.search(r"\s+".join(map(re.escape, cells)), whole.stdout), cells
+    three = milkprice("forecast", "--months", "3", env=env)
+    assert three.returncode == 0, three.stderr
+    assert three.stdout.count("\n") == 3 + 3  # the title, the header and its rule, 3 months
+    assert path.months[2].month in three.stdout and path.months[3].month not in three.stdout
+    bad = milkprice("forecast", "--months", "13", env=env)
+    assert bad.returncode == 1 and "from 1 to 12" in bad.stderr and not bad.stdout
 
 
 def test_errors_are_one_line_and_fail(

@@ -1,0 +1,117 @@
+"""The forecast path's backtest: no forecast sees its own months or later ones, the rules are
+what they say, every horizon is scored on the same months, and the path is the last origin's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from milkprice.errors import ConfigError
+from milkprice.settings import Settings
+from milkprice.train import horizons
+
+START = pd.Period("1979-01", "M")
+
+
+def prices(seed: int = 0, months: int = 506) -> pd.Series:
+    """A seasonal, trending, noisy monthly price, with an empty month after the last (as the
+    training frame has for the month it forecasts)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(months)
+    log = 3 + 0.004 * t + 0.06 * np.sin(2 * np.pi * t / 12) + np.cumsum(rng.normal(0, 0.02, months))
+    index = pd.period_range(START, periods=months + 1, freq="M")
+    return pd.Series([*np.exp(log), np.nan], index=index)
+
+
+FIRST_TARGET = START + 440
+
+
+@pytest.fixture(scope="module")
+def result() -> horizons.HorizonBacktest:
+    return horizons.run(prices(), FIRST_TARGET, 12)
+
+
+def test_changing_later_months_leaves_every_earlier_forecast_as_it_was(
+    result: horizons.HorizonBacktest,
+) -> None:
+    cut = 470  # prices from month index 470 on are changed
+    changed = prices()
+    changed.iloc[cut:-1] *= np.linspace(1.3, 0.7, len(changed) - 1 - cut)
+    other = horizons.run(changed, FIRST_TARGET, 12)
+    assert np.array_equal(other.origins, result.origins)
+    before = result.origins <= cut  # these origins know months < cut only
+    for name, logs in result.forecasts.items():
+        np.testing.assert_array_equal(other.forecasts[name][before], logs[before], err_msg=name)
+    for field in ("chosen", "lower", "upper"):
+        mine, theirs = getattr(result, field)[before], getattr(other, field)[before]
+        np.testing.assert_array_equal(theirs, mine, err_msg=field)
+    # and the check can fail: the origins after the cut do move
+    assert not np.allclose(other.chosen[~before], result.chosen[~before], equal_nan=True)
+
+
+def test_the_seasonal_ratio_is_last_year_s_move_over_the_same_months(
+    result: horizons.HorizonBacktest,
+) -> None:
+    p = np.exp(result.y)
+    i, h = 30, 5
+    o = int(result.origins[i])
+    expected = p[o - 1] * p[o - 1 + h - 12] / p[o - 1 - 12]
+    got = p[o - 1] * np.exp(result.forecasts["seasonal_ratio_1y"][i, h - 1])
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert np.all(result.forecasts["naive"] == 0)
+
+
+def test_every_horizon_is_scored_on_the_same_months(result: horizons.HorizonBacktest) -> None:
+    months = pd.period_range(FIRST_TARGET, periods=24, freq="M")
+    view = horizons.view(result, months, 12)
+    assert [f["horizon"] for f in view["horizons"]] == list(range(1, 13))
+    table = horizons.table(result, months)
+    for figures in view["horizons"]:
+        rows = table[table["horizon"] == figures["horizon"]]
+        assert list(rows["month"]) == [str(m) for m in months]
+        # each forecast was made h months before its target
+        origins = pd.PeriodIndex(rows["origin"], freq="M")
+        assert all((months - origins).map(lambda d: d.n) == figures["horizon"] - 1)
+        rmse = np.sqrt(np.mean((rows["path"] - rows["actual"]) ** 2))
+        assert figures["path"]["rmse"] == pytest.approx(rmse)
+        assert figures["naive"]["rmse_to_naive"] == pytest.approx(1.0)
+        inside = (rows["path_lower"] <= rows["actual"]) & (rows["actual"] <= rows["path_upper"])
+        assert figures["path"]["coverage"] == pytest.approx(inside.mean())
+    # longer horizons are harder on a random walk with drift
+    assert view["horizons"][11]["naive"]["rmse"] > view["horizons"][0]["naive"]["rmse"]
+
+
+def test_the_path_starts_after_the_last_price(result: horizons.HorizonBacktest) -> None:
+    path = horizons.path(result)
+    last = prices().dropna().index.max()
+    assert [m["month"] for m in path] == [str(last + h) for h in range(1, 13)]
+    assert [m["horizon"] for m in path] == list(range(1, 13))
+    assert all(m["lower"] < m["upper"] for m in path)
+    # the chosen path is the mean of three models' log forecasts at the last origin
+    logs = np.array([f[-1] for f in result.forecasts.values()])
+    ratios = np.array([m["price"] for m in path]) / np.exp(result.y[-1])
+    assert np.all(np.log(ratios) >= logs.min(axis=0) - 1e-12)
+    assert np.all(np.log(ratios) <= logs.max(axis=0) + 1e-12)
+
+
+def test_a_shorter_horizon_is_the_start_of_the_longer_one(
+    result: horizons.HorizonBacktest,
+) -> None:
+    short = horizons.run(prices(), FIRST_TARGET, 3)
+    assert [m["price"] for m in horizons.path(short)] == pytest.approx(
+        [m["price"] for m in horizons.path(result)[:3]]
+    )
+
+
+def test_a_gap_in_the_prices_starts_the_history_after_it() -> None:
+    series = prices()
+    series.iloc[100] = np.nan
+    assert horizons.contiguous_start(series) == START + 101
+
+
+def test_the_horizon_setting_is_one_to_twelve() -> None:
+    assert Settings.from_env({"MILKPRICE_HORIZON": "6"}).horizon == 6
+    for bad in ("0", "13"):
+        with pytest.raises(ConfigError, match=r"MILKPRICE_HORIZON.*between 1 and 12"):
+            Settings.from_env({"MILKPRICE_HORIZON": bad})
