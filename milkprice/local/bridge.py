@@ -11,14 +11,12 @@ file only saves redeliveries: the train function skips an upload it has trained 
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 from collections.abc import Mapping
 
 from milkprice import logs
 from milkprice.errors import MilkPriceError
-from milkprice.local import events
+from milkprice.local import events, processes
 from milkprice.settings import Settings
 
 
@@ -37,10 +35,7 @@ def main() -> int:
     state = settings.state_path("bridge-state.json")
     bridge = events.Bridge(settings, sink(settings, os.environ), state_file=state)
     bridge.start()
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
-    done.wait()
+    processes.wait_for_stop()
     bridge.stop()
     return 0
 

@@ -63,12 +63,9 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
-    """The scheduler and the upload bridge (a child of ``up``, a service in compose)."""
-    import signal
-    import threading
-
+    """The scheduler and the upload events (a child of ``up``, a service in compose)."""
     from milkprice import logs
-    from milkprice.local import events
+    from milkprice.local import events, processes
 
     logs.setup("events")
     for attempt in range(30):  # the bucket may still be starting (compose starts all at once)
@@ -82,10 +79,7 @@ def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
     scheduler = events.start_scheduler(settings, settings.train_endpoint())
     uploads = _upload_events(settings)
     uploads.start()
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
-    done.wait()
+    processes.wait_for_stop()
     uploads.stop()
     scheduler.shutdown(wait=False)
     return 0

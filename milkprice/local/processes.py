@@ -149,3 +149,20 @@ def function_command(
     if source is not None:
         args += ["--source", str(source)]
     return [*args, "--host", host, "--port", str(port)]
+
+
+def wait_for_stop() -> str:
+    """Block until SIGINT or SIGTERM arrives (a long-running service's main loop); its name."""
+    import threading
+
+    got: list[str] = []
+    done = threading.Event()
+
+    def stop(number: int, _: object) -> None:
+        got.append(signal.Signals(number).name)
+        done.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    done.wait()
+    return got[0]
