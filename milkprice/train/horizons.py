@@ -13,7 +13,8 @@ and horizon it is the mean (in logs) of the ``TOP`` models whose ``h``-step erro
 that origin (targets before it, over the last ``window(h)`` of them) were smallest. So every
 figure of the chosen path is out of sample, and the served path is the same rule applied at
 the last origin. Its interval comes from its own ``h``-step relative errors known before each
-origin (the last ``CALIBRATION`` of them), so the coverage reported is out of sample too.
+origin (the last ``CALIBRATION`` of them) at a level that adapts to the misses resolved
+before that origin, so the coverage reported is out of sample too.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ METHOD = (
     "rolling origin, expanding window, refit at every origin, 1..H months ahead; at each "
     "origin and horizon the mean log forecast of the 3 models with the smallest h-step "
     "errors known then (last 24 + 8h of them); 80% interval: the median of the last 36 "
-    "h-step relative errors known then, plus and minus their 80% quantile of distance to it"
+    "h-step relative errors known then, plus and minus a quantile of their distance to it, "
+    "its level adapted online to the misses resolved then (adaptive conformal inference, "
+    "step 0.05)"
 )
 
 
