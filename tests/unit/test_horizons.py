@@ -115,3 +115,46 @@ def test_the_horizon_setting_is_one_to_twelve() -> None:
     for bad in ("0", "13"):
         with pytest.raises(ConfigError, match=r"MILKPRICE_HORIZON.*between 1 and 12"):
             Settings.from_env({"MILKPRICE_HORIZON": bad})
+
+
+def _errors(seed: int, origins: int = 300, horizon: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """A chosen path of zeros and actual log changes whose spread triples halfway."""
+    rng = np.random.default_rng(seed)
+    scale = np.where(np.arange(origins) < origins // 2, 0.01, 0.03)[:, None]
+    return np.zeros((origins, horizon)), rng.normal(0, 1, (origins, horizon)) * scale
+
+
+def test_an_interval_uses_only_the_errors_resolved_before_its_origin() -> None:
+    chosen, actual = _errors(1)
+    lower, upper = horizons.intervals(chosen, actual)
+    i = 200
+    for h in range(1, 5):
+        unresolved = actual.copy()
+        unresolved[i - h + 1 :, h - 1] += 0.5  # targets at or after origin i's first month
+        low, high = horizons.intervals(chosen, unresolved)
+        assert (low[i, h - 1], high[i, h - 1]) == (lower[i, h - 1], upper[i, h - 1])
+        # and the newest resolved error does count
+        resolved = actual.copy()
+        resolved[i - h, h - 1] += 0.5
+        low, high = horizons.intervals(chosen, resolved)
+        assert (low[i, h - 1], high[i, h - 1]) != (lower[i, h - 1], upper[i, h - 1])
+
+
+def test_the_adaptive_level_brings_coverage_back_after_the_spread_grows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def coverage(gamma: float) -> float:
+        monkeypatch.setattr(horizons, "GAMMA", gamma)
+        found = []
+        for seed in range(5):
+            chosen, actual = _errors(seed)
+            lower, upper = horizons.intervals(chosen, actual)
+            relative = np.exp(actual - chosen) - 1
+            late = slice(150, 190)  # after the spread grew, while the window catches up
+            found.append(np.mean((lower[late] <= relative[late]) & (relative[late] <= upper[late])))
+        return float(np.mean(found))
+
+    step = horizons.GAMMA
+    fixed, adaptive = coverage(0.0), coverage(step)
+    assert fixed < horizons.LEVEL - 0.05  # a fixed level under-covers after the change
+    assert abs(adaptive - horizons.LEVEL) < abs(fixed - horizons.LEVEL)
