@@ -63,10 +63,12 @@ def measure(bench: Bench, cloud: str) -> dict[str, Any]:
         served = bench.serve_one(CASE, extra)
     finally:
         emulators.stop(proc)
-    predict_s, ceiling_s = (statistics.median(v) for v in (cold["predict"], cold["ceiling"]))
+    predict_s, ceiling_s = (
+        round(statistics.median(v), 3) for v in (cold["predict"], cold["ceiling"])
+    )
     return {
-        "cold_start_s": round(predict_s, 3),
-        "bare_cold_start_s": round(ceiling_s, 3),
+        "cold_start_s": predict_s,
+        "bare_cold_start_s": ceiling_s,
         "cold_start_ratio": round(predict_s / ceiling_s, 3),
         "cold_runs_s": cold,
         "one_row_req_per_s": served["predict"],

@@ -40,7 +40,7 @@ LOCALS = {
         "azurite",
         "Azurite (blob service)",
         "MILKPRICE_AZURE_PORT",
-        ("AZURE_STORAGE_CONNECTION_STRING",),
+        ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_URL"),
     ),
 }
 NAMES = frozenset(local.name for local in LOCALS.values())

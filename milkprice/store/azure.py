@@ -1,8 +1,11 @@
 """Azure Blob Storage behind the store interface: the bucket is a container, a token an ETag.
 
-The account comes from ``AZURE_STORAGE_CONNECTION_STRING``: the local emulator's development
-string, or a real account's. An Azure ETag changes with every write, even of equal bytes.
-Tokens are kept without the quotes an ETag carries, so that they can name archived objects.
+The account comes from ``AZURE_STORAGE_CONNECTION_STRING`` (the local emulator's development
+string, or a real account's key) or, without one, from ``AZURE_STORAGE_ACCOUNT_URL`` with the
+identity azure-identity's ``DefaultAzureCredential`` finds (a managed identity in Container
+Apps; ``AZURE_CLIENT_ID`` picks a user-assigned one). An Azure ETag changes with every
+write, even of equal bytes. Tokens are kept without the quotes an ETag carries, so that they
+can name archived objects.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from milkprice.errors import ConfigError, Conflict, StorageUnavailable
 from milkprice.store import ABSENT, TIMEOUT, Blob, Meta, etag_token, rfc3339, token_etag
 
 CONNECTION = "AZURE_STORAGE_CONNECTION_STRING"
+ACCOUNT_URL = "AZURE_STORAGE_ACCOUNT_URL"
 
 
 def _options(timeout: float) -> dict[str, Any]:
@@ -63,20 +67,34 @@ class AzureBackend:
         self._lock = threading.Lock()
 
     @functools.cached_property
-    def connection(self) -> str:
-        found = os.environ.get(CONNECTION, "")
-        if not found:
-            raise ConfigError(f"{CONNECTION} is not set: it names the storage account to use")
-        return found
+    def account(self) -> tuple[str, Any]:
+        """(connection string, None), or (account URL, a credential of the identity)."""
+        if found := os.environ.get(CONNECTION, ""):
+            return found, None
+        if url := os.environ.get(ACCOUNT_URL, ""):
+            try:
+                from azure.identity import DefaultAzureCredential
+            except ImportError:
+                raise ConfigError(
+                    f"{ACCOUNT_URL} needs azure-identity (the azure extra installs it)"
+                ) from None
+            return url, DefaultAzureCredential()
+        raise ConfigError(
+            f"neither {CONNECTION} nor {ACCOUNT_URL} is set: one names the storage account"
+        )
+
+    def _service(self, timeout: float) -> BlobServiceClient:
+        where, credential = self.account
+        if credential is None:
+            return BlobServiceClient.from_connection_string(where, **_options(timeout))
+        return BlobServiceClient(where, credential=credential, **_options(timeout))
 
     def _container(self, timeout: float = TIMEOUT) -> ContainerClient:
         """Built on first use (one per timeout): no network or credentials at construction."""
         with self._lock:
             client = self._containers.get(timeout)
             if client is None:
-                service = BlobServiceClient.from_connection_string(
-                    self.connection, **_options(timeout)
-                )
+                service = self._service(timeout)
                 client = self._containers[timeout] = service.get_container_client(self.name)
             return client
 

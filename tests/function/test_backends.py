@@ -256,12 +256,33 @@ def test_a_store_that_does_not_answer_is_unavailable_soon(cloud: str) -> None:
     store.reset()
 
 
-def test_azure_without_an_account_says_which_variable_is_missing() -> None:
+def test_azure_without_an_account_says_which_variables_name_one() -> None:
     os.environ.pop("AZURE_STORAGE_CONNECTION_STRING", None)
+    os.environ.pop("AZURE_STORAGE_ACCOUNT_URL", None)
     store.reset()
-    with pytest.raises(ConfigError, match="AZURE_STORAGE_CONNECTION_STRING"):
+    with pytest.raises(
+        ConfigError, match="neither AZURE_STORAGE_CONNECTION_STRING nor AZURE_STORAGE_ACCOUNT_URL"
+    ):
         store.read(Settings(bucket="test-none", cloud="azure"), "x")
     store.reset()
+
+
+def test_azure_with_an_account_url_uses_the_identity_it_finds() -> None:
+    """A managed identity (Container Apps): the account's URL and DefaultAzureCredential; the
+    client is built without a call to the network or to the identity endpoint."""
+    from azure.identity import DefaultAzureCredential
+
+    from milkprice.store.azure import AzureBackend
+
+    os.environ.pop("AZURE_STORAGE_CONNECTION_STRING", None)
+    os.environ["AZURE_STORAGE_ACCOUNT_URL"] = "https://milkprice.blob.core.windows.net"
+    backend = AzureBackend("models")
+    url, credential = backend.account
+    assert url == "https://milkprice.blob.core.windows.net"
+    assert isinstance(credential, DefaultAzureCredential)
+    container = backend.container
+    assert container.url == "https://milkprice.blob.core.windows.net/models"
+    assert container.credential is credential
 
 
 # ---------------------------------------------------------------- settings and imports

@@ -104,7 +104,8 @@ def _with_local_bind(args: list[str], port: int | None) -> list[str]:
 def services(base_env: dict[str, str]) -> tuple[dict[str, Service], int]:
     """Every compose service built from the project, on free local ports; the bucket's port."""
     compose = _compose()["services"]
-    ports = {name: emulator.free_port() for name, s in compose.items() if _published(s)}
+    published = [name for name, s in compose.items() if _published(s)]
+    ports = dict(zip(published, emulator.free_ports(len(published)), strict=True))
     addresses = {
         f"http://{name}:{_published(s)}": f"http://127.0.0.1:{ports[name]}"
         for name, s in compose.items()

@@ -22,7 +22,7 @@ SET_BY_UP = (
     "MILKPRICE_",
     "STORAGE_EMULATOR_HOST",
     "AWS_ENDPOINT_URL",
-    "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_",
 )
 
 
@@ -31,9 +31,8 @@ class Stack:
 
     def __init__(self, tmp: Path, ports: dict[str, int] | None = None, cloud: str = "gcp") -> None:
         bucket_port = {"gcp": "GCS", "aws": "S3", "azure": "AZURE"}[cloud]
-        self.ports = ports or {
-            k: emulator.free_port() for k in (bucket_port, "PREDICT", "TRAIN", "EVENT")
-        }
+        names = (bucket_port, "PREDICT", "TRAIN", "EVENT")
+        self.ports = ports or dict(zip(names, emulator.free_ports(len(names)), strict=True))
         self.bucket_port = self.ports[bucket_port]
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(SET_BY_UP)},
