@@ -94,7 +94,7 @@ def v2_infer(
 
 
 def v2_index(body: bytes) -> list[dict[str, str]]:
-    only_ready = v2.index_request(parse_json(body) if body.strip() else None)
+    only_ready = v2.index_request(parse_json(body) if body.strip() else {})
     return v2.index(cache.current(), cache.server().versions, only_ready)
 
 

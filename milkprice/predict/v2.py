@@ -123,8 +123,6 @@ def index(served: Loaded, versions: Versions, only_ready: bool) -> list[dict[str
 
 def index_request(doc: Any) -> bool:
     """Whether an index request asks for the ready models only (an empty body: no)."""
-    if doc is None:
-        return False
     ready = doc.get("ready", False) if type(doc) is dict else None
     if type(ready) is not bool:
         raise BadRequest(
