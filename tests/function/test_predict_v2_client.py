@@ -9,7 +9,9 @@ missing. Every answer is compared with what onnxruntime computes from the ONNX f
 from __future__ import annotations
 
 import hashlib
+import html
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -338,3 +340,17 @@ def live_json(X: np.ndarray) -> dict[str, Any]:
     """A JSON-only infer body of ``X``."""
     tensor = {"name": "X", "shape": list(X.shape), "datatype": "FP64", "data": X.ravel().tolist()}
     return {"inputs": [tensor]}
+
+
+def test_the_landing_pages_client_example_runs_as_printed(
+    live: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = request(live.function.port, "GET", "/", content_type=None).body.decode()
+    found = re.search(r'<pre class="python">(.*?)</pre>', page, re.S)
+    assert found is not None
+    code = html.unescape(found.group(1))
+    assert f'InferenceServerClient("127.0.0.1:{live.function.port}")' in code
+    exec(compile(code, "landing-example", "exec"), {})
+    printed = capsys.readouterr().out
+    forecast = request(live.function.port, "GET", "/forecast", content_type=None).doc
+    assert printed.strip() == str(np.array([[forecast["price"]]]))
