@@ -9,7 +9,7 @@ back as Python objects, with headers where any; the entry point serializes them.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import orjson
@@ -98,5 +98,5 @@ def v2_index(body: bytes) -> list[dict[str, str]]:
     return v2.index(cache.current(), cache.server().versions, only_ready)
 
 
-def v2_refuse(name: str, action: str) -> None:
+def v2_refuse(name: str, action: str) -> NoReturn:
     v2.refuse(name, action)

@@ -132,7 +132,7 @@ def index_request(doc: Any) -> bool:
     return ready
 
 
-def refuse(name: str, action: str) -> None:
+def refuse(name: str, action: str) -> NoReturn:
     """Load and unload: 404 for an unknown model, else 403 (the pointer decides)."""
     if name not in ALIASES:
         model_not_found(name)
