@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ HOST = "127.0.0.1"
 WARMUP = 2
 BUCKET = "milk-price-bench"
 V2 = "/v2/models/legacy/infer"
+BINARY_HEADER = "Inference-Header-Content-Length"
 # Exactly what `make up` gives predict (milkprice/stack.py); bench/README.md says why.
 SERVER_ENV = {"WORKERS": "1", "THREADS": "8", "OMP_NUM_THREADS": "1"}
 
@@ -150,10 +151,12 @@ class Processes:
             self.stop(proc)
 
 
-def call(url: str, body: bytes | None = None, timeout: float = 30) -> tuple[int, Any, bytes]:
+def call(
+    url: str, body: bytes | None = None, timeout: float = 30, headers: dict[str, str] | None = None
+) -> tuple[int, Any, bytes]:
     """(status, headers, body) of a GET, or of a POST when there is a body; 0: no answer."""
-    headers = {"Content-Type": "application/json"} if body is not None else {}
-    answer = http.request(url, body, headers, timeout)
+    sent = {"Content-Type": "application/json"} if body is not None else {}
+    answer = http.request(url, body, {**sent, **(headers or {})}, timeout)
     return answer.status, answer.headers, answer.body
 
 
@@ -213,10 +216,18 @@ def ensure_wrk(config: Config) -> None:
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
 
 
-def wrk(url: str, body: Path, expect: Path, conc: int, seconds: int) -> dict[str, Any]:
+def wrk(
+    url: str,
+    body: Path,
+    expect: Path,
+    conc: int,
+    seconds: int,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """One wrk run: req/s, p50, p99 and errors (socket errors, non-200s and wrong answers)."""
     args = ["wrk", "-t1", f"-c{conc}", f"-d{seconds}s", "--latency", "-s", str(BENCH / "wrk.lua")]
     env = {**os.environ, "BENCH_BODY": str(body), "BENCH_EXPECT": str(expect)}
+    env["BENCH_HEADERS"] = "\n".join(f"{k}: {v}" for k, v in (headers or {}).items())
     done = subprocess.run(
         [*args, url], env=env, capture_output=True, text=True, timeout=seconds + 60
     )
@@ -268,19 +279,33 @@ class Case:
     body: bytes
     concurrency: int
     prices: list[float]  # what the model in the bucket gives for these rows
+    headers: dict[str, str] = field(default_factory=dict)  # beside Content-Type: JSON
 
-    def correct(self, answer: bytes, rtol: float = 1e-9) -> bool:
+    def correct(self, answer: bytes, rtol: float = 1e-9, length: str | None = None) -> bool:
+        """Whether ``answer`` holds the prices; ``length``: its Inference-Header-Content-Length
+        (the prices are bytes after the JSON)."""
         try:
-            doc = json.loads(answer)
+            doc = json.loads(answer if length is None else answer[: int(length)])
             if self.path.startswith("/v2/"):
                 out = doc["outputs"][0]
                 if out["name"] != "price" or out["shape"] != [len(self.prices), 1]:
                     return False
-                doc = out["data"]
+                doc = out["data"] if length is None else np.frombuffer(answer[int(length) :], "<f8")
             got = np.asarray(doc, dtype=np.float64)
         except (ValueError, TypeError, KeyError, IndexError):
             return False
         return got.shape == (len(self.prices),) and bool(np.allclose(got, self.prices, rtol=rtol))
+
+
+def binary_tensor(X: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    """A V2 infer body of ``X`` as an FP64 tensor in binary, the output asked for in binary too,
+    as tritonclient sends it by default; and the headers it goes with."""
+    data = np.ascontiguousarray(X, dtype="<f8").tobytes()
+    tensor: dict[str, Any] = {"name": "X", "shape": list(X.shape), "datatype": "FP64"}
+    tensor["parameters"] = {"binary_data_size": len(data)}
+    header = json.dumps({"inputs": [tensor], "parameters": {"binary_data_output": True}}).encode()
+    headers = {"Content-Type": "application/octet-stream", BINARY_HEADER: str(len(header))}
+    return header + data, headers
 
 
 def legacy_rows(n: int) -> np.ndarray:
@@ -336,12 +361,14 @@ def cases(settings: Settings) -> tuple[list[Case], list[str]]:
     shape: list[int] = list(tensor_rows.shape)
     tensor = {"name": "X", "shape": shape, "datatype": "FP64", "data": tensor_rows.ravel().tolist()}
     v2 = json.dumps({"inputs": [tensor]}).encode()
+    binary, headers = binary_tensor(tensor_rows)
     one, thousand = prices(row), prices(tensor_rows, legacy)
     return [
         Case("1 row /predict c=1", "/predict", rows(row).encode(), 1, one),
         Case("1 row /predict c=8", "/predict", rows(row).encode(), 8, one),
         Case("1000 rows /predict c=1", "/predict", rows(old, LEGACY_NAMES).encode(), 1, thousand),
         Case("1000 rows V2 tensor c=1", V2, v2, 1, thousand),
+        Case("1000 rows V2 binary tensor c=1", V2, binary, 1, thousand, headers),
     ], features
 
 
@@ -386,15 +413,22 @@ class Bench:
         for n, case in enumerate(self.plan):
             sent = self.file(f"body-{n}.json", case.body)
             for name in ("predict", "ceiling"):  # alternate: both see the same noise
-                status, _, answer = call(url[name] + case.path, case.body)
-                right = case.correct(answer) if name == "predict" else answer.strip() == b"[0.0]"
+                status, got_headers, answer = call(
+                    url[name] + case.path, case.body, 30, case.headers
+                )
+                right = (
+                    case.correct(answer, length=got_headers.get(BINARY_HEADER))
+                    if name == "predict"
+                    else answer.strip() == b"[0.0]"
+                )
                 if status != 200 or not right:
                     raise BenchError(f"{name} {case.name}: {status} {answer[:300]!r}")
                 expect = self.file(f"expect-{n}-{name}.json", answer)
                 seconds = self.config.seconds
                 self.say(f"{name} {case.name}: {WARMUP} s warm-up, {seconds} s measured")
-                warm = wrk(url[name] + case.path, sent, expect, case.concurrency, WARMUP)
-                got = wrk(url[name] + case.path, sent, expect, case.concurrency, seconds)
+                target = (url[name] + case.path, sent, expect, case.concurrency)
+                warm = wrk(*target, WARMUP, case.headers)
+                got = wrk(*target, seconds, case.headers)
                 got["errors"] += warm["errors"]
                 self.record(f"{name} {case.name}", {"concurrency": case.concurrency, **got})
                 self.say(
@@ -594,12 +628,21 @@ def targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
     def vs_ceiling(case: str) -> float:
         return c[f"predict {case}"]["req_per_s"] / c[f"ceiling {case}"]["req_per_s"]
 
+    def p50_vs_ceiling(case: str) -> float:
+        return c[f"predict {case}"]["p50_ms"] / c[f"ceiling {case}"]["p50_ms"]
+
     checks = {
         "1 row c=1 req/s": (vs_ceiling("1 row /predict c=1"), "≥ 0.70 x ceiling", 0.70, 1),
         "1 row c=1 p99": (c["predict 1 row /predict c=1"]["p99_ms"], "< 3 ms", 3, -1),
         "1 row c=8 req/s": (vs_ceiling("1 row /predict c=8"), "≥ 0.75 x ceiling", 0.75, 1),
         "1000 rows p50": (c["predict 1000 rows /predict c=1"]["p50_ms"], "≤ 25 ms", 25, 0),
         "V2 tensor p50": (c["predict 1000 rows V2 tensor c=1"]["p50_ms"], "≤ 12 ms", 12, 0),
+        "V2 binary p50": (
+            p50_vs_ceiling("1000 rows V2 binary tensor c=1"),
+            "≤ 1.3 x ceiling",
+            1.3,
+            0,
+        ),
         "cold start": (
             cold["predict"]["median_s"] / cold["reference"]["median_s"],
             "≤ 0.5 x reference",
@@ -647,6 +690,7 @@ def table(r: dict[str, Any]) -> str:
         "1 row /predict c=8": {"req_per_s": "1 row c=8 req/s"},
         "1000 rows /predict c=1": {"p50_ms": "1000 rows p50"},
         "1000 rows V2 tensor c=1": {"p50_ms": "V2 tensor p50"},
+        "1000 rows V2 binary tensor c=1": {"p50_ms": "V2 binary p50"},
     }
     for case, goal in goals.items():
         for key, unit in (("req_per_s", "req/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms")):

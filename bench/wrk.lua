@@ -1,6 +1,7 @@
--- wrk script of `make bench`: POSTs the body in the file $BENCH_BODY and counts every answer
--- that is not a 200 carrying exactly the bytes in the file $BENCH_EXPECT. done() prints
--- "mismatches: N" and the first mismatching answer of each thread.
+-- wrk script of `make bench`: POSTs the body in the file $BENCH_BODY (with the headers in
+-- $BENCH_HEADERS) and counts every answer that is not a 200 carrying exactly the bytes in the
+-- file $BENCH_EXPECT. done() prints "mismatches: N" and the first mismatching answer of each
+-- thread.
 
 local function slurp(path)
   local f = assert(io.open(path, "rb"))
@@ -12,6 +13,10 @@ end
 wrk.method = "POST"
 wrk.body = slurp(os.getenv("BENCH_BODY"))
 wrk.headers["Content-Type"] = "application/json"
+-- $BENCH_HEADERS: more headers, one "Name: value" a line (they may replace Content-Type)
+for name, value in string.gmatch(os.getenv("BENCH_HEADERS") or "", "([^:\n]+): ([^\n]*)") do
+  wrk.headers[name] = value
+end
 local expected = slurp(os.getenv("BENCH_EXPECT"))
 
 local threads = {}

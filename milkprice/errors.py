@@ -52,6 +52,12 @@ class Unauthorized(MilkPriceError):
     status = 401
 
 
+class Forbidden(MilkPriceError):
+    """Understood, and refused whoever asks: what is asked is not this server's to do."""
+
+    status = 403
+
+
 class NotFound(MilkPriceError):
     status = 404
 

@@ -15,6 +15,7 @@ import orjson
 
 from milkprice.errors import MethodNotAllowed, NotFound
 from milkprice.predict import bodies, openapi, serving
+from milkprice.predict.binary import HEADER
 
 Handler = Callable[[flask.Request, dict[str, str]], flask.Response]
 
@@ -24,13 +25,25 @@ def _json(doc: Any, headers: dict[str, str] | None = None) -> flask.Response:
     return flask.Response(body, 200, headers, mimetype="application/json")
 
 
-def _bytes(r: flask.Request) -> bytes:
+def _bytes(r: flask.Request, binary: bool = False) -> bytes:
     sock = r.environ.get("gunicorn.socket")  # a read deadline for stalled bodies
-    return bodies.body_bytes(r.headers.get("Content-Type"), r.stream, r.content_length, sock)
+    kind = r.headers.get("Content-Type")
+    return bodies.body_bytes(kind, r.stream, r.content_length, sock, binary)
 
 
-def _body(r: flask.Request) -> Any:
-    return bodies.parse_json(_bytes(r))
+def _infer(r: flask.Request, p: dict[str, str]) -> flask.Response:
+    body = _bytes(r, binary=True)
+    header = r.headers.get(HEADER)
+    answer, headers, octets = serving.v2_infer(p["name"], p.get("version"), body, header)
+    kind = "application/octet-stream" if octets else "application/json"
+    return flask.Response(answer, 200, headers, mimetype=kind)
+
+
+def _refuse(action: str) -> Handler:
+    def refuse(r: flask.Request, p: dict[str, str]) -> flask.Response:
+        serving.v2_refuse(p["name"], action)  # always raises: 404, or 403
+
+    return refuse
 
 
 # What a front end may forward, checked: a value of another shape is left out, never echoed.
@@ -74,7 +87,17 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/v2/health/ready": {"GET": lambda r, _: _json(serving.v2_ready())},
     "/v2/models/{name}": {"GET": lambda r, p: _json(serving.v2_metadata(p["name"]))},
     "/v2/models/{name}/ready": {"GET": lambda r, p: _json(serving.v2_ready(p["name"]))},
-    "/v2/models/{name}/infer": {"POST": lambda r, p: _json(*serving.v2_infer(p["name"], _body(r)))},
+    "/v2/models/{name}/infer": {"POST": _infer},
+    "/v2/models/{name}/versions/{version}": {
+        "GET": lambda r, p: _json(serving.v2_metadata(p["name"], p["version"]))
+    },
+    "/v2/models/{name}/versions/{version}/ready": {
+        "GET": lambda r, p: _json(serving.v2_ready(p["name"], p["version"]))
+    },
+    "/v2/models/{name}/versions/{version}/infer": {"POST": _infer},
+    "/v2/repository/index": {"POST": lambda r, _: _json(serving.v2_index(_bytes(r)))},
+    "/v2/repository/models/{name}/load": {"POST": _refuse("load")},
+    "/v2/repository/models/{name}/unload": {"POST": _refuse("unload")},
 }
 PATTERNS = [(re.compile(re.sub(r"{(\w+)}", r"(?P<\1>[^/]+)", t)), t) for t in ROUTES]
 

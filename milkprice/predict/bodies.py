@@ -26,6 +26,10 @@ def is_json(content_type: str | None) -> bool:
     )
 
 
+def is_octets(content_type: str | None) -> bool:
+    return (content_type or "").split(";", 1)[0].strip().lower() == "application/octet-stream"
+
+
 def check_length(length: int | None) -> None:
     """413 for a declared body above the limit, before anything reads it."""
     limit = cache.settings().max_body_bytes
@@ -77,17 +81,25 @@ def parse_json(body: bytes) -> Any:
 
 
 def body_bytes(
-    content_type: str | None, stream: IO[bytes], length: int | None, sock: Any = None
+    content_type: str | None,
+    stream: IO[bytes],
+    length: int | None,
+    sock: Any = None,
+    binary: bool = False,
 ) -> bytes:
     """A POST body's bytes: 415 unless JSON, 413 above the limit, 408 if it stalls.
+
+    ``binary``: the body may be JSON followed by bytes (the V2 binary tensor data extension),
+    so application/octet-stream is accepted too.
 
     ``sock`` is the connection's socket when the server gives it (gunicorn does): reading
     gets a deadline, so a client that declares more than it sends holds a thread for
     ``body_timeout`` seconds, not for ever. After a stalled body the deadline stays, and the
     server gives the connection up when it tries to read the rest.
     """
-    if not is_json(content_type):
-        raise UnsupportedMediaType(f"send application/json, not {content_type}")
+    if not is_json(content_type) and not (binary and is_octets(content_type)):
+        also = " (or application/octet-stream with Inference-Header-Content-Length)" * binary
+        raise UnsupportedMediaType(f"send application/json{also}, not {content_type}")
     if sock is not None:
         sock.settimeout(cache.settings().body_timeout)
     body = read_body(stream, length, cache.settings().max_body_bytes)

@@ -21,6 +21,7 @@ from milkprice import logs, store
 from milkprice import settings as settings_module
 from milkprice.errors import MilkPriceError, NotReady
 from milkprice.predict.snapshot import Loaded, LoadError, load
+from milkprice.predict.versions import Versions
 
 log = logging.getLogger("milkprice.predict")
 
@@ -49,6 +50,7 @@ class Server:
         self._bad_token: str | None = None
         self._outages = 0  # storage failures in a row: the checks back off while serving
         self._lock = threading.Lock()
+        self.versions = Versions(self.settings)  # the versions routes name, loaded on first use
 
     @property
     def loaded(self) -> Loaded | None:
@@ -184,6 +186,15 @@ def reset() -> None:
 def current() -> Loaded:
     """The snapshot to serve now (see :meth:`Server.current`); 503 until one is loaded."""
     return server().current()
+
+
+def named(version: str | None) -> Loaded:
+    """The served snapshot, or with ``version`` that version's (loaded on first use)."""
+    served = current()
+    if version is None:
+        return served
+    found = server()
+    return found.versions.get(version, served, found.retry_after)
 
 
 def settings() -> settings_module.Settings:

@@ -42,9 +42,13 @@ def context(loaded: Loaded, base: str) -> dict[str, Any]:
         "datatype": "FP64",
         "data": list(row.values()),
     }
+    scheme, _, host = base.rstrip("/").partition("://")
     return {
         "base": base.rstrip("/"),
         "root": urlsplit(base).path.rstrip("/") + "/",  # what relative links resolve against
+        "triton_url": host,
+        "triton_ssl": scheme == "https",
+        "v2_row": ", ".join(repr(float(v)) for v in row.values()),
         "unit": manifest.get("unit", "CLP per litre"),
         "version": loaded.version,
         "manifest": manifest,

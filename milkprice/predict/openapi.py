@@ -48,6 +48,33 @@ NAME = {
     "schema": {"type": "string", "enum": ["forecast", "legacy", "milk-price"]},
 }
 
+VERSION = {
+    "name": "version",
+    "in": "path",
+    "required": True,
+    "description": "a model version the bucket holds (GET /v2/models/{name} lists them)",
+    "schema": {"type": "string"},
+}
+OCTETS = "application/octet-stream"
+HEADER_LENGTH = "Inference-Header-Content-Length"
+BINARY_REQUEST = {
+    "name": HEADER_LENGTH,
+    "in": "header",
+    "required": False,
+    "description": (
+        "binary tensor data: the length of the JSON at the start of the body; the bytes after "
+        "it are the input's values, little-endian, as many as its parameters.binary_data_size"
+    ),
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+}
+BINARY_ANSWER = {
+    HEADER_LENGTH: {
+        "description": "only when the output is binary data: the length of the JSON before it",
+        "required": False,
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+}
+
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -201,9 +228,14 @@ SCHEMAS: dict[str, Any] = {
                 "maxItems": 1,
                 "items": {
                     "type": "object",
-                    "required": ["shape", "datatype", "data"],
+                    "required": ["shape", "datatype"],
+                    "description": "data, or parameters.binary_data_size with the bytes after",
                     "properties": {
                         "name": {"type": "string", "description": "any name; X by convention"},
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+                        },
                         "shape": {
                             "type": "array",
                             "items": {"type": "integer"},
@@ -225,6 +257,42 @@ SCHEMAS: dict[str, Any] = {
                     },
                 },
             },
+            "outputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string", "const": "price"},
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"binary_data": {"type": "boolean"}},
+                        },
+                    },
+                },
+            },
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "binary_data_output": {
+                        "type": "boolean",
+                        "description": "every output as binary data, unless outputs say",
+                    }
+                },
+            },
+        },
+    },
+    "RepositoryIndex": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["name", "version", "state"],
+            "properties": {
+                "name": {"type": "string"},
+                "version": {"type": "string"},
+                "state": {"type": "string", "enum": ["READY", "UNAVAILABLE"]},
+                "reason": {"type": "string"},
+            },
         },
     },
     "InferResponse": {
@@ -238,12 +306,17 @@ SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "required": ["name", "shape", "datatype", "data"],
+                    "required": ["name", "shape", "datatype"],
+                    "description": "data, or (binary) parameters.binary_data_size",
                     "properties": {
                         "name": {"type": "string", "const": "price"},
                         "shape": {"type": "array", "items": {"type": "integer"}},
                         "datatype": {"type": "string", "const": "FP64"},
                         "data": {"type": "array", "items": {"type": "number"}},
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+                        },
                     },
                 },
             },
@@ -258,6 +331,7 @@ def _paths() -> dict[str, Any]:
     media = _error("The Content-Type is not JSON")
     stalled = _error("The body stopped arriving before its declared length")
     unknown_model = _error("No model of that name")
+    unknown_version = _error("No model of that name, or no such version in the bucket")
     return {
         "/": {
             "get": {
@@ -364,47 +438,123 @@ def _paths() -> dict[str, Any]:
                 "responses": {"200": _json("Ready", _ref("Ready")), "503": NOT_READY},
             }
         },
-        "/v2/models/{name}": {
-            "get": {
-                "summary": "KServe V2 model metadata, with the input's feature names",
-                "parameters": [NAME],
-                "responses": {
-                    "200": _json("Model metadata", _ref("ModelMetadata")),
-                    "404": unknown_model,
-                    "503": NOT_READY,
+        "/v2/models/{name}": _metadata_op([NAME], unknown_model),
+        "/v2/models/{name}/ready": _ready_op([NAME], unknown_model),
+        "/v2/models/{name}/infer": _infer_op([NAME], unknown_model),
+        "/v2/models/{name}/versions/{version}": _metadata_op([NAME, VERSION], unknown_version),
+        "/v2/models/{name}/versions/{version}/ready": _ready_op([NAME, VERSION], unknown_version),
+        "/v2/models/{name}/versions/{version}/infer": _infer_op([NAME, VERSION], unknown_version),
+        "/v2/repository/index": _index_op(),
+        "/v2/repository/models/{name}/load": _control_op("load"),
+        "/v2/repository/models/{name}/unload": _control_op("unload"),
+    }
+
+
+def _metadata_op(parameters: list[dict[str, Any]], not_found: dict[str, Any]) -> dict[str, Any]:
+    version = " of that version" if len(parameters) > 1 else ""
+    return {
+        "get": {
+            "summary": f"KServe V2 model metadata{version}, with the input's feature names",
+            "parameters": parameters,
+            "responses": {
+                "200": _json("Model metadata", _ref("ModelMetadata")),
+                "404": not_found,
+                "503": NOT_READY,
+            },
+        }
+    }
+
+
+def _ready_op(parameters: list[dict[str, Any]], not_found: dict[str, Any]) -> dict[str, Any]:
+    version = " of that version, loaded first" if len(parameters) > 1 else ""
+    return {
+        "get": {
+            "summary": f"KServe V2 model readiness{version}",
+            "parameters": parameters,
+            "responses": {
+                "200": _json("Ready", _ref("Ready")),
+                "404": not_found,
+                "503": NOT_READY,
+            },
+        }
+    }
+
+
+def _infer_op(parameters: list[dict[str, Any]], not_found: dict[str, Any]) -> dict[str, Any]:
+    version = " by that version (loaded on first use)" if len(parameters) > 1 else ""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        "post": {
+            "summary": f"KServe V2 inference{version}: one tensor [N, F] in, prices [N, 1] out",
+            "description": (
+                "The binary tensor data extension: the input's values may follow the JSON as "
+                "raw little-endian bytes (Inference-Header-Content-Length gives the JSON's "
+                "length), and the output comes back the same way when asked for with "
+                "outputs[].parameters.binary_data or parameters.binary_data_output."
+            ),
+            "parameters": [*parameters, BINARY_REQUEST],
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": _ref("InferRequest")}, OCTETS: binary},
+            },
+            "responses": {
+                "200": {
+                    "description": "Prices: JSON, or JSON then the output's bytes",
+                    "content": {JSON: {"schema": _ref("InferResponse")}, OCTETS: {}},
+                    "headers": {**MODEL_HEADERS, **BINARY_ANSWER},
                 },
-            }
-        },
-        "/v2/models/{name}/ready": {
-            "get": {
-                "summary": "KServe V2 model readiness",
-                "parameters": [NAME],
-                "responses": {
-                    "200": _json("Ready", _ref("Ready")),
-                    "404": unknown_model,
-                    "503": NOT_READY,
-                },
-            }
-        },
-        "/v2/models/{name}/infer": {
-            "post": {
-                "summary": "KServe V2 inference: one tensor [N, F] in, prices [N, 1] out",
-                "parameters": [NAME],
-                "requestBody": {
-                    "required": True,
-                    "content": {JSON: {"schema": _ref("InferRequest")}},
-                },
-                "responses": {
-                    "200": _json("Prices", _ref("InferResponse"), headers=MODEL_HEADERS),
-                    "400": bad_request,
-                    "404": unknown_model,
-                    "408": stalled,
-                    "413": too_large,
-                    "415": media,
-                    "503": NOT_READY,
-                },
-            }
-        },
+                "400": _error(
+                    "Malformed JSON, a tensor that cannot be scored, or binary data whose "
+                    "length does not match its header, its shape or its type"
+                ),
+                "404": not_found,
+                "408": _error("The body stopped arriving before its declared length"),
+                "413": _error("The body is above the byte limit, or holds too many rows"),
+                "415": _error("The Content-Type is neither JSON nor application/octet-stream"),
+                "503": NOT_READY,
+            },
+        }
+    }
+
+
+def _index_op() -> dict[str, Any]:
+    ready = {"type": "object", "properties": {"ready": {"type": "boolean"}}}
+    return {
+        "post": {
+            "summary": "KServe V2 repository index: every model and version, with its state",
+            "description": (
+                "READY: the served version, and any other loaded by a request that named it; "
+                "UNAVAILABLE, with a reason, for the others. An empty body lists all of them; "
+                '{"ready": true} only the ready ones.'
+            ),
+            "requestBody": {"required": False, "content": {JSON: {"schema": ready}}},
+            "responses": {
+                "200": _json("Models and versions", _ref("RepositoryIndex")),
+                "400": _error("Malformed JSON, or a ready that is not true or false"),
+                "408": _error("The body stopped arriving before its declared length"),
+                "413": _error("The body is above the byte limit"),
+                "415": _error("The Content-Type is not JSON"),
+                "503": NOT_READY,
+            },
+        }
+    }
+
+
+def _control_op(action: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": f"KServe V2 model {action}: refused, this server follows the pointer",
+            "description": (
+                "The served version is the one models/current.json names; any other is loaded "
+                "when a request names it. To serve another version, move the pointer: "
+                "milkprice rollback VERSION."
+            ),
+            "parameters": [NAME],
+            "responses": {
+                "403": _error(f"{action.capitalize()} is not offered"),
+                "404": _error("No model of that name"),
+            },
+        }
     }
 
 

@@ -9,13 +9,13 @@ back as Python objects, with headers where any; the entry point serializes them.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import orjson
 
 from milkprice.errors import BadRequest, Conflict, MilkPriceError, to_response
-from milkprice.predict import cache, landing, v2
+from milkprice.predict import binary, cache, landing, v2
 from milkprice.predict.bodies import parse_json
 from milkprice.predict.validation import FAST_PATH_BYTES, fast_scores, score_rows
 
@@ -90,16 +90,36 @@ def v2_server() -> dict[str, Any]:
     return v2.server_metadata()
 
 
-def v2_ready(name: str | None = None) -> dict[str, Any]:
-    """Server readiness (a model is loaded), or a model's; 503 until a model is loaded."""
-    return v2.ready(cache.current(), name)
+def v2_ready(name: str | None = None, version: str | None = None) -> dict[str, Any]:
+    """Server readiness (a model is loaded), or a model's (a named version is loaded first);
+    503 until a model is loaded."""
+    return v2.ready(cache.named(version), name)
 
 
-def v2_metadata(name: str) -> dict[str, Any]:
-    return v2.metadata(cache.current(), name)
+def v2_metadata(name: str, version: str | None = None) -> dict[str, Any]:
+    loaded = cache.named(version)
+    served = cache.current().version
+    return v2.metadata(loaded, name, cache.server().versions.names(served))
 
 
-def v2_infer(name: str, doc: Any) -> tuple[dict[str, Any], dict[str, str]]:
-    loaded = cache.current()
-    answer = v2.infer(loaded, name, doc, cache.settings().max_rows)
-    return answer, {"X-Model-Version": loaded.version}
+def v2_infer(
+    name: str, version: str | None, body: bytes, header: str | None
+) -> tuple[bytes, dict[str, str], bool]:
+    """An infer request's answer: its bytes, headers, and whether it carries binary data."""
+    doc, tail = binary.split(body, header)
+    loaded = cache.named(version)
+    answer, data = v2.infer(loaded, name, doc, tail, cache.settings().max_rows)
+    text = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+    headers = {"X-Model-Version": loaded.version}
+    if data is None:
+        return text, headers, False
+    return text + data, {**headers, binary.HEADER: str(len(text))}, True
+
+
+def v2_index(body: bytes) -> list[dict[str, str]]:
+    only_ready = v2.index_request(parse_json(body) if body.strip() else {})
+    return v2.index(cache.current(), cache.server().versions, only_ready)
+
+
+def v2_refuse(name: str, action: str) -> NoReturn:
+    v2.refuse(name, action)

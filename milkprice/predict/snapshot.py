@@ -36,8 +36,8 @@ class Loaded:
     """Everything one model version serves; never changed, only replaced."""
 
     version: str
-    token: str  # of the pointer object that named this version
-    pointer: Mapping[str, Any]
+    token: str  # of the pointer object that named this version ("" if loaded by name)
+    pointer: Mapping[str, Any]  # empty if loaded by name
     manifest: Mapping[str, Any]
     models: Mapping[str, Model]
     chart: bytes | None
@@ -60,6 +60,20 @@ def load(settings: settings_module.Settings) -> Loaded | None:
     if pointer_blob is None:
         return None
     pointer, version = _pointer(pointer_blob.data)
+    return build(settings, version, pointer_blob.token, pointer)
+
+
+def load_version(settings: settings_module.Settings, version: str) -> Loaded:
+    """The snapshot of a version the pointer need not name, verified the same way."""
+    if not VERSION_NAME.match(version) or ".." in version:
+        raise LoadError(f"{version!r} is no valid version name")
+    return build(settings, version, "", {})
+
+
+def build(
+    settings: settings_module.Settings, version: str, token: str, pointer: Mapping[str, Any]
+) -> Loaded:
+    """Read ``version``'s manifest, check every artifact's sha256, build both models."""
     manifest = _manifest(settings, version)
     models = {role: _model(settings, version, role, manifest) for role in ROLES}
     chart = chart_sha = None
@@ -73,7 +87,7 @@ def load(settings: settings_module.Settings) -> Loaded | None:
     decoder, columns = _decoding(models)
     return Loaded(
         version=version,
-        token=pointer_blob.token,
+        token=token,
         pointer=MappingProxyType(dict(pointer)),
         manifest=MappingProxyType(manifest),
         models=MappingProxyType(models),

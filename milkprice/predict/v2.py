@@ -1,42 +1,52 @@
-"""The KServe V2 (Open Inference Protocol) answers: server and model metadata, readiness, infer.
+"""The KServe V2 (Open Inference Protocol) answers: server and model metadata, readiness, infer,
+the repository index.
 
 Each takes the snapshot to answer from; the models are ``forecast`` and ``legacy``, with
 ``milk-price`` another name of ``forecast``. An inference request is one tensor ``[N, F]``
-whose columns are the model's features in the manifest's order.
+whose columns are the model's features in the manifest's order, its values in the JSON or,
+with the binary tensor data extension (``binary``), as bytes after it.
 """
 
 from __future__ import annotations
 
 from itertools import chain
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from milkprice import __version__
-from milkprice.errors import BadRequest, NotFound, PayloadTooLarge
+from milkprice.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
+from milkprice.predict import binary
 from milkprice.predict.model import Model
 from milkprice.predict.snapshot import Loaded
 from milkprice.predict.validation import NUMBER, json_type
+from milkprice.predict.versions import Versions
 
 ALIASES = MappingProxyType({"forecast": "forecast", "legacy": "legacy", "milk-price": "forecast"})
 SERVER_NAME = "milk-price"
 PLATFORM = "onnxruntime_onnx"
 V2_TYPES = MappingProxyType({"FP64": np.float64, "FP32": np.float32})
+# load and unload answer 403: this server serves what the bucket's pointer names
+EXTENSIONS = (binary.EXTENSION, "model_repository")
 
 
 def server_metadata() -> dict[str, Any]:
-    return {"name": SERVER_NAME, "version": __version__, "extensions": []}
+    return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
 
 
 def model(loaded: Loaded, name: str) -> Model:
     role = ALIASES.get(name)
     if role is None:
-        raise NotFound(
-            f"no model named {name!r}; the models are {', '.join(ALIASES)}",
-            [{"field": "name", "problem": "unknown model"}],
-        )
+        model_not_found(name)
     return loaded.models[role]
+
+
+def model_not_found(name: str) -> NoReturn:
+    raise NotFound(
+        f"no model named {name!r}; the models are {', '.join(ALIASES)}",
+        [{"field": "name", "problem": "unknown model"}],
+    )
 
 
 def ready(loaded: Loaded, name: str | None) -> dict[str, Any]:
@@ -47,11 +57,12 @@ def ready(loaded: Loaded, name: str | None) -> dict[str, Any]:
     return {"name": name, "ready": True}
 
 
-def metadata(loaded: Loaded, name: str) -> dict[str, Any]:
+def metadata(loaded: Loaded, name: str, versions: list[str]) -> dict[str, Any]:
+    """A model's metadata; ``versions`` are those that can be asked for, the served first."""
     m = model(loaded, name)
     return {
         "name": name,
-        "versions": [loaded.version],
+        "versions": versions,
         "platform": PLATFORM,
         "inputs": [{"name": m.input, "datatype": "FP64", "shape": [-1, len(m.features)]}],
         "outputs": [{"name": m.output, "datatype": "FP64", "shape": [-1, 1]}],
@@ -65,21 +76,72 @@ def metadata(loaded: Loaded, name: str) -> dict[str, Any]:
     }
 
 
-def infer(loaded: Loaded, name: str, doc: Any, max_rows: int) -> dict[str, Any]:
-    """A V2 inference request: one tensor [N, F], columns in the manifest's feature order."""
+def infer(
+    loaded: Loaded, name: str, doc: Any, tail: memoryview, max_rows: int
+) -> tuple[dict[str, Any], bytes | None]:
+    """A V2 inference request: one tensor [N, F], columns in the manifest's feature order.
+
+    ``tail`` holds the bytes after the request's JSON (binary tensor data). The answer's JSON
+    and, when the output is asked for as binary data, the bytes that follow it.
+    """
     m = model(loaded, name)
     tensor = _tensor(doc)
     n, dtype = _shape_and_type(tensor, m, max_rows)
-    X = _matrix(tensor.get("data"), m, n)
-    if dtype is np.float32:
-        with np.errstate(over="ignore"):
-            X = X.astype(np.float32).astype(np.float64)
+    as_binary = binary.wants_binary(doc, m.output)
+    X = binary.matrix(tensor, tail, n, len(m.features), dtype)
+    if X is None:
+        X = _matrix(tensor.get("data"), m, n)
+        if dtype is np.float32:
+            with np.errstate(over="ignore"):
+                X = X.astype(np.float32).astype(np.float64)
     prices = m.score(X, None)
     answer: dict[str, Any] = {"model_name": name, "model_version": loaded.version}
     if doc.get("id") is not None:
         answer["id"] = str(doc["id"])
-    answer["outputs"] = [{"name": m.output, "shape": [n, 1], "datatype": "FP64", "data": prices}]
-    return answer
+    out: dict[str, Any] = {"name": m.output, "shape": [n, 1], "datatype": "FP64"}
+    tail_out = None
+    if as_binary:
+        out["parameters"], tail_out = binary.output(prices)
+    else:
+        out["data"] = prices
+    answer["outputs"] = [out]
+    return answer, tail_out
+
+
+def index(served: Loaded, versions: Versions, only_ready: bool) -> list[dict[str, str]]:
+    """The repository index: every model name and version, with its state."""
+    entries = []
+    for version in versions.names(served.version):
+        state, reason = versions.state(version, served.version)
+        if only_ready and state != "READY":
+            continue
+        for name in ALIASES:
+            entry = {"name": name, "version": version, "state": state}
+            entries.append({**entry, "reason": reason} if reason else entry)
+    return entries
+
+
+def index_request(doc: Any) -> bool:
+    """Whether an index request asks for the ready models only (an empty body: no)."""
+    ready = doc.get("ready", False) if type(doc) is dict else None
+    if type(ready) is not bool:
+        raise BadRequest(
+            "the body must be an object whose ready, if any, is true or false",
+            [{"field": "ready", "problem": "not an object with a boolean ready"}],
+        )
+    return ready
+
+
+def refuse(name: str, action: str) -> NoReturn:
+    """Load and unload: 404 for an unknown model, else 403 (the pointer decides)."""
+    if name not in ALIASES:
+        model_not_found(name)
+    raise Forbidden(
+        f"{action} {name}: this server serves the version models/current.json names and "
+        "loads any other version when a request names it; to serve another version, move the "
+        "pointer (milkprice rollback VERSION)",
+        [{"field": "name", "problem": f"{action} is not offered"}],
+    )
 
 
 def _tensor_error(field: str, problem: str) -> BadRequest:

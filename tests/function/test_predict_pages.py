@@ -192,10 +192,14 @@ def test_every_documented_answer_happens(
         "/v2/health/ready",
         "/v2/models/forecast",
         "/v2/models/forecast/ready",
+        "/v2/models/forecast/versions/v1",
+        "/v2/models/forecast/versions/v1/ready",
     ):
         client.get(path)
     client.post("/predict", json={"data": [{}]})
     client.post(INFER, json=tensor)
+    client.post("/v2/models/forecast/versions/v1/infer", json=tensor)
+    client.post("/v2/repository/index")
     seen |= client.seen
     # a model without a chart
     cache.reset()
@@ -229,7 +233,12 @@ def test_every_documented_answer_happens(
         ]
     }
     client = Client()
+    versioned = f"/v2/models/forecast/versions/{doc['version']}"
     for path in (
+        versioned,
+        f"{versioned}/ready",
+        "/v2/models/forecast/versions/nope",
+        "/v2/models/forecast/versions/nope/ready",
         "/",
         "/forecast",
         "/openapi.json",
@@ -246,7 +255,13 @@ def test_every_documented_answer_happens(
         client.get(path)
     etag = client.get("/backtest.png").headers["ETag"]
     client.get("/backtest.png", headers={"If-None-Match": etag})
-    for path, ok in (("/predict", {"data": [row]}), (INFER, good)):
+    index = "/v2/repository/index"
+    for path, ok in (
+        ("/predict", {"data": [row]}),
+        (INFER, good),
+        (f"{versioned}/infer", good),
+        (index, {"ready": True}),
+    ):
         client.post(path, json=ok)
         client.post(path, json={"data": [], "inputs": []})
         client.post(
@@ -264,5 +279,17 @@ def test_every_documented_answer_happens(
         )
         assert "the 100 bytes its Content-Length declared" in stalled.get_json()["error"]
     client.post("/v2/models/nope/infer", json=good)
+    client.post("/v2/models/forecast/versions/nope/infer", json=good)
+    client.post(index, json={"ready": "yes"})
+    client.post(index, environ_overrides={"CONTENT_LENGTH": "100000000"})
+    for action in ("load", "unload"):
+        client.post(f"/v2/repository/models/forecast/{action}", json={})
+        client.post(f"/v2/repository/models/nope/{action}", json={})
+    binary = client.post(
+        INFER,
+        data=json.dumps({**good, "parameters": {"binary_data_output": True}}),
+        content_type="application/octet-stream",
+    )
+    assert binary.headers["Inference-Header-Content-Length"], binary.data
     seen |= client.seen
     assert documented <= seen, documented - seen

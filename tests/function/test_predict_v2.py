@@ -7,7 +7,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from milkprice.predict.versions import KEPT
 from milkprice.settings import Settings
+from tests.support.buckets import clone, promote
 from tests.support.openapi_client import Client
 from tests.support.rows import legacy_rows, next_row, perturbed
 
@@ -92,3 +94,50 @@ def test_v2_metadata_lists_the_feature_names(
     for path in ("/v2/models/nope", "/v2/models/nope/ready"):
         assert client.get(path).status_code == 404
     assert client.post("/v2/models/nope/infer", json={"inputs": []}).status_code == 404
+
+
+def test_old_versions_load_on_first_use_verified_and_few_stay_loaded(
+    settings: Settings, trained_sample: tuple[Settings, dict[str, Any]]
+) -> None:
+    """Versions by name: sha256-checked like the served one, at most KEPT others in memory."""
+    source = trained_sample[0]
+    old = [clone(source, settings, f"v{k}") for k in range(1, KEPT + 2)]
+    corrupt = clone(source, settings, "v0-corrupt", corrupt="legacy.onnx")
+    served = clone(source, settings, "v9-served")
+    promote(settings, served)
+    client = Client()
+
+    def index() -> dict[str, tuple[str, str]]:
+        entries = client.post("/v2/repository/index").get_json()
+        return {
+            e["version"]: (e["state"], e.get("reason", ""))
+            for e in entries
+            if e["name"] == "legacy"
+        }
+
+    assert index() == {
+        served: ("READY", ""),
+        **{
+            v: ("UNAVAILABLE", "not loaded: a request that names this version loads it")
+            for v in [*old, corrupt]
+        },
+    }
+    for version in old:  # the first one asked for is the first dropped
+        assert client.get(f"/v2/models/legacy/versions/{version}/ready").status_code == 200
+    states = index()
+    assert states[old[0]][0] == "UNAVAILABLE"
+    assert [v for v in old if states[v][0] == "READY"] == old[1:]
+    # asked for again, it is loaded again (and the least recently used goes)
+    answer = client.get(f"/v2/models/legacy/versions/{old[0]}").get_json()
+    assert answer["versions"][0] == served and set(answer["versions"]) == {served, corrupt, *old}
+    assert index()[old[1]][0] == "UNAVAILABLE" and index()[old[0]][0] == "READY"
+    # a version whose file is not what its manifest says is never served
+    response = client.get(f"/v2/models/forecast/versions/{corrupt}/ready")
+    assert response.status_code == 503, response.get_json()
+    assert "legacy.onnx has sha256" in response.get_json()["error"]
+    state, reason = index()[corrupt]
+    assert state == "UNAVAILABLE" and "legacy.onnx has sha256" in reason
+    unknown = client.get("/v2/models/forecast/versions/v404").get_json()
+    assert unknown["error"].startswith(
+        "no model version 'v404'; the versions are v9-served, v4, v3"
+    )

@@ -38,7 +38,7 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
     doc = json.loads(results.read_text())
     assert doc["mode"] == "smoke"
     cases = doc["cases"]
-    assert len(cases) == 9  # four cases on each server, and the soak
+    assert len(cases) == 11  # five cases on each server, and the soak
     assert {name.split()[0] for name in cases} == {"predict", "ceiling"}
     for name, case in cases.items():
         assert case["req_per_s"] > 0, name
