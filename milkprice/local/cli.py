@@ -392,12 +392,19 @@ def main(argv: list[str] | None = None) -> int:
 
             storage.use_local(settings)  # the local stack's, unless the environment says else
         handler = COMMANDS[args.command][0]
-        return handler(settings, args)
+        status = handler(settings, args)
+        sys.stdout.flush()  # here, where a reader gone away is caught below, not at exit
+        return status
     except MilkPriceError as exc:
         print(f"milkprice {args.command}: {exc.message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): nothing more to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 0
 
 
 if __name__ == "__main__":

@@ -68,6 +68,16 @@ def test_train_status_models_rollback_predict(
 
     models = milkprice("models", env=env)
     assert f"* {versions[1]}" in models.stdout and f"  {versions[0]}" in models.stdout
+    # a reader that leaves before the answer (a pager quit, `| head`): no traceback, no error
+    cut = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f"{sys.executable} -m milkprice.local.cli status | true"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cut.returncode == 0 and cut.stderr == "", cut.stderr
 
     back = milkprice("rollback", versions[0], env=env)
     assert back.returncode == 0, back.stderr

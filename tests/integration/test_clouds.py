@@ -135,9 +135,7 @@ def cloud_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stac
         pytest.skip("Azurite needs Node.js and npm, not installed here")
     stack = Stack(tmp_path, cloud=request.param)
     yield stack
-    if stack.proc.poll() is None:
-        stack.proc.kill()
-        stack.proc.wait()
+    stack.close()
 
 
 def test_up_on_each_cloud_trains_serves_and_retrains_on_upload(

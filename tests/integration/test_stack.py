@@ -29,9 +29,7 @@ pytestmark = pytest.mark.slow
 def stack(tmp_path: Path) -> Iterator[Stack]:
     s = Stack(tmp_path)
     yield s
-    if s.proc.poll() is None:
-        s.proc.kill()
-        s.proc.wait()
+    s.close()
 
 
 def test_up_serves_trains_on_upload_and_stops_cleanly(stack: Stack) -> None:
@@ -138,8 +136,7 @@ def test_a_stop_during_training_leaves_nothing_behind(tmp_path: Path, sig: signa
         assert not held_ports(first.ports), "ports still held"
         assert first.proc.returncode == 0
     finally:
-        if first.proc.poll() is None:
-            first.proc.kill()
+        first.close()
 
     second = Stack(tmp_path, first.ports)  # the same state and ports: starts, serves as before
     try:
@@ -149,5 +146,4 @@ def test_a_stop_during_training_leaves_nothing_behind(tmp_path: Path, sig: signa
         assert record["outcome"] == "failed", record
         assert f"got {sig.name}" in record["reason"] and "backtest" in record["reason"]
     finally:
-        second.interrupt(signal.SIGTERM)
-        second.proc.wait(timeout=30)
+        second.close()

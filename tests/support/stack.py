@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -62,6 +63,22 @@ class Stack:
             os.killpg(self.proc.pid, sig)
         else:
             self.proc.send_signal(sig)
+
+    def close(self) -> None:
+        """Stop ``up`` as a supervisor does (SIGTERM); if it does not stop in time (a test
+        that failed midway), kill it and every process under it, so none outlives the test."""
+        if self.proc.poll() is not None:
+            return
+        under = self.descendants()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for pid in under & set(parents()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def descendants(self) -> set[int]:
         """Every process under ``up``, however deep."""
