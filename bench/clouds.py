@@ -15,7 +15,7 @@ import statistics
 from typing import TYPE_CHECKING, Any
 
 from milkprice import contract, store
-from milkprice.local import emulator, emulators, processes, storage
+from milkprice.local import emulators, storage
 from milkprice.settings import Settings
 
 if TYPE_CHECKING:
@@ -23,16 +23,6 @@ if TYPE_CHECKING:
 
 OTHERS = ("aws", "azure")
 CASE = "1 row /predict c=1"
-
-
-def _start(cloud: str, bench: Bench) -> tuple[processes.Process, dict[str, str]]:
-    folder = bench.procs.tmp / cloud
-    folder.mkdir(parents=True, exist_ok=True)
-    port = emulator.free_port()
-    if cloud == "aws":
-        return emulators.start_moto(port, log=folder / "moto.log"), emulators.moto_env(port)
-    proc = emulators.start_azurite(folder / "data", port, log=folder / "azurite.log")
-    return proc, emulators.azurite_env(port)
 
 
 def _serve_from(cloud: str, bench: Bench, env: dict[str, str]) -> None:
@@ -48,7 +38,7 @@ def _serve_from(cloud: str, bench: Bench, env: dict[str, str]) -> None:
 
 def measure(bench: Bench, cloud: str) -> dict[str, Any]:
     """Cold start and 1-row serving of predict on ``cloud``, each beside the bare function."""
-    proc, env = _start(cloud, bench)
+    proc, env = storage.start_free(cloud, bench.procs.tmp / cloud)
     extra = {"MILKPRICE_CLOUD": cloud, **env}
     try:
         _serve_from(cloud, bench, env)

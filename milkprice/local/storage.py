@@ -84,25 +84,31 @@ def use_local(settings: Settings, environ: MutableMapping[str, str] | None = Non
     return True
 
 
-def start(settings: Settings, state: Path) -> processes.Process:
+def start(settings: Settings, state: Path, gcs_output: int = subprocess.PIPE) -> processes.Process:
     """Start the cloud's emulator with its data under ``state``; return once it answers.
 
-    fake-gcs-server's lines are few and come back to the caller (``popen.stdout``); moto and
-    Azurite log every request, so theirs go to a file in ``state``.
+    fake-gcs-server's lines are few and go to ``gcs_output`` (by default back to the caller,
+    ``popen.stdout``); moto and Azurite log every request, so theirs go to a file in ``state``.
+    Azurite is installed once, into the state folder's ``node/`` (``emulators.node_folder``).
     """
     own = local(settings)
     if settings.cloud == "aws":  # in memory: nothing survives a restart
         return emulators.start_moto(settings.s3_port, settings.host, log=state / "s3.log")
     if settings.cloud == "azure":
         return emulators.start_azurite(
-            state / "azurite",
-            settings.azure_port,
-            settings.host,
-            node=state / "node",
-            log=state / "blob.log",
+            state / "azurite", settings.azure_port, settings.host, log=state / "blob.log"
         )
-    gcs = emulator.start(state / "gcs", settings.gcs_port, settings.host, log=subprocess.PIPE)
+    gcs = emulator.start(state / "gcs", settings.gcs_port, settings.host, log=gcs_output)
     return processes.Process(own.name, gcs)
+
+
+def start_free(cloud: str, folder: Path) -> tuple[processes.Process, dict[str, str]]:
+    """``cloud``'s emulator on a free port, its data and log under ``folder``, and the
+    variables its SDK needs to reach it (the tests and the bench start theirs so)."""
+    port = emulator.free_port()
+    settings = Settings(cloud=cloud, gcs_port=port, s3_port=port, azure_port=port)
+    folder.mkdir(parents=True, exist_ok=True)
+    return start(settings, folder, gcs_output=subprocess.DEVNULL), client_env(settings)
 
 
 def where(settings: Settings, state: Path) -> str:

@@ -8,7 +8,6 @@ gets a bucket (a container, on Azure) of its own.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -25,6 +24,7 @@ from milkprice import contract, store
 from milkprice.errors import ConfigError, Conflict, MilkPriceError, StorageUnavailable
 from milkprice.local import emulator, emulators
 from milkprice.settings import Settings
+from tests.support import clouds
 from tests.support.buckets import new_settings
 from tests.support.paths import RELEASE
 
@@ -35,22 +35,16 @@ MANIFEST = RELEASE / "manifest.json"
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """moto's S3 server on a free port; the variables boto3 needs to reach it."""
-    port = emulator.free_port()
-    proc = emulators.start_moto(port, log=tmp_path_factory.mktemp("moto") / "moto.log")
-    yield emulators.moto_env(port)
+    proc, env = clouds.start("aws", tmp_path_factory.mktemp("moto"))
+    yield env
     emulators.stop(proc)
 
 
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Azurite's blob service on a free port (installed with npm on first use)."""
-    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"Azurite needs Node.js and npm; {', '.join(missing)} not installed here")
-    port = emulator.free_port()
-    root = tmp_path_factory.mktemp("azurite")
-    proc = emulators.start_azurite(root / "data", port, log=root / "azurite.log")
-    yield emulators.azurite_env(port)
+    proc, env = clouds.start("azure", tmp_path_factory.mktemp("azurite"))
+    yield env
     emulators.stop(proc)
 
 
