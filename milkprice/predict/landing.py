@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -55,6 +56,7 @@ def context(loaded: Loaded, base: str) -> dict[str, Any]:
         "pointer": loaded.pointer,
         "loaded": loaded.loaded,
         "forecast": loaded.forecast,
+        "accuracy": accuracy(loaded.forecast, manifest, models["forecast"]),
         "models": models,
         "naive": models["forecast"].get("naive") or {"rmse": 0.0, "mae": 0.0, "mape": 0.0},
         "months": backtest.get("months") or ["?"],
@@ -68,6 +70,31 @@ def context(loaded: Loaded, base: str) -> dict[str, Any]:
         "path_chart": path_chart(manifest.get("path")),
         "predict_body": orjson.dumps({"data": [row]}).decode(),
         "v2_body": orjson.dumps({"id": "1", "inputs": [tensor]}).decode(),
+    }
+
+
+def accuracy(
+    forecast: Mapping[str, Any], manifest: Mapping[str, Any], model: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The backtest figures of the forecast the page shows: the path's one month ahead when
+    that is what /forecast answers, else the forecast model's (None without figures)."""
+    path = manifest.get("path")
+    if forecast.get("source") == "path" and path and path["short"]["horizons"]:
+        first = path["short"]["horizons"][0]
+        return {
+            "rmse": first["path"]["rmse"],
+            "to_naive": first["path"]["rmse_to_naive"],
+            "coverage": first["path"].get("coverage"),
+            "months": first["scored"],
+        }
+    naive = (model.get("naive") or {}).get("rmse")
+    if not naive:
+        return None
+    return {
+        "rmse": model["backtest"]["rmse"],
+        "to_naive": model["backtest"]["rmse"] / naive,
+        "coverage": (model.get("interval") or {}).get("coverage"),
+        "months": len((manifest.get("backtest") or {}).get("months") or []),
     }
 
 

@@ -117,14 +117,23 @@ SCHEMAS: dict[str, Any] = {
     },
     "Forecast": {
         "type": "object",
-        "required": ["month", "price", "model_version"],
+        "description": "Next month's forecast: the first month of the forecast path, the same "
+        "figures as months=1 gives; a model trained before the path answers its forecast "
+        "model's price of next month's feature row",
+        "required": ["month", "price", "model_version", "source"],
         "properties": {
             "month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
             "price": {"type": "number"},
             "model_version": {"type": "string"},
+            "source": {
+                "type": "string",
+                "enum": ["path", "model"],
+                "description": "path: the forecast path's first month; model: the forecast "
+                "model's price of next month's feature row (a model trained before the path)",
+            },
             "interval": {
                 "type": "object",
-                "description": "prediction interval from the backtest's one-step-ahead errors",
+                "description": "prediction interval from the backtest's errors one month ahead",
                 "required": ["level", "lower", "upper"],
                 "properties": {
                     "level": {"type": "number"},
@@ -359,8 +368,8 @@ def _paths() -> dict[str, Any]:
         },
         "/forecast": {
             "get": {
-                "summary": "Next month's price by the forecast model, or with months=N the "
-                "next N months of the forecast path",
+                "summary": "Next month's forecast (the forecast path's first month), or with "
+                "months=N the next N months of the forecast path",
                 "parameters": [
                     {
                         "name": "months",
@@ -368,7 +377,8 @@ def _paths() -> dict[str, Any]:
                         "required": False,
                         "description": "how many months of the path, 1 to the horizon it was "
                         "trained for (MILKPRICE_HORIZON, 12 by default); without it, next "
-                        "month's forecast as before",
+                        "month's forecast alone, as before (the same month and figures as "
+                        "months=1)",
                         "schema": {"type": "integer", "minimum": 1, "maximum": 12},
                     }
                 ],

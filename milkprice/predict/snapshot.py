@@ -42,7 +42,7 @@ class Loaded:
     models: Mapping[str, Model]
     chart: bytes | None
     chart_sha256: str | None
-    forecast: Mapping[str, Any]  # the /forecast answer, computed at load
+    forecast: Mapping[str, Any]  # the /forecast answer, computed at load (_served_forecast)
     path: tuple[Mapping[str, Any], ...] | None  # /forecast?months=N's months (None: no path)
     loaded: str  # when this process loaded it (UTC)
     decoder: rows.Decoder  # /predict bodies straight to a matrix of both models' features
@@ -82,8 +82,8 @@ def build(
         chart_sha = (manifest.get("files") or {}).get(chart_name)
         chart = _fetch(settings, version, chart_name, chart_sha)
     month, price = _next_price(version, manifest, models["forecast"])
-    answer = _forecast_answer(manifest, month, price, version)
     path = _path_answer(manifest)
+    answer = _served_forecast(version, path, _forecast_answer(manifest, month, price, version))
     decoder, columns = _decoding(models)
     return Loaded(
         version=version,
@@ -232,6 +232,26 @@ def _forecast_answer(
         except (KeyError, TypeError, ValueError):
             log.warning("version %s: the forecast interval is unusable", version)
     return answer
+
+
+def _served_forecast(
+    version: str, path: tuple[Mapping[str, Any], ...] | None, one_step: dict[str, Any]
+) -> dict[str, Any]:
+    """The /forecast answer: the path's first month whenever the manifest has a path, so that
+    a month has one forecast whichever route, page or command shows it (the path's one month
+    ahead is scored out of sample, on the same months as the one-step model); a version
+    trained before the path answers its forecast model's price of the next row, as it did.
+    ``source`` says which of the two it is."""
+    if not path:
+        return {**one_step, "source": "model"}
+    first = path[0]
+    return {
+        "month": first["month"],
+        "price": first["price"],
+        "model_version": version,
+        "interval": dict(first["interval"]),
+        "source": "path",
+    }
 
 
 def _path_answer(manifest: dict[str, Any]) -> tuple[Mapping[str, Any], ...] | None:

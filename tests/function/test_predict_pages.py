@@ -17,6 +17,7 @@ from milkprice.predict import cache
 from milkprice.settings import Settings
 from tests.support.buckets import artifact, clone, manifest, promote
 from tests.support.openapi_client import INFER, JSON, SPEC, Client
+from tests.support.prices import onnx_prices
 from tests.support.rows import Sample, next_row
 
 pytestmark = pytest.mark.usefixtures("fresh_process")
@@ -67,7 +68,9 @@ def test_landing_page(
     body = re.search(r"/predict -H 'Content-Type: application/json' \\\n  -d '([^']*)'", page)
     assert body is not None
     example = json.loads(html.unescape(body.group(1)))
-    assert client.post("/predict", json=example).get_json() == [forecast["price"]]
+    # next month's row, priced by the forecast model (the forecast above is the path's)
+    row_price = onnx_prices(settings, doc, "forecast", [next_row(doc)])
+    assert client.post("/predict", json=example).get_json() == [pytest.approx(row_price[0])]
     # every resource it references is same-origin and answers 200
     refs = re.findall(r'(?:src|href)="([^"]*)"', page)
     assert "backtest.png" in refs

@@ -163,25 +163,21 @@ def test_the_fast_path_agrees_with_the_full_checks(
         assert validation.fast_scores(loaded, body, 100) is None, body[:80]
 
 
-def test_forecast_is_the_onnx_model_on_the_next_row(
+def test_forecast_is_the_path_s_first_month(
     on_sample: tuple[Settings, dict[str, Any]],
 ) -> None:
-    settings, doc = on_sample
+    """Next month's forecast is the path's (a model from before the path: test_predict_path)."""
+    _, doc = on_sample
     client = Client()
     response = client.get("/forecast")
     assert response.status_code == 200
     answer = response.get_json()
     assert answer["month"] == doc["next"]["month"] == "2021-03"
     assert answer["model_version"] == doc["version"] == response.headers["X-Model-Version"]
-    expected = onnx_prices(settings, doc, "forecast", [next_row(doc)])[0]
-    assert answer["price"] == pytest.approx(expected, rel=1e-12)
-    # the 80% interval around it, from the manifest's conformal ratios
-    spec = doc["models"]["forecast"]["interval"]
-    assert answer["interval"] == {
-        "level": 0.8,
-        "lower": pytest.approx(expected * (1 + spec["lower_ratio"])),
-        "upper": pytest.approx(expected * (1 + spec["upper_ratio"])),
-    }
+    first = doc["path"]["months"][0]
+    assert answer["price"] == first["price"] and answer["source"] == "path"
+    # its 80% interval, the path's one month ahead
+    assert answer["interval"] == {"level": 0.8, "lower": first["lower"], "upper": first["upper"]}
     assert answer["interval"]["lower"] < answer["price"] < answer["interval"]["upper"]
     # HEAD answers the same headers without a body
     head = client.open("/forecast", "HEAD")

@@ -70,7 +70,10 @@ def test_v2_infer_equals_predict(
     }
     answer = client.post("/v2/models/forecast/infer", json=body).get_json()
     assert "id" not in answer
-    assert answer["outputs"][0]["data"] == [client.get("/forecast").get_json()["price"]]
+    assert (
+        answer["outputs"][0]["data"]
+        == client.post("/predict", json={"data": [next_row(doc)]}).get_json()
+    )
 
 
 def test_v2_metadata_lists_the_feature_names(

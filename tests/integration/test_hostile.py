@@ -515,6 +515,7 @@ def test_a_newline_in_the_path_answers_json(live: Live) -> None:
 
 def test_after_all_of_it_the_server_is_ready_and_predicts_as_before(live: Live) -> None:
     healthy(live)
-    forecast = request(live.port, "GET", "/forecast", content_type=None)
-    assert validate(forecast, "GET", "/forecast", 200)["price"] == pytest.approx(live.price)
+    validate(request(live.port, "GET", "/forecast", content_type=None), "GET", "/forecast", 200)
+    again = request(live.port, "POST", "/predict", json.dumps({"data": [live.row]}).encode())
+    assert validate(again, "POST", "/predict", 200) == [pytest.approx(live.price)]
     assert live.function.proc.alive()

@@ -106,3 +106,26 @@ def promote(settings: Settings, version: str) -> None:
     seen = contract.read_pointer(settings)
     other = contract.promote(settings, version, f"run-{version}", seen[1] if seen else None)
     assert other is None, f"not promoted: {other} was"
+
+
+def first_release(settings: Settings) -> str:
+    """The first release's model version (``tests/data/release-0.1.0``, trained before the
+    forecast path) in the bucket, under its own name and as that release wrote it, except for
+    what the kept files leave out: its legacy graph is rebuilt from its own legacy.skops (the
+    manifest names the rebuilt graph's sha256), and it has no backtest chart or table."""
+    from milkprice.train import artifacts
+    from tests.support.paths import RELEASE
+
+    doc = json.loads((RELEASE / "manifest.json").read_text())
+    version = doc["version"]
+    files = {p.name: p.read_bytes() for p in RELEASE.iterdir() if p.name in doc["files"]}
+    legacy = doc["models"]["legacy"]
+    pipeline = artifacts.from_skops(files[legacy["skops"]])
+    files[legacy["onnx"]] = artifacts.to_onnx(pipeline, len(legacy["features"]))
+    legacy["sha256"][legacy["onnx"]] = artifacts.sha256(files[legacy["onnx"]])
+    doc["files"] = {name: artifacts.sha256(data) for name, data in files.items()}
+    doc["backtest"].update(chart="", table="")
+    files["manifest.json"] = json.dumps(doc).encode()
+    for name, data in files.items():
+        store.write(settings, store.model_path(version, name), data)
+    return version
