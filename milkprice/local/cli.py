@@ -142,6 +142,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     else:
         pointer, manifest = found
         print(f"serving version {pointer.version} (promoted {pointer.promoted})")
+        print(_next_forecast(settings, pointer.version))
+        print("\nthe models that price feature rows (/predict, V2 infer), one step ahead:")
         rows = [_model_row(role, e) for role, e in manifest.models.items()]
         print(_table(rows, ["model", "candidate", "rmse", "mape %", "naive rmse", "features"]))
     runs = contract.list_runs(settings, last=args.last)
@@ -149,6 +151,33 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     print(f"\nlast {len(rows)} runs")
     print(_table(rows, ["run", "trigger", "outcome", "seconds", "reason"]))
     return 0
+
+
+def _next_forecast(settings: Settings, version: str) -> str:
+    """Next month's forecast as the predict function answers it: the same snapshot of the
+    same version, so the same month, price and interval (and the figures its page shows)."""
+    from milkprice.predict import landing, snapshot
+
+    try:
+        loaded = snapshot.load_version(settings, version)
+    except MilkPriceError as exc:
+        return f"next month's forecast: none, the version does not load: {exc.message}"
+    f = loaded.forecast
+    what = "the forecast path's first month" if f["source"] == "path" else "the forecast model's"
+    line = f"next month's forecast, {f['month']}: {_fmt(f['price'])} {loaded.manifest['unit']}"
+    if band := f.get("interval"):
+        line += f", {band['level']:.0%} interval {_fmt(band['lower'])} to {_fmt(band['upper'])}"
+    line += f" ({what})"
+    entry = dict(loaded.models["forecast"].entry)
+    figures = landing.accuracy(f, loaded.manifest, entry)
+    if figures:
+        line += (
+            f"\n  backtest one month ahead: RMSE {_fmt(figures['rmse'])} on {figures['months']} "
+            f"months, {_fmt(figures['to_naive'])} of the naive forecast's"
+        )
+        if figures["coverage"] is not None:
+            line += f"; the interval held {figures['coverage']:.0%} of the time"
+    return line
 
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:

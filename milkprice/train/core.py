@@ -336,7 +336,7 @@ def decide(
     best = results[forecast.name].metrics["rmse"]
     promote = forecast.name != "naive" and best < naive["rmse"]
     reason = (
-        f"forecast model {forecast.name} has backtest RMSE {best:.3f} against the naive "
+        f"one-step forecast model {forecast.name} has backtest RMSE {best:.3f} against the naive "
         f"forecast's {naive['rmse']:.3f}"
     )
     if not promote:

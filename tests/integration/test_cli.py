@@ -9,14 +9,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from milkprice import contract, store
 from milkprice.settings import Settings
-from tests.support.buckets import new_settings, upload
+from tests.support.buckets import first_release, new_settings, promote, upload
+from tests.support.pages import printed, shown_forecast
 from tests.support.paths import ROOT
-from tests.support.servers import Function, env_for
+from tests.support.servers import Function, call, env_for
 
 pytestmark = pytest.mark.slow
 
@@ -105,6 +107,58 @@ def test_train_status_models_rollback_predict(
     assert path.months[2].month in three.stdout and path.months[3].month not in three.stdout
     bad = milkprice("forecast", "--months", "13", env=env)
     assert bad.returncode == 1 and "from 1 to 12" in bad.stderr and not bad.stdout
+
+
+@pytest.fixture(params=["path", "first release"])
+def serving(
+    request: pytest.FixtureRequest, gcs: str, trained_sample: tuple[Settings, dict[str, Any]]
+) -> tuple[Settings, bool]:
+    """A bucket serving a model with a forecast path, or the first release's, from before it;
+    and whether it has the path."""
+    if request.param == "path":
+        return trained_sample[0], True
+    settings = new_settings(backtest_months=6)
+    promote(settings, first_release(settings))
+    return settings, False
+
+
+def test_one_month_has_one_forecast_in_the_function_and_the_cli(
+    serving: tuple[Settings, bool], gcs: str, tmp_path: Path
+) -> None:
+    settings, has_path = serving
+    env = env_for(settings, gcs, tmp_path)
+    predict = Function("predict", "predict", env)
+    try:
+        env["MILKPRICE_PREDICT_PORT"] = str(predict.port)
+        status, alone = call(predict.url + "forecast", method="GET")
+        assert status == 200, alone
+        page = call(predict.url, method="GET")[1].decode()
+        status, path = call(predict.url + "forecast?months=12", method="GET")
+        first_month = milkprice("forecast", "--months", "1", env=env)
+        whole = milkprice("forecast", env=env)
+        shown = milkprice("status", env=env)
+    finally:
+        predict.stop()
+    expected = printed(alone)
+    assert shown_forecast(page) == expected
+    tables = [whole]
+    if has_path:
+        assert status == 200 and path["months"][0] == {
+            k: alone[k] for k in ("month", "price", "interval")
+        }
+        tables.append(first_month)
+    else:  # a model from before the path: the command falls back to /forecast, and says so
+        assert status == 409 and "predates the forecast path" in whole.stderr
+        assert first_month.returncode == 1 and "predates" in first_month.stderr  # as asked
+    row = [expected[k] for k in ("month", "price", "lower", "upper")]
+    for table in tables:  # the title, the header and its rule, then the month
+        assert table.returncode == 0 and table.stdout.splitlines()[3].split() == row
+    what = "the forecast path's first month" if has_path else "the forecast model's"
+    line = (
+        f"next month's forecast, {row[0]}: {row[1]} CLP per litre, 80% interval {row[2]} to "
+        f"{row[3]} ({what})"
+    )
+    assert shown.returncode == 0 and line in shown.stdout.splitlines(), shown.stdout
 
 
 def test_errors_are_one_line_and_fail(
