@@ -1,24 +1,41 @@
 # Two commands do all the set-up on a fresh clone: `make up` and `make test`.
+# Every package comes from uv.lock, with its hashes; uv itself is the one package installed
+# before the lock is read (by pip, pinned by version and hash in infra/uv-requirements.txt).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+UV     := $(BIN)/uv
+# a change of pyproject.toml or of the lock reinstalls
+LOCKED := $(shell cat pyproject.toml uv.lock | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(LOCKED)
 DATA   ?=
 CLOUD  ?=
 ARIMA  ?=
-EVAL_STAMP := .venv-eval/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+EVAL_STAMP := .venv-eval/.installed-$(LOCKED)
 BENCH_SECONDS ?= 10
 export BENCH_SECONDS
+# the venvs use the machine's $(PYTHON): uv never downloads one of its own
+export UV_PYTHON_DOWNLOADS := never
+# --locked: a lock that no longer matches pyproject.toml is an error, never silently redone
+SYNC := $(UV) sync --locked --quiet
 
-.PHONY: install up test test-unit lint evaluate bench bundle clean
+.PHONY: install lock up test test-unit lint evaluate bench bundle clean
 
-$(STAMP): pyproject.toml
+$(UV): infra/uv-requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[train,local,dev,aws,azure]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+	  --only-binary :all: -r infra/uv-requirements.txt
+	@touch $@
+
+$(STAMP): pyproject.toml uv.lock $(UV)
+	$(SYNC) --extra train --extra local --extra dev --extra aws --extra azure
 	@rm -f $(VENV)/.installed-*; touch $@
 
 install: $(STAMP)
+
+## make lock: uv.lock again after a pin in pyproject.toml changed (README, "The two commands")
+lock: $(UV)
+	$(UV) lock
 
 ## make up: the whole local stack (bucket, train, predict), trained and serving;
 ## CLOUD=aws or CLOUD=azure runs it on that cloud's local object store (default: gcp)
@@ -39,9 +56,10 @@ lint: install
 	$(BIN)/mypy milkprice functions tests
 
 # statsforecast (the anchors of make evaluate) needs pandas < 3: it gets a venv of its own
-$(EVAL_STAMP): pyproject.toml
+# (the lock holds both sides: pyproject declares the two extras in conflict)
+$(EVAL_STAMP): pyproject.toml uv.lock $(UV)
 	@test -x .venv-eval/bin/python || $(PYTHON) -m venv .venv-eval
-	.venv-eval/bin/python -m pip install --quiet --disable-pip-version-check -e '.[eval]'
+	UV_PROJECT_ENVIRONMENT=.venv-eval $(SYNC) --extra eval
 	@rm -f .venv-eval/.installed-*; touch $@
 
 ## make evaluate: every candidate's backtest figures and the forecast path's per horizon,

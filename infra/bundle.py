@@ -1,18 +1,22 @@
 """``make bundle``: self-contained function source folders in dist/train and dist/predict.
 
 Each holds ``main.py`` (the entry point), the shared package (for predict only its light
-modules) and a ``requirements.txt`` pinned from pyproject.toml, with the SDK of the cloud
-asked for (``--cloud gcp|aws|azure``, default gcp): exactly what
-``gcloud functions deploy --source dist/<name>`` uploads, or what any platform installs.
+modules) and a ``requirements.txt`` exported from uv.lock: every package the function needs,
+the SDK of the cloud asked for among them (``--cloud gcp|aws|azure``, default gcp), each
+pinned with the hashes of its files, so that ``pip install -r`` checks every download against
+the lock. Exactly what ``gcloud functions deploy --source dist/<name>`` uploads, or what any
+platform installs.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+from uv import find_uv_bin
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "milkprice"
@@ -38,12 +42,16 @@ def package_files(side: str) -> list[Path]:
     return [f for f in files if f.parts[0] not in SIDE_FOLDERS or f.parts[0] == side]
 
 
-def requirements(extras: tuple[str, ...]) -> list[str]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    reqs = list(project["dependencies"])
+def requirements(extras: tuple[str, ...]) -> str:
+    """The requirements.txt of the core dependencies and ``extras``, from the lock with hashes
+    (the project itself left out: the bundle carries its source)."""
+    command = [find_uv_bin(), "export", "--locked", "--no-emit-project", "--quiet"]
     for extra in extras:
-        reqs += project["optional-dependencies"][extra]
-    return reqs
+        command += ["--extra", extra]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:  # a lock out of date with pyproject.toml, say: uv says which
+        raise SystemExit(f"uv export failed:\n{done.stderr}")
+    return done.stdout
 
 
 def bundle(name: str, out: Path, cloud: str = "gcp") -> Path:
@@ -57,7 +65,7 @@ def bundle(name: str, out: Path, cloud: str = "gcp") -> Path:
         (target / "milkprice" / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(PACKAGE / relative, target / "milkprice" / relative)
     # the cloud's extra: its SDK (Cloud Storage's is a core dependency, its extra empty)
-    (target / "requirements.txt").write_text("\n".join(requirements((*extras, cloud))) + "\n")
+    (target / "requirements.txt").write_text(requirements((*extras, cloud)))
     return target
 
 

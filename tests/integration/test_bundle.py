@@ -1,5 +1,7 @@
-"""`make bundle` folders deploy as they are: each installs from its own requirements into a
-fresh venv and serves under functions-framework against the real emulator."""
+"""`make bundle` folders deploy as they are: each installs from its own requirements, with
+every hash checked, into a fresh venv and serves under functions-framework against the real
+emulator. uv installs them (from its cache, where the lock's files already are after
+`make install`): the same requirements, the same check of every hash as pip's."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import pytest
 
 from milkprice.local import emulator, emulators, processes, storage
 from milkprice.settings import Settings
-from tests.support import clouds
+from tests.support import clouds, lock
 from tests.support.buckets import new_settings, promote, upload
 from tests.support.paths import ROOT
 
@@ -29,18 +31,8 @@ pytestmark = pytest.mark.slow
 
 def _venv(folder: Path, tmp: Path) -> Path:
     env_dir = tmp / f"venv-{folder.name}"
-    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True)
-    pip = [
-        str(env_dir / "bin" / "python"),
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "-r",
-        str(folder / "requirements.txt"),
-    ]
-    subprocess.run(pip, check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True)
+    lock.install(folder / "requirements.txt", env_dir / "bin" / "python")
     return env_dir / "bin"
 
 
@@ -96,6 +88,7 @@ def test_bundles_install_and_serve(
     # the predict bundle carries neither pandas nor scikit-learn, nor modules that need them
     reqs = (tmp_path / "dist" / "predict" / "requirements.txt").read_text()
     assert "onnxruntime==" in reqs and "pandas" not in reqs and "scikit-learn" not in reqs
+    assert "--hash=sha256:" in reqs
     assert not (tmp_path / "dist" / "predict" / "milkprice" / "data.py").exists()
 
 

@@ -3,9 +3,11 @@
 Each service runs its own command from docker-compose.yml (or its Dockerfile's CMD, exactly,
 its port from ``$PORT`` as every platform sets it) with the image's and the compose
 variables, from an /app-like folder that holds only ``functions/``, against the real bundled
-fake-gcs-server. One fresh venv holds what the images install (the extras their Dockerfiles
-name, with the default build arguments). Hostnames and ports become free local ones and the
-servers bind the loopback address; nothing else changes.
+fake-gcs-server. One fresh venv holds what the images install: the requirements their
+Dockerfiles export from the lock (with the default build arguments), installed with every hash
+checked, and the project itself without dependencies. The emulators' extra is not in it: the
+events service runs from the train image, which does not carry them. Hostnames and ports
+become free local ones and the servers bind the loopback address; nothing else changes.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import yaml
 from google.cloud import storage
 
 from milkprice.local import emulator, sample
-from tests.support import dockerfile
+from tests.support import dockerfile, lock
 from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.slow
@@ -144,23 +146,16 @@ def install(tmp: Path) -> Path:
         ROOT / "milkprice", source / "milkprice", ignore=shutil.ignore_patterns("__pycache__")
     )
     venv = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     # every extra the images install (the predict image's are a subset): one venv serves all
     extras = sorted({e for path in IMAGES for e in dockerfile.read(path).extras})
-    installed = subprocess.run(
-        [
-            str(venv / "bin" / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            f"{source}[{','.join(extras)}]",
-        ],
-        capture_output=True,
-        text=True,
+    requirements = tmp / "requirements.txt"
+    requirements.write_text(
+        lock.export("--locked", "--no-emit-project", *(f"--extra={e}" for e in extras))
     )
-    # its notes about the local indexes would bury a failure: shown only when it fails
-    assert installed.returncode == 0, installed.stderr[-3000:]
+    python = venv / "bin" / "python"
+    lock.install(requirements, python)
+    lock.uv("pip", "install", "--quiet", "--no-deps", "--python", str(python), str(source))
     return venv / "bin"
 
 
