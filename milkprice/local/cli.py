@@ -22,10 +22,13 @@ if TYPE_CHECKING:  # imported where used: each command loads only what it needs
 
 
 def _token(settings: Settings) -> str:
+    """The train token: the setting, else the one ``make up`` keeps (an empty file fails)."""
+    from milkprice.local.stack import read_token
+
     if settings.train_token:
         return settings.train_token
     path = settings.state_path("train-token")
-    return path.read_text().strip() if path.exists() else ""
+    return read_token(path) if path.exists() else ""
 
 
 def _http(url: str, body: Any, token: str = "", timeout: float = 900) -> tuple[int, Any]:
