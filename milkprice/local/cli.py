@@ -117,7 +117,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     url = settings.train_endpoint()
     print(f"training through {url} ...", flush=True)
     start = time.monotonic()
-    status, answer = _http(url, {"trigger": "http"}, _token(settings))
+    status, answer = _http(url, {"trigger": args.trigger}, _token(settings))
     if not isinstance(answer, dict) or "outcome" not in answer:
         raise MilkPriceError(f"train function answered {status}: {answer}")
     record = contract.convert(answer, contract.RunRecord, f"the answer of {url}")
@@ -359,6 +359,13 @@ def parser() -> argparse.ArgumentParser:
             )
         elif name == "upload":
             c.add_argument("paths", nargs="+", metavar="PATH")
+        elif name == "train":
+            c.add_argument(
+                "--trigger",
+                choices=("http", "schedule"),
+                default="http",
+                help="what the run record names as its trigger (a scheduler's call: schedule)",
+            )
         elif name == "rollback":
             c.add_argument("version")
         elif name == "predict":
