@@ -302,7 +302,7 @@ def decode(body: bytes, what: str = "the body", taken: str = "") -> Any:
     except (UnicodeDecodeError, ValueError):
         raise BadRequest(f"{what} is not JSON{taken}") from None
     except RecursionError:  # e.g. "[" * 100000: the decoder's own limit, not a server fault
-        raise BadRequest(f"{what} nests too deeply to be an event{taken}") from None
+        raise BadRequest(f"{what} nests deeper than the JSON decoder goes{taken}") from None
 
 
 def _json(body: bytes, what: str = "the body") -> Any:
@@ -334,7 +334,9 @@ def _structured_data(doc: dict[str, Any]) -> Any:
     except (UnicodeDecodeError, ValueError):
         return raw
     except RecursionError:
-        raise BadRequest("the CloudEvent's data_base64 nests too deeply to be an event") from None
+        raise BadRequest(
+            "the CloudEvent's data_base64 nests deeper than the JSON decoder goes"
+        ) from None
 
 
 def _header(value: str) -> str:
