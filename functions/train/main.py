@@ -4,22 +4,25 @@
 an HTTP function that takes every platform's event shape (``milkprice.train.triggers``) on
 any path, ``/events`` included. ``train_service`` is the container image's one target, the
 same on every platform: a health answer on GET, events under ``/events``, the HTTP trigger
-elsewhere. Thin on purpose: parse the request, call ``milkprice.train.runner.run``, shape
-the answer.
+elsewhere. Thin on purpose: who may ask and what is asked is ``milkprice.train.endpoint``'s
+(the train token, checked by every target that can start a run, and the bucket); here the
+request is read, ``milkprice.train.runner.run`` called and the answer shaped.
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
+import cloudevents.exceptions
 import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
 from milkprice import contract, logs, settings
-from milkprice.errors import BadRequest, MethodNotAllowed, MilkPriceError, Unauthorized, to_response
-from milkprice.train import triggers
+from milkprice.errors import BadRequest, MilkPriceError, to_response
+from milkprice.train import endpoint, triggers
+
+endpoint.setup("train")  # JSON logs, and a warning at start-up when no train token is set
 
 
 def _settings() -> settings.Settings:
@@ -33,32 +36,21 @@ def _run(trigger: str, event: dict[str, Any] | None = None) -> contract.RunRecor
     return runner.run(_settings(), trigger, event)
 
 
-def _authorize(request: flask.Request) -> None:
-    token = _settings().train_token
-    sent = request.headers.get("Authorization", "")
-    if token and not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
-        raise Unauthorized("a valid 'Authorization: Bearer <token>' header is required")
-
-
-def _check(request: flask.Request) -> str:
-    if request.method != "POST":
-        raise MethodNotAllowed("POST starts a training run")
-    _authorize(request)
-    body = request.get_json(silent=True) if request.content_length else None
-    trigger = (body or {}).get("trigger", "http") if isinstance(body, dict) else "http"
-    if trigger not in ("http", "schedule"):
-        raise BadRequest("trigger must be 'http' or 'schedule'", [{"field": "trigger"}])
-    return str(trigger)
+def _refused(exc: MilkPriceError) -> flask.Response:
+    status, body, headers = to_response(exc)
+    return flask.make_response(flask.jsonify(body), status, headers)
 
 
 @functions_framework.http
 def train_http(request: flask.Request) -> flask.Response:
     """POST starts a run and answers its run record."""
     try:
-        record = _run(_check(request))
+        trigger = endpoint.http_trigger(
+            _settings(), request.method, request.headers, request.get_data
+        )
+        record = _run(trigger)
     except MilkPriceError as exc:
-        status, body, headers = to_response(exc)
-        return flask.make_response(flask.jsonify(body), status, headers)
+        return _refused(exc)
     status = record.error.status if record.error else 200  # the error's own status
     return flask.make_response(flask.jsonify(contract.to_builtins(record)), status)
 
@@ -82,12 +74,12 @@ def _answer(found: triggers.Trigger) -> tuple[int, Any, dict[str, str]]:
 @functions_framework.http
 def train_events(request: flask.Request) -> flask.Response:
     """An event from any platform (see ``milkprice.train.triggers``), on any path: new raw
-    files or a schedule start a run, a handshake is answered, anything else is a 400."""
+    files or a schedule start a run, a handshake is answered, anything else is a 400. With a
+    train token set, everything but a handshake must carry it."""
     try:
         body = request.get_data(cache=False)
-        status, answer, headers = _answer(
-            triggers.parse(request.method, dict(request.headers.items()), body)
-        )
+        found = endpoint.event(_settings(), request.method, request.headers, body)
+        status, answer, headers = _answer(found)
     except MilkPriceError as exc:
         status, answer, headers = to_response(exc)
     return flask.make_response(flask.jsonify(answer) if answer is not None else "", status, headers)
@@ -95,26 +87,33 @@ def train_events(request: flask.Request) -> flask.Response:
 
 @functions_framework.cloud_event
 def train_event(event: CloudEvent) -> None:
-    """A new object in the bucket; only new generations of the raw files train."""
+    """A new object in the bucket; only new generations of the raw files train. The request
+    is Flask's, as in any function of the Functions Framework: its token is checked too."""
     try:
-        found = triggers.cloudevent(event.get_attributes(), event.data)
-    except BadRequest:
-        return  # not a use of this trigger: answered, so that it is not redelivered
-    if not isinstance(found, triggers.Upload):
+        found = endpoint.storage_event(
+            _settings(), flask.request.headers, event.get_attributes(), event.data
+        )
+    except MilkPriceError as exc:
+        flask.abort(_refused(exc))
+    if found is None:
         return
-    record = _run("upload", triggers.Uploads((found,)).event())
+    record = _run("upload", found.event())
     if _redeliver(record):
         raise RuntimeError(f"run {record.run_id} failed: {record.reason}")
+
+
+@functions_framework.errorhandler(RecursionError)
+@functions_framework.errorhandler(cloudevents.exceptions.GenericException)
+def _unreadable(exc: Exception) -> flask.Response:
+    """The Functions Framework decodes a CloudEvent before ``train_event`` sees it: a body it
+    cannot read (nested past the decoder's limit, say) is the sender's fault, a 400 that
+    platforms do not redeliver, not an HTML 500 that they do."""
+    return _refused(BadRequest(endpoint.UNREADABLE, [{"problem": type(exc).__name__}]))
 
 
 # Where the AWS Lambda Web Adapter posts non-HTTP events (its AWS_LWA_PASS_THROUGH_PATH); the
 # other platforms' subscriptions name this path too.
 EVENTS_PATH = "/events"
-
-
-def _refused(exc: MilkPriceError) -> flask.Response:
-    status, body, headers = to_response(exc)
-    return flask.make_response(flask.jsonify(body), status, headers)
 
 
 def _health() -> flask.Response:
@@ -130,17 +129,11 @@ def _health() -> flask.Response:
 @functions_framework.http
 def train_service(request: flask.Request) -> flask.Response:
     """The train image's one target. GET or HEAD on any path answers health and trains
-    nothing; a request to ``/events`` (or below it) is an event (``train_events``), which
-    must carry the train token when one is set, a webhook handshake excepted; any other POST
-    is the HTTP trigger (``train_http``)."""
+    nothing; a request to ``/events`` (or below it) is an event (``train_events``); any other
+    POST is the HTTP trigger (``train_http``). Both ask for the train token when one is set."""
     if request.method in ("GET", "HEAD"):
         return _health()
     path = request.path.rstrip("/")
-    if path != EVENTS_PATH and not path.startswith(EVENTS_PATH + "/"):
-        return flask.make_response(train_http(request))
-    if request.method != "OPTIONS":  # the handshake starts nothing and carries no token
-        try:
-            _authorize(request)
-        except MilkPriceError as exc:
-            return _refused(exc)
-    return flask.make_response(train_events(request))
+    if path == EVENTS_PATH or path.startswith(EVENTS_PATH + "/"):
+        return flask.make_response(train_events(request))
+    return flask.make_response(train_http(request))

@@ -4,8 +4,9 @@ Where the bucket has no event source of its own that reaches the train function 
 self-hosted S3-compatible store on Kubernetes, say), this watches ``raw/`` in whichever store
 ``MILKPRICE_CLOUD`` names and POSTs every new version as a CloudEvent (the bridge of
 :mod:`milkprice.local.events`) to the sink: ``K_SINK``, as a Knative ContainerSource sets it,
-else ``MILKPRICE_EVENT_URL``. Schedules come from elsewhere (a Knative PingSource). Its state
-file only saves redeliveries: the train function skips an upload it has trained on.
+else ``MILKPRICE_EVENT_URL``, with the train token when ``MILKPRICE_TRAIN_TOKEN`` is set.
+Schedules come from elsewhere (a Kubernetes CronJob). Its state file only saves redeliveries:
+the train function skips an upload it has trained on.
 """
 
 from __future__ import annotations

@@ -22,10 +22,13 @@ if TYPE_CHECKING:  # imported where used: each command loads only what it needs
 
 
 def _token(settings: Settings) -> str:
+    """The train token: the setting, else the one ``make up`` keeps (an empty file fails)."""
+    from milkprice.local.stack import read_token
+
     if settings.train_token:
         return settings.train_token
     path = settings.state_path("train-token")
-    return path.read_text().strip() if path.exists() else ""
+    return read_token(path) if path.exists() else ""
 
 
 def _http(url: str, body: Any, token: str = "", timeout: float = 900) -> tuple[int, Any]:
@@ -114,7 +117,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     url = settings.train_endpoint()
     print(f"training through {url} ...", flush=True)
     start = time.monotonic()
-    status, answer = _http(url, {"trigger": "http"}, _token(settings))
+    status, answer = _http(url, {"trigger": args.trigger}, _token(settings))
     if not isinstance(answer, dict) or "outcome" not in answer:
         raise MilkPriceError(f"train function answered {status}: {answer}")
     record = contract.convert(answer, contract.RunRecord, f"the answer of {url}")
@@ -385,6 +388,13 @@ def parser() -> argparse.ArgumentParser:
             )
         elif name == "upload":
             c.add_argument("paths", nargs="+", metavar="PATH")
+        elif name == "train":
+            c.add_argument(
+                "--trigger",
+                choices=("http", "schedule"),
+                default="http",
+                help="what the run record names as its trigger (a scheduler's call: schedule)",
+            )
         elif name == "rollback":
             c.add_argument("version")
         elif name == "predict":

@@ -6,8 +6,10 @@
 * :class:`Bridge`: watches ``raw/`` by listing object versions and, for every new one, POSTs
   the event its cloud's event service would (``event_shapes``): Eventarc's binary-mode
   CloudEvent for Cloud Storage, Event Grid's ``BlobCreated`` for Blob Storage. (S3 sends its
-  own notifications: see ``s3_events``.) Delivery is at least once: a failed delivery is
-  retried with backoff, and the train function is idempotent on the set of raw versions.
+  own notifications: see ``s3_events``.) Delivery is at least once: a delivery that gets no
+  answer or a 5xx is sent again after a backoff that grows up to a cap, as often as it takes,
+  while other versions are delivered meanwhile; the train function is idempotent on the set
+  of raw versions.
 """
 
 from __future__ import annotations
@@ -164,6 +166,18 @@ def start_scheduler(
 
 
 @dataclass
+class _Pending:
+    """One version's event, kept as first sent while it waits to be sent again."""
+
+    name: str
+    generation: str
+    headers: dict[str, str]
+    body: bytes
+    failures: int = 0
+    due: float = 0.0
+
+
+@dataclass
 class Bridge:
     """Turns new object versions under ``raw/`` into their cloud's events, POSTed to ``url``."""
 
@@ -172,9 +186,11 @@ class Bridge:
     state_file: Path | None = None
     quiet: float = 2.0  # wait this long after the last change before delivering
     poll: float = 1.0
-    retry: Retry = field(
-        default_factory=lambda: Retry(attempts=6, deadline=900.0, min_backoff=1.0, max_backoff=30.0)
-    )
+    deadline: float = 900.0  # seconds one delivery may take (a training)
+    # a delivery not answered for good is sent again after this long, doubled each time it
+    # fails again, up to the cap: as often as it takes, with no restart needed
+    min_retry: float = 1.0
+    max_retry: float = 30.0
     # after a failed look: wait this long, doubled while failures go on, up to the cap
     backoff: float = 5.0
     max_backoff: float = 60.0
@@ -186,13 +202,14 @@ class Bridge:
         if self.state_file and self.state_file.exists():
             self.seen = {k: str(v) for k, v in json.loads(self.state_file.read_text()).items()}
         # what the state file holds: only deliveries that were answered for good, so one cut
-        # short by a stop (or failed past its retries) is delivered again by the next bridge
+        # short by a stop (or still waiting for its retry) is delivered again by the next bridge
         self._done = dict(self.seen)
         self._shape = self.shape or event_shapes.SHAPES[self.settings.cloud]
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="deliver")
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._futures: list[Future[int]] = []
+        self._later: dict[str, _Pending] = {}  # name -> its delivery waiting for its retry
 
     def drain(self, timeout: float = 60.0) -> None:
         """Wait for the deliveries started so far."""
@@ -205,28 +222,59 @@ class Bridge:
         return [(n, g) for n, g in live if self.seen.get(n) != g]
 
     def deliver(self, name: str, generation: str) -> int:
+        """The first delivery of one version; if it is not answered for good, it waits for
+        its retry (``step`` sends it when due) and this returns at once."""
         meta = store.metadata(self.settings, name)
         if meta is None or meta.token != generation:
             return 204  # replaced or deleted meanwhile: the newer generation has its own event
         headers, body = self._shape(self.settings, name, meta)
         headers.update(event_shapes.authorization(self.settings))
-        status, answer = with_retries(
-            lambda: post(self.url, body, headers, self.retry.deadline),
-            self.retry,
-            f"event for {name}#{generation}",
-            self._stop.wait,
-        )
-        level = logging.INFO if 200 <= status < 300 else logging.ERROR
-        log.log(level, "delivered %s#%s: %s %s", name, generation, status, _outcome(answer))
+        return self._send(_Pending(name, generation, headers, body))
+
+    def _send(self, pending: _Pending) -> int:
+        """One attempt: saved when answered for good, else back in line for a later retry
+        (the same event: a retry is a redelivery, not a new upload)."""
+        name, generation = pending.name, pending.generation
+        status, answer = post(self.url, pending.body, pending.headers, self.deadline)
         with self._lock:
             self.delivered.append({"name": name, "generation": generation, "status": status})
             if 0 < status < 500:
                 self._done[name] = generation
                 self._save()
+            elif self.seen.get(name) == generation:  # not superseded by a newer version
+                delay = min(self.min_retry * 2**pending.failures, self.max_retry)
+                pending.failures += 1
+                pending.due = time.monotonic() + delay
+                self._later[name] = pending
+                log.warning(
+                    "event for %s#%s answered %s; again in %.1f s (attempt %d)",
+                    name,
+                    generation,
+                    status or answer.decode(errors="replace") or "nothing",
+                    delay,
+                    pending.failures + 1,
+                )
+                return status
+        level = logging.INFO if 200 <= status < 300 else logging.ERROR
+        log.log(level, "delivered %s#%s: %s %s", name, generation, status, _outcome(answer))
         return status
 
+    def retry_due(self) -> list[tuple[str, str]]:
+        """Send again the deliveries whose backoff is over, each on a worker of its own, so
+        that one sink failing a version holds up no other version."""
+        now = time.monotonic()
+        with self._lock:
+            due = [p for p in self._later.values() if p.due <= now]
+            for p in due:
+                del self._later[p.name]
+        for p in due:
+            self._submit(self._send, p)
+        return [(p.name, p.generation) for p in due]
+
     def step(self) -> list[tuple[str, str]]:
-        """One look: once changes have settled for ``quiet`` seconds, deliver them."""
+        """One look: retries whose time has come, then, once changes have settled for
+        ``quiet`` seconds, the new versions."""
+        self.retry_due()
         pending = self.changes()
         if not pending:
             return []
@@ -237,11 +285,16 @@ class Bridge:
             if again != pending:
                 pending, deadline = again, time.monotonic() + self.quiet
         for name, gen in pending:
-            self.seen[name] = gen
-            future = self._pool.submit(self.deliver, name, gen)
-            future.add_done_callback(_report_failure)
-            self._futures.append(future)
+            with self._lock:
+                self.seen[name] = gen
+                self._later.pop(name, None)  # a newer version replaces one waiting to retry
+            self._submit(self.deliver, name, gen)
         return pending
+
+    def _submit(self, call: Callable[..., int], *args: Any) -> None:
+        future = self._pool.submit(call, *args)
+        future.add_done_callback(_report_failure)
+        self._futures.append(future)
 
     def _save(self) -> None:
         if self.state_file:

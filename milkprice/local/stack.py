@@ -144,10 +144,25 @@ def train_token(settings: Settings, state: Path) -> str:
     if settings.train_token:
         return settings.train_token
     path = state / "train-token"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(24))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    try:
+        # created readable by its owner alone: never, not even for a moment, by anyone else
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return read_token(path)
+    with os.fdopen(handle, "w") as file:
+        file.write(secrets.token_urlsafe(24))
+    return read_token(path)
+
+
+def read_token(path: Path) -> str:
+    """The token kept in ``path``; an empty file is an error, not a function left open."""
+    token = path.read_text().strip()
+    if not token:
+        raise StackError(
+            f"{path} is empty, and an empty train token would leave the train function open "
+            f"to anyone: delete it (the next 'make up' makes a new one) or write a token in it"
+        )
+    return token
 
 
 def seed_data(settings: Settings, data_dir: str | None) -> str:

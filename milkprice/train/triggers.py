@@ -164,9 +164,15 @@ def cloudevent(attributes: Mapping[str, Any], data: Any) -> Part:
 
 
 def _document(doc: Any, depth: int = 0) -> list[Part]:
-    """The parts of one decoded JSON body, by its shape."""
+    """The parts of one decoded JSON body, by its shape: one event, or a flat batch of them
+    (a batch of batches is no platform's, and nesting it would only cost recursion)."""
     if isinstance(doc, list) and doc:
-        return [part for item in doc for part in _document(item, depth)]
+        return [part for item in doc for part in _event(item, depth)]
+    return _event(doc, depth)
+
+
+def _event(doc: Any, depth: int) -> list[Part]:
+    """The parts of one event object."""
     if not isinstance(doc, dict):
         raise BadRequest(f"the body is not an event; {ACCEPTED}")
     if "specversion" in doc:  # a structured CloudEvent
@@ -289,13 +295,20 @@ def _combine(parts: Iterable[Part]) -> Trigger:
 # ---------------------------------------------------------------- bytes to JSON
 
 
-def _json(body: bytes, what: str = "the body") -> Any:
-    if not body.strip():
-        raise BadRequest(f"{what} is empty; {ACCEPTED}")
+def decode(body: bytes, what: str = "the body", taken: str = "") -> Any:
+    """JSON from bytes; a body that is not JSON, or nests too deeply to decode, is a 400."""
     try:
         return json.loads(body)
     except (UnicodeDecodeError, ValueError):
-        raise BadRequest(f"{what} is not JSON; {ACCEPTED}") from None
+        raise BadRequest(f"{what} is not JSON{taken}") from None
+    except RecursionError:  # e.g. "[" * 100000: the decoder's own limit, not a server fault
+        raise BadRequest(f"{what} nests deeper than the JSON decoder goes{taken}") from None
+
+
+def _json(body: bytes, what: str = "the body") -> Any:
+    if not body.strip():
+        raise BadRequest(f"{what} is empty; {ACCEPTED}")
+    return decode(body, what, f"; {ACCEPTED}")
 
 
 def _binary_data(headers: Mapping[str, str], body: bytes) -> Any:
@@ -320,6 +333,10 @@ def _structured_data(doc: dict[str, Any]) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         return raw
+    except RecursionError:
+        raise BadRequest(
+            "the CloudEvent's data_base64 nests deeper than the JSON decoder goes"
+        ) from None
 
 
 def _header(value: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
@@ -107,20 +108,62 @@ def test_bridge_posts_eventarc_cloudevents(
     bridge.stop()
 
 
-def test_bridge_retries_a_failed_delivery(
-    settings: Settings, sample_raw: dict[str, bytes], receiver_factory: Callable[..., Receiver]
+def _about(request: dict[str, Any], name: str) -> bool:
+    return bool(json.loads(request["body"])["name"] == name)
+
+
+def test_bridge_retries_a_failed_delivery_until_it_is_answered_holding_up_no_other(
+    settings: Settings,
+    sample_raw: dict[str, bytes],
+    receiver_factory: Callable[..., Receiver],
+    tmp_path: Path,
 ) -> None:
-    receiver = receiver_factory(answer=lambda n: 503 if n < 2 else 204)
-    retry = events.Retry(attempts=4, deadline=5, min_backoff=0.05, max_backoff=0.1)
-    bridge = events.Bridge(settings, receiver.url, quiet=0.1, poll=0.05, retry=retry)
-    store.write(settings, "raw/precio_leche.csv", sample_raw["precio_leche.csv"])
-    bridge.step()
-    bridge.drain()
-    assert len(receiver.requests) == 3  # two failures, then delivered
-    assert bridge.delivered[-1]["status"] == 204
-    bridge.stop()
-    ids = {r["headers"]["Ce-Id"] for r in receiver.requests}
-    assert len(ids) == 1  # a retry is the same event
+    """A sink that fails one version many times over: the bridge sends it again and again,
+    after a backoff that grows up to its cap, until it is answered, with no restart; another
+    version is delivered meanwhile; the state file holds only what was answered."""
+    price, other = "raw/precio_leche.csv", "raw/banco_central.csv"
+    failures = 8
+    seen: dict[str, int] = {}
+
+    def answer(n: int) -> int:
+        name = json.loads(receiver.requests[n]["body"])["name"]
+        seen[name] = seen.get(name, 0) + 1
+        # the price's event fails 8 times, and until the other file's event went through
+        if name == price and (seen[name] <= failures or other not in seen):
+            return 503
+        return 200
+
+    receiver = receiver_factory(answer=answer)
+    state = tmp_path / "bridge.json"
+    bridge = events.Bridge(
+        settings,
+        receiver.url,
+        state_file=state,
+        quiet=0.1,
+        poll=0.05,
+        min_retry=0.05,
+        max_retry=0.2,
+    )
+    store.write(settings, price, sample_raw["precio_leche.csv"])
+    thread = bridge.start()
+    try:
+        assert _until(lambda: seen.get(price, 0) >= 2), "the failed delivery was not retried"
+        store.write(settings, other, sample_raw["banco_central.csv"])
+        assert _until(lambda: state.exists() and other in json.loads(state.read_text()))
+        # the other file's event went through while the price's still fails, not saved
+        assert price not in json.loads(state.read_text())
+        assert _until(lambda: price in json.loads(state.read_text())), "never delivered"
+        assert thread.is_alive()
+    finally:
+        bridge.stop()
+    sent = [r for r in receiver.requests if _about(r, price)]
+    assert len(sent) > failures
+    assert len({r["headers"]["Ce-Id"] for r in sent}) == 1  # a retry is the same event
+    gaps = [b["at"] - a["at"] for a, b in itertools.pairwise(sent)]
+    for i, gap in enumerate(gaps):
+        assert gap >= min(0.05 * 2**i, 0.2) * 0.9, (i, gaps)  # it grows ...
+    assert max(gaps) < 0.2 + 2.0, gaps  # ... up to its cap (uncapped, the 8th would be 6.4 s)
+    assert [d["status"] for d in bridge.delivered if d["name"] == price][-1] == 200
 
 
 def test_bridge_state_survives_a_restart(
@@ -146,19 +189,16 @@ def test_a_delivery_not_answered_is_delivered_again_after_a_restart(
     receiver_factory: Callable[..., Receiver],
     tmp_path: Any,
 ) -> None:
-    """A stop during a delivery (a training cut short) or a failure past the retries: the
+    """A stop during a delivery (a training cut short) or while it waits for its retry: the
     next bridge delivers that upload again instead of forgetting it."""
     failing = receiver_factory(answer=lambda n: 503)
-    retry = events.Retry(attempts=2, deadline=5, min_backoff=0.05, max_backoff=0.05)
     state = tmp_path / "bridge.json"
     upload(settings, sample_raw)
-    first = events.Bridge(
-        settings, failing.url, state_file=state, quiet=0.1, poll=0.05, retry=retry
-    )
+    first = events.Bridge(settings, failing.url, state_file=state, quiet=0.1, poll=0.05)
     assert len(first.step()) == 3
     first.drain()
     first.stop()
-    assert len(failing.requests) == 6 and not state.exists()
+    assert len(failing.requests) == 3 and not state.exists()
     working = receiver_factory()
     again = events.Bridge(settings, working.url, state_file=state, quiet=0.1, poll=0.05)
     assert len(again.step()) == 3

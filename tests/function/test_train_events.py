@@ -231,9 +231,12 @@ def post(c: Any, doc: Any, content_type: str = "application/json", path: str = "
     return c.post(path, data=json.dumps(doc), headers={"Content-Type": content_type})
 
 
-def send_upload(shape: str, c: Any, settings: Settings, name: str, token: str) -> Any:
-    """One upload of ``name`` (version ``token``) as the platform of ``shape`` posts it."""
-    bucket, etag = settings.bucket, hashlib.md5(token.encode()).hexdigest()
+def send_upload(
+    shape: str, c: Any, settings: Settings, name: str, token: str, bucket: str = ""
+) -> Any:
+    """One upload of ``name`` (version ``token``) as the platform of ``shape`` posts it, from
+    the settings' bucket or the one named."""
+    bucket, etag = bucket or settings.bucket, hashlib.md5(token.encode()).hexdigest()
     if shape == "s3":  # the AWS Lambda Web Adapter posts events to /events
         return post(c, s3_notification(s3_record(bucket, name, etag)), path="/events")
     if shape == "sqs":
@@ -573,3 +576,179 @@ def test_the_cloudevent_function_still_takes_eventarc_uploads_alone(settings: Se
         "token": "5",
         "generation": "5",
     }
+
+
+# ---------------------------------------------------------------- who may start a run
+
+TOKEN = "s3cret"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+TARGETS = {  # every target that can start a run, with its signature type
+    "train_http": "http",
+    "train_events": "http",
+    "train_service": "http",
+    "train_event": "cloudevent",
+}
+
+
+def app(target: str) -> Any:
+    return functions_framework.create_app(target, SOURCE, TARGETS[target]).test_client()
+
+
+def start_run(target: str, c: Any, settings: Settings, token: str, headers: dict[str, str]) -> Any:
+    """What the target takes to start a run: an upload of precio_leche.csv as Eventarc sends
+    it to the storage trigger, the scheduler's payload to every other target."""
+    if target == "train_event":
+        attributes, data = finalized(settings.bucket, PRICE, token)
+        return c.post("/", data=json.dumps(data), headers={**binary(attributes), **headers})
+    path = "/events" if target == "train_service" else "/"
+    return c.post(path, data=json.dumps(SCHEDULE), headers={**JSON, **headers})
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+@pytest.mark.usefixtures("no_training")
+def test_with_a_token_every_target_that_can_start_a_run_asks_for_it(
+    settings: Settings, sample_raw: dict[str, bytes], monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    monkeypatch.setenv("MILKPRICE_TRAIN_TOKEN", TOKEN)
+    tokens = upload(settings, sample_raw)
+    c = app(target)
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": TOKEN}):
+        refused = start_run(target, c, settings, tokens["precio_leche.csv"], headers)
+        assert refused.status_code == 401, (headers, refused.get_data())
+        assert "Authorization: Bearer" in refused.get_json()["error"]
+    assert runs(settings) == []
+    assert store.list_names(settings, store.CLAIMS_PREFIX) == []
+    started = start_run(target, c, settings, tokens["precio_leche.csv"], BEARER)
+    assert started.status_code == 200, started.get_data()
+    assert len(runs(settings)) == 1
+
+
+def test_with_a_token_only_the_handshakes_go_without_it(
+    settings: Settings, sample_raw: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handshake starts nothing; anything else on the events endpoint could, or probes what
+    it takes: without the token, a 401 (an ignored event and an unknown shape included)."""
+    monkeypatch.setenv("MILKPRICE_TRAIN_TOKEN", TOKEN)
+    upload(settings, sample_raw)
+    c = client()
+    origin = c.options("/", headers={"WebHook-Request-Origin": "eventgrid.azure.net"})
+    assert origin.status_code == 200
+    assert origin.headers["WebHook-Allowed-Origin"] == "eventgrid.azure.net"
+    code = str(uuid.uuid4())
+    validation = {
+        "id": "1",
+        "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
+        "data": {"validationCode": code},
+    }
+    echoed = post(c, [validation])
+    assert echoed.status_code == 200 and echoed.get_json() == {"validationResponse": code}
+    bucket, etag = settings.bucket, "d41d8cd98f00b204e9800998ecf8427e"
+    for doc in (
+        s3_notification(s3_record(bucket, "raw/notes.txt", etag)),  # ignored with the token
+        {"Event": "s3:TestEvent", "Bucket": bucket},
+        {"hello": "world"},  # no known shape
+    ):
+        answer = post(c, doc)
+        assert answer.status_code == 401, (doc, answer.get_json())
+        assert c.post("/", data=json.dumps(doc), headers={**JSON, **BEARER}).status_code in (
+            200,
+            400,
+        )
+    assert runs(settings) == []
+
+
+OTHER_BUCKET = "someone-elses-bucket"
+
+
+@pytest.mark.parametrize("shape", list(UPLOAD_SHAPES))
+@pytest.mark.usefixtures("no_training")
+def test_an_upload_to_another_bucket_starts_nothing(
+    settings: Settings, sample_raw: dict[str, bytes], shape: str
+) -> None:
+    tokens = upload(settings, sample_raw)
+    answer = send_upload(shape, client(), settings, PRICE, tokens["precio_leche.csv"], OTHER_BUCKET)
+    assert answer.status_code == 400, answer.get_json()
+    error = answer.get_json()["error"]
+    assert OTHER_BUCKET in error and repr(settings.bucket) in error, error
+    assert runs(settings) == []
+    assert store.list_names(settings, store.CLAIMS_PREFIX) == []
+
+
+@pytest.mark.usefixtures("no_training")
+def test_the_storage_trigger_refuses_another_bucket_and_takes_an_event_naming_none(
+    settings: Settings, sample_raw: dict[str, bytes]
+) -> None:
+    tokens = upload(settings, sample_raw)
+    c = app("train_event")
+    attributes, data = finalized(OTHER_BUCKET, PRICE, tokens["precio_leche.csv"])
+    answer = c.post("/", data=json.dumps(data), headers=binary(attributes))
+    assert answer.status_code == 400 and settings.bucket in answer.get_json()["error"]
+    assert runs(settings) == []
+    del data["bucket"]  # where a shape names no bucket, the event is not refused for that
+    assert c.post("/", data=json.dumps(data), headers=binary(attributes)).status_code == 200
+    assert [r["trigger"] for r in runs(settings)] == ["upload"]
+
+
+def test_an_event_naming_no_bucket_is_taken() -> None:
+    detail = eventbridge("b", PRICE, "e")
+    del detail["detail"]["bucket"]
+    found = parse(detail)
+    assert isinstance(found, triggers.Uploads) and found.items[0].bucket == ""
+    assert parse(blob_cloudevent("milk", PRICE, "0x1")).items[0].bucket == "milk"
+    assert parse(s3_notification(s3_record("b3", PRICE, "e"))).items[0].bucket == "b3"
+
+
+DEEP = 100_000
+
+
+def _deep_bodies() -> dict[str, tuple[bytes, dict[str, str]]]:
+    """Bodies nested past the JSON decoder's limit, or just under it (decoded, then walked)."""
+    under = b"[" * 900 + b"]" * 900
+    encoded = base64.b64encode(b"[" * DEEP).decode()
+    ce = {**PING_ATTRIBUTES, "id": "1", "data_base64": encoded}
+    sqs_body = {"Records": [{"eventSource": "aws:sqs", "body": "[" * DEEP}]}
+    return {
+        "arrays": (b"[" * DEEP, JSON),
+        "objects": (b'{"a":' * DEEP, JSON),
+        "arrays-under-the-limit": (under, JSON),
+        "binary-cloudevent": (b"[" * DEEP, binary({**PING_ATTRIBUTES, "id": "1"})),
+        "structured-cloudevent": (b"[" * DEEP, {"Content-Type": CLOUDEVENT}),
+        "data_base64": (json.dumps(ce).encode(), {"Content-Type": CLOUDEVENT}),
+        "sqs-body": (json.dumps(sqs_body).encode(), JSON),
+    }
+
+
+def _http_trigger(target: str, path: str) -> bool:
+    return target == "train_http" or (target == "train_service" and path == "/")
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_a_deeply_nested_body_is_a_json_400(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    """Not an HTML 500, which platforms redeliver forever; with and without a token."""
+    c = app(target)
+    for token in ("", TOKEN):
+        monkeypatch.setenv("MILKPRICE_TRAIN_TOKEN", token)
+        for name, (body, headers) in _deep_bodies().items():
+            for path in ("/events", "/"):
+                if _http_trigger(target, path) and name in ("data_base64", "sqs-body"):
+                    continue  # nested only inside a string, which the HTTP trigger never reads
+                if target == "train_event" and name in ("arrays-under-the-limit", "sqs-body"):
+                    continue  # decoded, and no CloudEvent: the Functions Framework answers
+                answer = c.post(path, data=body, headers={**headers, **BEARER})
+                assert answer.status_code == 400, (name, path, answer.get_data()[:300])
+                assert answer.is_json and answer.get_json()["error"], (name, path)
+    assert runs(settings) == []
+
+
+def test_the_http_trigger_refuses_a_body_that_is_not_a_json_object(settings: Settings) -> None:
+    c = app("train_http")
+    for body in (b'{"trigger": "schedule"', b"[]", b'"schedule"', b"\xff"):
+        answer = c.post("/", data=body, headers=JSON)
+        assert answer.status_code == 400, (body, answer.get_data())
+        assert answer.get_json()["error"]
+    assert runs(settings) == []

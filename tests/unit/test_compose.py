@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -93,14 +94,43 @@ def test_functions_are_built_from_their_own_dockerfiles(compose: dict[str, Any])
     assert dockerfile.read("infra/predict.Dockerfile").extras == ("gcp",)
 
 
-@pytest.mark.skipif(
+def _config(**env: str) -> subprocess.CompletedProcess[str]:
+    """``docker-compose config -q`` offline, with only these variables beside PATH."""
+    return subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], **env},
+    )
+
+
+NEEDS_COMPOSE = pytest.mark.skipif(
     shutil.which("docker-compose") is None, reason="Debian's docker-compose is not installed"
 )
+
+
+@NEEDS_COMPOSE
 def test_compose_file_is_valid() -> None:
-    result = subprocess.run(
-        ["docker-compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True
-    )
+    result = _config(MILKPRICE_TRAIN_TOKEN="a-secret-of-ones-own")
     assert result.returncode == 0, result.stderr
+
+
+@NEEDS_COMPOSE
+@pytest.mark.parametrize("env", [{}, {"MILKPRICE_TRAIN_TOKEN": ""}])
+def test_compose_refuses_to_start_without_a_train_token(env: dict[str, str]) -> None:
+    """No default secret: without a token of one's own, compose says how to make one."""
+    result = _config(**env)
+    assert result.returncode != 0
+    assert "MILKPRICE_TRAIN_TOKEN" in result.stderr and "openssl rand" in result.stderr
+
+
+def test_every_function_takes_the_train_token_from_the_environment_alone(
+    compose: dict[str, Any],
+) -> None:
+    for name in ("train", "train-events", "predict", "events"):
+        value = compose["services"][name]["environment"]["MILKPRICE_TRAIN_TOKEN"]
+        # ${VAR:?message}: required and not empty; no ${VAR:-default}, no literal
+        assert re.fullmatch(r"\$\{MILKPRICE_TRAIN_TOKEN:\?[^}]+\}", value), (name, value)
 
 
 def test_each_cloud_s_emulator_is_a_profile_pinned_to_the_release_the_tests_run(
