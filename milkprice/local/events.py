@@ -172,8 +172,12 @@ class Bridge:
     state_file: Path | None = None
     quiet: float = 2.0  # wait this long after the last change before delivering
     poll: float = 1.0
+    # over five minutes of retries: the other files of an upload are answered 503 while the
+    # run of the first trains on all three, and a run that died holds them for a claim timeout
     retry: Retry = field(
-        default_factory=lambda: Retry(attempts=6, deadline=900.0, min_backoff=1.0, max_backoff=30.0)
+        default_factory=lambda: Retry(
+            attempts=16, deadline=900.0, min_backoff=1.0, max_backoff=30.0
+        )
     )
     # after a failed look: wait this long, doubled while failures go on, up to the cap
     backoff: float = 5.0
