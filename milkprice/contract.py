@@ -8,7 +8,9 @@ one place and picked apart in others:
 * :class:`Pointer`, ``models/current.json``: the version being served.
 * :class:`Manifest`, ``models/<version>/manifest.json``: one training's models and figures.
 * :class:`RunRecord`, ``runs/<run-id>.json``: what one training run did and why.
-* :class:`Claim`, ``runs/inputs/<key>.json``: which run took a set of raw objects.
+* :class:`Claim`, ``runs/inputs/<key>.json``: which run took a set of raw objects; the
+  claim protocol beside it (:func:`take_claim`, :class:`Heartbeat`) is how a run takes one,
+  keeps it while alive, and how a later delivery takes over the claim of a run that died.
 
 Each carries ``schema``; an object written by an earlier release still decodes (fields added
 since have defaults), and one that does not match is a :class:`ContractError` naming the object
@@ -18,24 +20,37 @@ pandas or scikit-learn: the predict function uses it.
 
 from __future__ import annotations
 
+import logging
+import math
+import threading
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 import msgspec
 
 from milkprice import store
-from milkprice.errors import Conflict, ContractError, NotFound
+from milkprice.errors import Conflict, Contended, ContractError, MilkPriceError, NotFound
 from milkprice.settings import Settings
 
 SCHEMA = 1  # raise when a change would not decode in the previous release's reader
 Outcome = Literal["running", "promoted", "not_promoted", "skipped", "failed"]
 T = TypeVar("T")
+JSON = "application/json"
+log = logging.getLogger("milkprice.train")
 
 
 def now() -> str:
     """A UTC timestamp as every record writes it."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def instant(stamp: str) -> datetime:
+    """An RFC 3339 timestamp (a record's, or a store's) as an aware datetime."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 class Metrics(msgspec.Struct, frozen=True):
@@ -170,12 +185,14 @@ class ForecastPath(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class InputObject(msgspec.Struct, frozen=True, omit_defaults=True):
-    """One raw object a run read: its version token, digest and archived copy."""
+    """One raw object a run read: its version token, digest, archived copy and when the store
+    took that version (``uploaded``, by the store's clock; empty in the first release's)."""
 
     sha256: str
     token: str = ""
     archive: str = ""
     generation: int | None = None  # written by the first release; ``token`` since
+    uploaded: str = ""
 
     def __post_init__(self) -> None:
         if not self.token and self.generation is not None:
@@ -227,6 +244,7 @@ class RunError(msgspec.Struct, frozen=True, omit_defaults=True):
     data: bool = False
     retryable: bool | None = None  # None: written before this field; see __post_init__
     status: int = 0  # the HTTP status of the error (0: written before this field)
+    retry_after: int = 0  # seconds worth waiting before the retry, when known
 
     def __post_init__(self) -> None:
         if self.retryable is None:  # the first release retried whatever was not the data's
@@ -251,7 +269,7 @@ class RunRecord(msgspec.Struct, omit_defaults=True):
     naive: Metrics | None = None
     reason: str = ""
     error: RunError | None = None
-    earlier: dict[str, Any] | None = None  # the record of the run that took these inputs
+    earlier: dict[str, Any] | None = None  # the run that holds (or held) these inputs' claim
     timings: dict[str, float] = {}
     seconds: float | None = None
     finished: str | None = None
@@ -262,12 +280,19 @@ class RunRecord(msgspec.Struct, omit_defaults=True):
         return run_path(self.run_id)
 
 
-class Claim(msgspec.Struct, frozen=True):
-    """Which run took one set of raw object versions (event-triggered runs are idempotent)."""
+class Claim(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Which run took one set of raw object versions (event-triggered runs are idempotent).
+
+    Its owner rewrites it while it runs (:class:`Heartbeat`); ``heartbeat`` and ``beats`` are
+    for people reading the bucket, and make every rewrite's bytes unique. Whether the owner is
+    alive is judged by when the store last wrote the object (see :func:`take_claim`).
+    """
 
     run_id: str
     started: str
     inputs: dict[str, str | int]
+    heartbeat: str = ""  # the owner's clock at its last rewrite
+    beats: int = 0
 
 
 # ---------------------------------------------------------------- encoding
@@ -314,6 +339,11 @@ def run_path(run_id: str) -> str:
 
 def claim_path(key: str) -> str:
     return f"{store.CLAIMS_PREFIX}{key}.json"
+
+
+def clock_path(key: str) -> str:
+    """The object a taker writes beside a claim to read the store's clock (see _silence)."""
+    return f"{store.CLAIMS_PREFIX}{key}.clock"
 
 
 # ---------------------------------------------------------------- operations
@@ -400,3 +430,168 @@ def rollback(settings: Settings, version: str) -> Pointer:
     found = read_pointer(settings)
     assert found is not None
     return found[0]
+
+
+# ---------------------------------------------------------------- which inputs are newer
+
+
+def newer_input(serving: Mapping[str, InputObject], mine: Mapping[str, InputObject]) -> str:
+    """The raw object ``serving`` has a newer version of than ``mine``, described for a run
+    record; empty when it has none.
+
+    Version tokens are opaque (a generation, an ETag), so two versions of one name are ordered
+    by when the store took them, by the store's own clock, never a function's; the same token
+    is the same version. An input with no such time (the first release recorded none) is
+    never newer, so such a model is replaced as it always was.
+    """
+    for name in sorted(serving):
+        theirs, ours = serving[name], mine.get(name)
+        if ours is None or ours.token == theirs.token or not (theirs.uploaded and ours.uploaded):
+            continue
+        if instant(theirs.uploaded) > instant(ours.uploaded):
+            return f"{name} (uploaded {theirs.uploaded}; this run read the one of {ours.uploaded})"
+    return ""
+
+
+def dated(inputs: Mapping[str, InputObject]) -> bool:
+    """Whether every input says when it was uploaded (not so in the first release's)."""
+    return bool(inputs) and all(entry.uploaded for entry in inputs.values())
+
+
+def same_inputs(a: Mapping[str, InputObject], b: Mapping[str, InputObject]) -> bool:
+    """Whether two runs read exactly the same raw versions."""
+    return {n: e.token for n, e in a.items()} == {n: e.token for n, e in b.items()}
+
+
+# ---------------------------------------------------------------- claims
+
+
+@dataclass(frozen=True)
+class Owned:
+    """The claim is this run's: its token (what the heartbeat swaps on) and, when it was
+    taken over, the record of the run that had it."""
+
+    token: str
+    earlier: RunRecord | None = None
+
+
+@dataclass(frozen=True)
+class Held:
+    """Another run has the claim. ``finished``: that run is done with these inputs for good
+    (promoted, not promoted, or failed in a way a retry cannot help). Otherwise it is alive,
+    or not yet silent for the claim's timeout: the claim may be free in ``retry_after`` s."""
+
+    holder: RunRecord
+    finished: bool
+    retry_after: int = 0
+
+
+def take_claim(settings: Settings, key: str, mine: Claim) -> Owned | Held:
+    """Claim a set of raw versions for ``mine``'s run.
+
+    The claim is created, or taken over from a run that failed in a way a retry can help or
+    that has not rewritten it for ``settings.claim_timeout`` seconds (its process died, or
+    was cut off by its platform's timeout). Taking over is a compare-and-swap on the claim's
+    token: of two takers one wins, and the other is told the claim is held.
+    """
+    name, data = claim_path(key), encode(mine)
+    for _ in range(3):  # claims are never deleted, but one an operator removed is free again
+        try:
+            return Owned(store.create(settings, name, data, JSON))
+        except Conflict:
+            pass
+        meta, blob = store.metadata(settings, name), store.read(settings, name)
+        if meta is not None and blob is not None:
+            break
+    else:
+        raise Contended(f"{name} was created and removed three times meanwhile")
+    claim = decode(blob.data, Claim, name)
+    holder = read_run(settings, claim.run_id) or RunRecord(claim.run_id, "upload", claim.started)
+    timeout = settings.claim_timeout
+    if holder.outcome == "failed" and holder.error is not None and holder.error.retryable:
+        pass  # a retry can help: take it over now
+    elif holder.outcome != "running":
+        return Held(holder, finished=True)
+    elif meta.token != blob.token:  # rewritten between the two reads: its owner is alive
+        return Held(holder, False, math.ceil(timeout))
+    else:
+        silent = _silence(settings, key, meta, mine.run_id)
+        if silent < timeout:
+            return Held(holder, False, max(1, math.ceil(timeout - silent)))
+    try:
+        return Owned(store.swap(settings, name, data, JSON, blob.token), holder)
+    except Conflict:  # another taker won, or the owner beat just now: alive either way
+        return Held(holder, False, max(1, math.ceil(timeout / 3)))
+
+
+def _silence(settings: Settings, key: str, claim: store.Meta, run_id: str) -> float:
+    """Seconds since the store last wrote the claim, read off the store's clock alone.
+
+    The owner's clock wrote its ``heartbeat`` and this process runs on a third clock: the
+    clocks of two function instances may disagree by more than a heartbeat, and judging one by
+    the other could take a live run's claim, or wait long on a dead one. So the taker writes
+    a probe beside the claim and reads the store's stamp of it: both stamps then come from
+    the store (at its precision, a second on S3 and Azure: well under a timeout).
+    """
+    probe = clock_path(key)
+    store.write(settings, probe, run_id.encode(), "text/plain")
+    now = store.metadata(settings, probe)
+    if now is None:  # removed between the two calls: say the claim was just written
+        return 0.0
+    return (instant(now.updated) - instant(claim.updated)).total_seconds()
+
+
+class Heartbeat:
+    """The owner's side of a claim: a daemon thread rewrites it every ``interval`` seconds by
+    compare-and-swap on its token, so takers see the run is alive, until the ``with`` block
+    ends. A swap lost to a taker (who judged the run dead) stops it, and sets ``lost``."""
+
+    def __init__(self, settings: Settings, key: str, claim: Claim, token: str) -> None:
+        self.settings, self.name, self.claim, self.token = settings, claim_path(key), claim, token
+        self.interval = settings.claim_timeout / 3
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="claim-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                if not self.beat():
+                    return
+        except Exception:  # a bug here must not pass unseen: the claim will lapse
+            log.exception("the heartbeat of %s stopped", self.name)
+
+    def beat(self) -> bool:
+        """One rewrite; False once the claim is someone else's."""
+        beat = msgspec.structs.replace(self.claim, heartbeat=now(), beats=self.claim.beats + 1)
+        try:
+            try:
+                self.token = store.swap(self.settings, self.name, encode(beat), JSON, self.token)
+            except Conflict:
+                return self._still_mine()
+        except MilkPriceError as exc:  # the store away: the next beat tries again
+            log.warning("heartbeat of %s: %s", self.name, exc.message)
+            return True
+        self.claim = beat
+        return True
+
+    def _still_mine(self) -> bool:
+        """After a lost swap: a write that took although its answer was lost leaves the claim
+        ours under a token we did not see; anything else is a takeover."""
+        blob = store.read(self.settings, self.name)
+        if blob is not None and decode(blob.data, Claim, self.name).run_id == self.claim.run_id:
+            self.token = blob.token
+            return True
+        self.lost = True
+        log.warning("%s was taken over: run %s beats no more", self.name, self.claim.run_id)
+        return False

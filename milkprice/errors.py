@@ -127,6 +127,14 @@ class StorageUnavailable(MilkPriceError):
     retryable = True
 
 
+class Contended(MilkPriceError):
+    """Others kept changing what we meant to read or change, try after try: a later call,
+    once they are done, may succeed."""
+
+    status = 503
+    retryable = True
+
+
 class ContractError(MilkPriceError):
     """An object in the bucket does not match the contract (pointer, manifest, run record)."""
 
@@ -152,9 +160,13 @@ class StackError(MilkPriceError):
 
 
 def retryable(exc: BaseException) -> bool:
-    """Whether the failed call may succeed when made again; an unknown error may (a bug is
-    better redelivered a bounded number of times than lost)."""
-    return exc.retryable if isinstance(exc, MilkPriceError) else True
+    """Whether the failed call may succeed when made again: only errors known to be transient
+    (storage away, a timeout, a connection dropped below the store's own wrapping). An
+    unexpected error is a bug: made again, it fails again, so an event that met one is
+    acknowledged and its record keeps the error, rather than retrained on every redelivery."""
+    if isinstance(exc, MilkPriceError):
+        return exc.retryable
+    return isinstance(exc, (ConnectionError, TimeoutError))
 
 
 def to_response(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:

@@ -89,6 +89,14 @@ class Settings:
     train_token: str = field(
         default="", metadata={"doc": "bearer token the train trigger requires"}
     )
+    claim_timeout: float = field(
+        default=120.0,
+        metadata={
+            "doc": "seconds an upload run's claim on its raw versions may go without a "
+            "heartbeat (sent every third of this) before a redelivery takes it over",
+            "range": (1.0, 86400.0),
+        },
+    )
     schedule: str = field(default="0 3 * * *", metadata={"doc": "crontab of scheduled training"})
     timezone: str = field(default="America/Santiago", metadata={"doc": "time zone of the schedule"})
     log_format: str = field(

@@ -56,9 +56,19 @@ def train_http(request: flask.Request) -> flask.Response:
 
 
 def _redeliver(record: contract.RunRecord) -> bool:
-    """Storage away, say: fail so the delivery is retried. Bad data or a model that does not
-    export exactly would fail the same way again: those are not redelivered."""
-    return record.outcome == "failed" and record.error is not None and bool(record.error.retryable)
+    """Storage away, say, or the event's raw versions held by a run not yet finished: fail so
+    the delivery is retried. Bad data, a model that does not export exactly or a bug would
+    fail the same way again: those are acknowledged, their record keeping the error."""
+    return record.error is not None and bool(record.error.retryable)
+
+
+def _status(record: contract.RunRecord) -> tuple[int, dict[str, str]]:
+    """200 acknowledges the event; a 5xx makes every platform deliver it again (503 with
+    Retry-After while another run holds its raw versions)."""
+    if not _redeliver(record):
+        return 200, {}
+    wait = record.error.retry_after if record.error else 0
+    return (503, {"Retry-After": str(wait)}) if wait else (500, {})
 
 
 def _answer(found: triggers.Trigger) -> tuple[int, Any, dict[str, str]]:
@@ -68,7 +78,8 @@ def _answer(found: triggers.Trigger) -> tuple[int, Any, dict[str, str]]:
     if isinstance(found, triggers.Ignored):
         return 200, {"ignored": found.reason}, {}
     record = _run("upload" if isinstance(found, triggers.Uploads) else "schedule", found.event())
-    return 500 if _redeliver(record) else 200, contract.to_builtins(record), {}
+    status, headers = _status(record)
+    return status, contract.to_builtins(record), headers
 
 
 @functions_framework.http
@@ -99,7 +110,7 @@ def train_event(event: CloudEvent) -> None:
         return
     record = _run("upload", found.event())
     if _redeliver(record):
-        raise RuntimeError(f"run {record.run_id} failed: {record.reason}")
+        raise RuntimeError(f"run {record.run_id} {record.outcome}: {record.reason}")
 
 
 @functions_framework.errorhandler(RecursionError)

@@ -187,7 +187,8 @@ class Bridge:
     quiet: float = 2.0  # wait this long after the last change before delivering
     poll: float = 1.0
     deadline: float = 900.0  # seconds one delivery may take (a training)
-    # a delivery not answered for good is sent again after this long, doubled each time it
+    # a delivery not answered for good (a 503 while the run of another file of the same
+    # upload trains on all three, say) is sent again after this long, doubled each time it
     # fails again, up to the cap: as often as it takes, with no restart needed
     min_retry: float = 1.0
     max_retry: float = 30.0

@@ -53,6 +53,11 @@ class Meta:
     updated: str
     md5: str = ""  # base64, where the store gives one
     revision: str = "1"  # of the metadata (Cloud Storage's metageneration), where there is one
+    # when the store took this version's bytes, by its own clock (RFC 3339, UTC): what orders
+    # two versions of one name, whose tokens are opaque. Not ``created`` everywhere (an Azure
+    # blob keeps its creation time across overwrites) nor ``updated`` (a Cloud Storage
+    # metadata change moves it): each backend says which of its times it is.
+    uploaded: str = ""
 
 
 class Backend(Protocol):

@@ -130,6 +130,7 @@ class AzureBackend:
             created=rfc3339(found.creation_time),
             updated=rfc3339(found.last_modified),
             md5=base64.b64encode(bytes(md5)).decode() if md5 else "",
+            uploaded=rfc3339(found.last_modified),  # creation_time survives an overwrite
         )
 
     def write(self, name: str, data: bytes, content_type: str, if_token: str | None) -> str:

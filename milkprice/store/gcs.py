@@ -80,6 +80,7 @@ class GcsBackend:
             updated=rfc3339(blob.updated),
             md5=blob.md5_hash or "",
             revision=str(blob.metageneration or 1),
+            uploaded=rfc3339(blob.time_created),  # every generation is an object of its own
         )
 
     def write(self, name: str, data: bytes, content_type: str, if_token: str | None) -> str:

@@ -118,6 +118,7 @@ class S3Backend:
             content_type=head.get("ContentType") or "application/octet-stream",
             created=stamp,
             updated=stamp,
+            uploaded=stamp,
         )
 
     def write(self, name: str, data: bytes, content_type: str, if_token: str | None) -> str:

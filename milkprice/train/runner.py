@@ -2,8 +2,10 @@
 
 Order matters for what a reader of the bucket can see: the raw objects are archived first,
 every artifact is written and read back against its sha256 before the manifest, and the
-pointer moves last, by compare-and-swap on the token this run saw at its start, so it never
-names a missing or partial model and two runs can never both promote blindly. Whatever
+pointer moves last, by compare-and-swap, so it never names a missing or partial model and two
+runs can never both promote blindly. Which of two runs serves is decided by their inputs, not
+by who finishes first: a run never replaces a model trained on newer raw versions than its
+own, and one on newer inputs that loses the race to the pointer tries again. Whatever
 happens, a run record is written: :class:`Recorder` owns that, once.
 """
 
@@ -17,14 +19,21 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 import msgspec
 
 from milkprice import contract, store
-from milkprice.contract import Claim, InputObject, Manifest, RunError, RunRecord
-from milkprice.errors import Conflict, DataError, MilkPriceError, retryable
+from milkprice.contract import Claim, InputObject, Manifest, Pointer, RunError, RunRecord
+from milkprice.errors import (
+    Contended,
+    ContractError,
+    DataError,
+    MilkPriceError,
+    NotFound,
+    retryable,
+)
 from milkprice.settings import Settings
 from milkprice.train import artifacts, data
 from milkprice.train import features as F
@@ -33,7 +42,8 @@ from milkprice.train.core import Timer, Trained, train
 log = logging.getLogger("milkprice.train")
 
 TRIGGERS = ("schedule", "http", "upload")
-STALE_CLAIM = timedelta(minutes=30)
+PROMOTE_TRIES = 5  # compare-and-swaps of the pointer a run on newer inputs makes
+READ_TRIES = 3  # reads of a raw object replaced while being read
 LIBRARIES = ("numpy", "pandas", "scikit-learn", "skl2onnx", "onnx", "onnxruntime", "skops")
 
 
@@ -44,6 +54,7 @@ def new_run_id() -> str:
 @dataclass
 class Inputs:
     blobs: dict[str, store.Blob]
+    uploaded: dict[str, str]  # name -> when the store took the version read (its clock)
 
     @property
     def tokens(self) -> dict[str, str]:
@@ -58,9 +69,17 @@ class Inputs:
 
 def read_inputs(settings: Settings) -> Inputs:
     """The three raw files, each checked against the size limit before it is downloaded."""
-    blobs = {}
+    blobs, uploaded = {}, {}
     for name in data.RAW_FILES:
-        path = store.RAW_PREFIX + name
+        blobs[name], uploaded[name] = _read_raw(settings, name)
+    return Inputs(blobs, uploaded)
+
+
+def _read_raw(settings: Settings, name: str) -> tuple[store.Blob, str]:
+    """One raw object and when the store took that very version: the metadata and the bytes
+    come from two calls, so they must name the same token."""
+    path = store.RAW_PREFIX + name
+    for _ in range(READ_TRIES):
         found = store.metadata(settings, path)
         if found is None:
             raise DataError(name, f"not found at {settings.bucket}/{path}")
@@ -69,8 +88,9 @@ def read_inputs(settings: Settings) -> Inputs:
         if blob is None:
             raise DataError(name, f"{settings.bucket}/{path} was deleted while being read")
         _check_size(settings, name, len(blob.data))  # replaced by a larger one meanwhile
-        blobs[name] = blob
-    return Inputs(blobs)
+        if blob.token == found.token:
+            return blob, found.uploaded
+    raise Contended(f"{path} was replaced while being read, {READ_TRIES} times in a row")
 
 
 def _check_size(settings: Settings, name: str, size: int) -> None:
@@ -93,7 +113,7 @@ class Recorder:
         self.record = RunRecord(new_run_id(), trigger, contract.now(), event=event)
         self.timer = Timer(self.progress)
         self.started = time.perf_counter()
-        self.seen: str | None = None  # the pointer's token when the run began
+        self.seen: tuple[Pointer, str] | None = None  # the pointer and its token at the start
 
     def progress(self, stage: str) -> None:
         self.record.stage = stage
@@ -156,30 +176,36 @@ class Recorder:
 # ---------------------------------------------------------------- the bucket steps
 
 
-def _claim(settings: Settings, inputs: Inputs, run_id: str) -> RunRecord | None:
-    """Claim the input set for an event-triggered run; the earlier run's record if taken."""
-    name = contract.claim_path(inputs.key)
-    mine = contract.encode(Claim(run_id, contract.now(), dict(inputs.tokens)))
-    try:
-        store.create(settings, name, mine, "application/json")
+def _claim(settings: Settings, inputs: Inputs, rec: Recorder) -> contract.Owned | None:
+    """Claim the input set of an event-triggered run; None, the run finished as skipped,
+    when another run has it (the record says whether a redelivery should come again)."""
+    record = rec.record
+    claim = Claim(record.run_id, record.started, dict(inputs.tokens))
+    found = contract.take_claim(settings, inputs.key, claim)
+    if isinstance(found, contract.Owned):
+        if found.earlier is not None:  # what became of the run this one takes over from
+            record.earlier = contract.to_builtins(found.earlier)
+            log.warning(
+                "run %s takes over the raw versions of run %s (%s at stage %s)",
+                record.run_id,
+                found.earlier.run_id,
+                found.earlier.outcome,
+                found.earlier.stage,
+                extra={"run_id": record.run_id},
+            )
+        return found
+    holder = found.holder
+    record.earlier = contract.to_builtins(holder)
+    if found.finished:
+        rec.finish("skipped", f"run {holder.run_id} already took these raw generations")
         return None
-    except Conflict:
-        pass
-    blob = store.read(settings, name)
-    if blob is None:
-        return None
-    claim = contract.decode(blob.data, Claim, name)
-    earlier = contract.read_run(settings, claim.run_id)
-    record = earlier or RunRecord(claim.run_id, "upload", claim.started)
-    started = datetime.fromisoformat(claim.started.replace("Z", "+00:00"))
-    stale = record.outcome == "running" and datetime.now(UTC) - started > STALE_CLAIM
-    worth = record.outcome == "failed" and record.error is not None and record.error.retryable
-    if not (worth or stale):
-        return record
-    try:
-        store.swap(settings, name, mine, "application/json", blob.token)
-    except Conflict:
-        return record
+    # alive, or not silent for long enough: the delivery must come again, not be dropped
+    reason = (
+        f"run {holder.run_id} holds these raw generations and has not finished (stage "
+        f"{holder.stage or 'starting'}); deliver again in {found.retry_after} s"
+    )
+    rec.finish("skipped", reason)
+    record.error = RunError(reason, retryable=True, status=503, retry_after=found.retry_after)
     return None
 
 
@@ -265,11 +291,51 @@ def _train_and_write(settings: Settings, rec: Recorder, inputs: Inputs, today: d
         rec.finish("not_promoted", trained.reason)
         return
     with rec.timer("promote"):
-        other = contract.promote(settings, version, record.run_id, rec.seen)
-    if other is None:
-        rec.finish("promoted", trained.reason)
-    else:
-        rec.finish("not_promoted", f"another run promoted version {other} while this one trained")
+        _promote(settings, rec, version, trained.reason)
+
+
+def _promote(settings: Settings, rec: Recorder, version: str, reason: str) -> None:
+    """Move the pointer to ``version`` unless the serving model was trained on newer raw
+    versions. The first compare-and-swap is against the pointer as the run found it; a race
+    lost to a run on older (or partly older) inputs is tried again, a bounded number of times."""
+    record, seen = rec.record, rec.seen
+    lost: list[str] = []  # the versions that won the races this run lost
+    for _ in range(PROMOTE_TRIES):
+        why = _why_not(settings, record, seen, lost)
+        if why:
+            rec.finish("not_promoted", why)
+            return
+        other = contract.promote(settings, version, record.run_id, seen[1] if seen else None)
+        if other is None:
+            after = f" (after losing the race to version {', '.join(lost)})" if lost else ""
+            rec.finish("promoted", reason + after)
+            return
+        lost.append(other)
+        seen = contract.read_pointer(settings)
+    raise Contended(
+        f"version {version} lost the race to the pointer {PROMOTE_TRIES} times in a row "
+        f"(to {', '.join(lost)}); a later run on these inputs may win"
+    )
+
+
+def _why_not(
+    settings: Settings, record: RunRecord, seen: tuple[Pointer, str] | None, lost: list[str]
+) -> str:
+    """Why this run may not replace the model ``seen`` names; empty when it may."""
+    if seen is None:
+        return ""
+    try:
+        serving = contract.read_manifest(settings, seen[0].version).inputs
+    except (NotFound, ContractError):  # a pointer to no sound model: anything replaces it
+        return ""
+    newer = contract.newer_input(serving, record.inputs)
+    if newer:
+        return f"version {seen[0].version} serves and was trained on a newer {newer}"
+    if lost and (contract.same_inputs(serving, record.inputs) or not contract.dated(serving)):
+        # the same data serves already, or a model of unknown age (a rollback to a release
+        # that recorded no upload times) won the race: as before, the winner stays
+        return f"another run promoted version {lost[-1]} while this one trained"
+    return ""
 
 
 def run(
@@ -284,22 +350,32 @@ def run(
     rec = Recorder(settings, trigger, event)
     with rec.running() as record:
         with rec.timer("read"):
-            pointer = contract.read_pointer(settings)
-            rec.seen = pointer[1] if pointer else None
+            rec.seen = contract.read_pointer(settings)
             inputs = read_inputs(settings)
         record.inputs = {
-            store.RAW_PREFIX + n: InputObject(sha256=artifacts.sha256(b.data), token=b.token)
+            store.RAW_PREFIX + n: InputObject(
+                sha256=artifacts.sha256(b.data), token=b.token, uploaded=inputs.uploaded[n]
+            )
             for n, b in inputs.blobs.items()
         }
-        earlier = _claim(settings, inputs, record.run_id) if trigger == "upload" else None
-        if earlier is not None:
-            rec.finish("skipped", f"run {earlier.run_id} already took these raw generations")
-            record.earlier = contract.to_builtins(earlier)
+        claimed = _claim(settings, inputs, rec) if trigger == "upload" else None
+        if trigger == "upload" and claimed is None:
             return record
-        with rec.timer("archive"):
-            _archive(settings, inputs, record)
-        _train_and_write(settings, rec, inputs, today or date.today())
+        with _heartbeat(settings, inputs, record, claimed):
+            with rec.timer("archive"):
+                _archive(settings, inputs, record)
+            _train_and_write(settings, rec, inputs, today or date.today())
     return record
+
+
+def _heartbeat(
+    settings: Settings, inputs: Inputs, record: RunRecord, claimed: contract.Owned | None
+) -> contextlib.AbstractContextManager[object]:
+    """While the run goes on, its claim (if it has one) is kept alive."""
+    if claimed is None:
+        return contextlib.nullcontext()
+    claim = Claim(record.run_id, record.started, dict(inputs.tokens))
+    return contract.Heartbeat(settings, inputs.key, claim, claimed.token)
 
 
 def rollback(settings: Settings, version: str) -> contract.Pointer:

@@ -7,6 +7,7 @@ gets a bucket (a container, on Azure) of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -212,6 +213,75 @@ def test_every_promotion_leaves_a_token_of_its_own(bucket: Settings) -> None:
         assert contract.promote(bucket, "v1", "r1", seen[1] if seen else None) is None
         tokens.append(contract.read_pointer(bucket)[1])  # type: ignore[index]
     assert len(set(tokens)) == 3
+
+
+def test_uploaded_orders_two_versions_of_one_name(bucket: Settings) -> None:
+    """What orders two runs' inputs: when the store took each version, not when the name
+    was first created (an Azure blob keeps that across overwrites)."""
+    store.write(bucket, "raw/x.csv", b"one", "text/csv")
+    first = store.metadata(bucket, "raw/x.csv")
+    time.sleep(1.1)  # S3's and Azure's times are to the second
+    store.write(bucket, "raw/x.csv", b"two", "text/csv")
+    second = store.metadata(bucket, "raw/x.csv")
+    assert first is not None and second is not None and first.uploaded and second.uploaded
+    assert contract.instant(second.uploaded) > contract.instant(first.uploaded)
+
+
+# ---------------------------------------------------------------- claims
+
+
+def _claim(run_id: str) -> contract.Claim:
+    return contract.Claim(run_id, contract.now(), {"raw/precio_leche.csv": "1"})
+
+
+def test_a_live_claim_is_held_and_a_silent_one_taken_over_once(bucket: Settings) -> None:
+    """While its heartbeat goes on, a claim is held (a redelivery must come again); once the
+    owner has been silent for the timeout, of eight takers at once exactly one gets it."""
+    settings = dataclasses.replace(bucket, claim_timeout=3.0)
+    owner = _claim("run-a")
+    owned = contract.take_claim(settings, "k", owner)
+    assert isinstance(owned, contract.Owned) and owned.earlier is None
+    with contract.Heartbeat(settings, "k", owner, owned.token) as beat:
+        until = time.monotonic() + 5.0  # longer than the timeout: the beats keep it
+        while time.monotonic() < until:
+            held = contract.take_claim(settings, "k", _claim("run-b"))
+            assert isinstance(held, contract.Held), held
+            assert held.holder.run_id == "run-a" and not held.finished
+            assert 1 <= held.retry_after <= 3
+            time.sleep(0.4)
+    assert not beat.lost
+    time.sleep(3.0 + 1.2)  # silent for the timeout, stamps to the second on S3 and Azure
+    found: list[contract.Owned | contract.Held] = []
+    _together(8, lambda n: found.append(contract.take_claim(settings, "k", _claim(f"t{n}"))))
+    owners = [f for f in found if isinstance(f, contract.Owned)]
+    assert len(owners) == 1, found
+    assert owners[0].earlier is not None and owners[0].earlier.run_id == "run-a"
+    assert all(isinstance(f, contract.Held) and not f.finished for f in found if f is not owners[0])
+    late = contract.Heartbeat(settings, "k", owner, owned.token)  # the old owner, back
+    assert late.beat() is False and late.lost
+
+
+def test_a_finished_run_keeps_its_claim_and_a_retryable_failure_gives_it_up(
+    bucket: Settings,
+) -> None:
+    cases: list[tuple[contract.Outcome, bool | None, bool]] = [
+        ("promoted", None, False),
+        ("not_promoted", None, False),
+        ("failed", False, False),
+        ("failed", True, True),
+    ]
+    for outcome, retry, taken in cases:
+        key = f"{outcome}-{retry}"
+        owner = _claim(f"run-{key}")
+        assert isinstance(contract.take_claim(bucket, key, owner), contract.Owned)
+        record = contract.RunRecord(owner.run_id, "upload", owner.started, outcome=outcome)
+        if retry is not None:
+            record.error = contract.RunError("x", retryable=retry)
+        contract.write_run(bucket, record)
+        found = contract.take_claim(bucket, key, _claim(f"later-{key}"))
+        assert isinstance(found, contract.Owned) is taken, (key, found)
+        if not taken:
+            assert isinstance(found, contract.Held) and found.finished, (key, found)
 
 
 # ---------------------------------------------------------------- the contract on each store

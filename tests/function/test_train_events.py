@@ -1,9 +1,10 @@
 """The train function's event endpoint (``train_events``): every platform's event shape, sent
 as that platform sends it, against the real bucket emulator.
 
-One real training shows an event runs the whole pipeline; the tests of each shape leave the
-training itself out (``runner._train_and_write``), keeping the run's real read, claim,
-archive and run record, so that the suite stays quick.
+Two real trainings show an event runs the whole pipeline, and that a redelivery during a live
+run is answered so that it comes again; the tests of each shape leave the training itself out
+(``runner._train_and_write``), keeping the run's real read, claim, archive and run record, so
+that the suite stays quick.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import hashlib
 import json
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -463,6 +466,62 @@ def test_only_a_failure_a_retry_can_help_asks_for_a_redelivery(
     [record] = runs(settings)
     assert record["outcome"] == "failed" and record["run_id"] == answer.get_json()["run_id"]
     assert record["error"]["retryable"] is (status == 500)
+
+
+def test_a_bug_is_acknowledged_and_its_record_keeps_the_error(
+    settings: Settings, sample_raw: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected error fails the same way on every redelivery: the event is answered 200
+    (not retrained forever), the record says 500, and a redelivery is skipped."""
+
+    def bug(*args: object) -> None:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(runner, "_write_artifacts", bug)
+    tokens = upload(settings, sample_raw)
+    answer = send_upload("s3", client(), settings, PRICE, tokens["precio_leche.csv"])
+    assert answer.status_code == 200, answer.get_json()
+    [record] = runs(settings)
+    assert record["outcome"] == "failed" and record["run_id"] == answer.get_json()["run_id"]
+    assert record["error"]["status"] == 500 and record["error"]["retryable"] is False
+    assert "ZeroDivisionError: division by zero" in record["error"]["error"]
+    again = send_upload("eventbridge", client(), settings, PRICE, tokens["precio_leche.csv"])
+    assert again.status_code == 200 and again.get_json()["outcome"] == "skipped"
+    assert again.get_json()["earlier"]["run_id"] == record["run_id"]
+    assert len(runs(settings)) == 1
+
+
+def test_a_redelivery_while_its_run_is_alive_is_answered_503_not_skipped(
+    settings: Settings, sample_raw: dict[str, bytes]
+) -> None:
+    """The run holding the raw versions may still die: a 200 would drop the event, so the
+    platform is told to come again; once that run has finished, a redelivery is skipped."""
+    tokens = upload(settings, sample_raw)
+    token = tokens["precio_leche.csv"]
+    first: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: first.append(send_upload("s3", client(), settings, PRICE, token))
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not contract.run_ids(settings) and time.monotonic() < deadline:  # once claimed
+            time.sleep(0.05)
+        [live] = contract.list_runs(settings)
+        assert live.outcome == "running", live
+        again = send_upload("eventarc-binary", client(), settings, PRICE, token)
+    finally:
+        thread.join(timeout=600)
+    assert again.status_code == 503, again.get_json()
+    assert 1 <= int(again.headers["Retry-After"]) <= settings.claim_timeout
+    held = again.get_json()
+    assert held["outcome"] == "skipped" and held["earlier"]["run_id"] == live.run_id
+    assert held["error"]["retryable"] is True and held["error"]["status"] == 503
+    [done] = first
+    assert done.status_code == 200 and done.get_json()["outcome"] == "promoted"
+    later = send_upload("eventarc-binary", client(), settings, PRICE, token)
+    assert later.status_code == 200 and later.get_json()["outcome"] == "skipped"
+    assert contract.run_ids(settings) == [live.run_id]
 
 
 # ---------------------------------------------------------------- the parsing alone

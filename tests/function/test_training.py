@@ -202,6 +202,7 @@ def test_schedule_trigger_is_recorded(settings: Settings, sample_raw: dict[str, 
     [
         (ExportError("exported model disagrees with the fitted one"), False, 500),
         (StorageUnavailable("writing x: storage unavailable"), True, 503),
+        (KeyError("forecast"), False, 500),  # a bug: the same every time
     ],
 )
 def test_only_a_failure_a_retry_can_help_is_redelivered(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -22,12 +23,14 @@ import pytest
 from milkprice import contract, store
 from milkprice.local import emulator, events
 from milkprice.settings import Settings
+from tests.support import deliveries
 from tests.support.buckets import new_settings, runs, trained_bucket, upload
 from tests.support.paths import ROOT
 from tests.support.servers import Function, call, env_for
 from tests.support.uploads import bad_files
 
 pytestmark = pytest.mark.slow
+PRICE = store.RAW_PREFIX + "precio_leche.csv"
 
 
 def serving_version(predict: Function) -> str:
@@ -152,6 +155,55 @@ def test_a_crash_between_artifacts_and_pointer_keeps_the_old_model(
     assert pointer is not None and pointer[0].version == old["version"]  # ... not promoted
     time.sleep(1)
     assert serving_version(predict) == old["version"]
+
+
+CLAIM_TIMEOUT = 8  # seconds; a heartbeat every 2.7
+
+
+def test_an_upload_whose_run_died_is_redelivered_until_taken_over_and_trained(
+    gcs: str, tmp_path: Path, sample_raw: dict[str, bytes], functions: list[Function]
+) -> None:
+    """A run killed mid-training holds its raw versions' claim: a redelivery is answered 503
+    with Retry-After while the claim is fresh (never a 200 that drops the event), and once its
+    heartbeat has lapsed, a redelivery takes the claim over and a model of those versions
+    serves."""
+    settings = new_settings(backtest_months=6)
+    tokens = upload(settings, sample_raw)
+    env = env_for(settings, gcs, tmp_path, MILKPRICE_CLAIM_TIMEOUT=str(CLAIM_TIMEOUT))
+    doomed = Function("train_events", "train", env)
+    # started now: a process starts more slowly than a heartbeat lapses
+    spare = Function("train_events", "train", env)
+    functions += [doomed, spare]
+    event = deliveries.upload_event(settings, PRICE)
+    thread, _ = deliveries.deliver_in_background(doomed.url, event)
+    dead = deliveries.new_run(settings, set(), lambda r: (r.stage or "").startswith("backtest"))
+    alive = deliveries.deliver(spare.url, event)  # (its first call also imports the training)
+    assert alive.status == 503 and alive.json()["earlier"]["run_id"] == dead.run_id, alive
+    os.killpg(doomed.proc.pid, signal.SIGKILL)  # mid-training, claim taken, nothing promoted
+    killed = time.monotonic()
+    thread.join(timeout=60)
+    answers: list[tuple[float, int, str]] = []  # (seconds after the kill, status, Retry-After)
+    while True:
+        answer = deliveries.deliver(spare.url, event)
+        wait = answer.headers.get("Retry-After", "")
+        answers.append((round(time.monotonic() - killed, 1), answer.status, wait))
+        if answer.status != 503:
+            break
+        assert time.monotonic() - killed < 3 * CLAIM_TIMEOUT, answers
+        time.sleep(int(wait))
+    took = time.monotonic() - killed
+    record = answer.json()
+    assert answers[0][1] == 503 and 1 <= int(answers[0][2]) <= CLAIM_TIMEOUT, answers
+    assert answer.status == 200 and record["outcome"] == "promoted", (answers, record)
+    assert record["earlier"]["run_id"] == dead.run_id  # taken over from the dead run
+    trained_on = {name: entry["token"] for name, entry in record["inputs"].items()}
+    assert trained_on == {store.RAW_PREFIX + n: t for n, t in tokens.items()}
+    found = contract.read_pointer(settings)
+    assert found is not None and found[0].version == record["version"]
+    assert took <= CLAIM_TIMEOUT + record["seconds"] + 5, (took, answers, record["seconds"])
+    print(f"answers after the kill: {answers}; promoted {record['version']} in {took:.1f} s")
+    stuck = contract.read_run(settings, dead.run_id)  # the dead run's record says where it died
+    assert stuck is not None and stuck.outcome == "running" and stuck.stage
 
 
 # ---------------------------------------------------------------- storage outage
