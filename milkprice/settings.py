@@ -82,7 +82,7 @@ class Settings:
     )
     max_body_bytes: int = field(default=10_000_000, metadata={"doc": "largest /predict body"})
     body_timeout: float = field(
-        default=3.0, metadata={"doc": "seconds a request body may pause before a 408"}
+        default=3.0, metadata={"doc": "seconds a request body may take to arrive before a 408"}
     )
     max_raw_bytes: int = field(default=20_000_000, metadata={"doc": "largest raw file trained on"})
     max_rows: int = field(default=100_000, metadata={"doc": "most rows in one request"})
