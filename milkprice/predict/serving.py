@@ -82,6 +82,11 @@ def chart() -> tuple[bytes, str, str]:
     return landing.chart(cache.current())
 
 
+def trusted_forwarded() -> str:
+    """Which X-Forwarded-* headers to follow: none, proto or all (a front end's to set)."""
+    return cache.settings().trust_forwarded
+
+
 def landing_page(base: str) -> str:
     """The landing page of the serving model, its examples addressed to ``base``."""
     return landing.page(cache.current(), base)
