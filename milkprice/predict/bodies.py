@@ -14,6 +14,7 @@ shape.
 from __future__ import annotations
 
 import functools
+import re
 from typing import IO, Any
 
 import msgspec
@@ -132,6 +133,7 @@ def late(length: int | None) -> RequestTimeout:
 MEMBER_BYTES = 65_536  # the largest member ``members`` parses
 _ABSENT = msgspec.Raw()
 _STAND_IN = {b"[": [], b"{": {}, b'"': "", b"t": True, b"f": False, b"n": None}
+_FIRST = re.compile(rb"\s*(.)", re.DOTALL)  # a JSON text's first byte, copying nothing
 
 
 @functools.cache
@@ -158,7 +160,7 @@ def members(
         outline = rows.decode_json(_outline(names), body)
     except msgspec.ValidationError:  # no object; and maybe no JSON either, past that point
         rows.decode_json(rows.SYNTAX, body)
-        return stand_in(bytes(body))
+        return stand_in(body)
     found: dict[str, Any] = {}
     for i, name in enumerate(names):
         raw = getattr(outline, f"m{i}")
@@ -175,6 +177,7 @@ def members(
     return found
 
 
-def stand_in(text: bytes) -> Any:
+def stand_in(text: bytes | memoryview) -> Any:
     """An empty value of the JSON type of the JSON text ``text``, for a check to name its type."""
-    return _STAND_IN.get(text.lstrip()[:1], 0)
+    first = _FIRST.match(text)
+    return _STAND_IN.get(first[1] if first else b"", 0)
