@@ -22,6 +22,7 @@ PREFIX = "MILKPRICE_"
 LOG_FORMATS = ("auto", "text", "json")
 CLOUDS = ("gcp", "aws", "azure")
 STORAGES = ("emulator", "cloud")
+FORWARDED = ("none", "proto", "all")
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,17 @@ class Settings:
     )
     max_body_bytes: int = field(default=10_000_000, metadata={"doc": "largest /predict body"})
     body_timeout: float = field(
-        default=3.0, metadata={"doc": "seconds a request body may pause before a 408"}
+        default=3.0, metadata={"doc": "seconds a request body may take to arrive before a 408"}
+    )
+    trust_forwarded: str = field(
+        default="none",
+        metadata={
+            "doc": "which X-Forwarded-* headers the landing page and /openapi.json follow: "
+            "none; proto (the scheme, behind a front end that sets it, as Cloud Run's, "
+            "Container Apps' and Knative's do); all (also -Host and -Prefix, only behind a "
+            "front end that sets or removes all three)",
+            "choices": FORWARDED,
+        },
     )
     max_raw_bytes: int = field(default=20_000_000, metadata={"doc": "largest raw file trained on"})
     max_rows: int = field(default=100_000, metadata={"doc": "most rows in one request"})

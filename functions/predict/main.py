@@ -57,10 +57,12 @@ def _forwarded(r: flask.Request, name: str) -> str:
 
 def _base(r: flask.Request) -> str:
     """The URL clients call this function at: the scheme, host and path prefix a front end
-    forwards (``X-Forwarded-Proto``, ``-Host``, ``-Prefix``), then the WSGI ``SCRIPT_NAME``."""
-    scheme = _forwarded(r, "X-Forwarded-Proto").lower()
-    host = _forwarded(r, "X-Forwarded-Host")
-    prefix = _forwarded(r, "X-Forwarded-Prefix").rstrip("/")
+    forwards (``X-Forwarded-Proto``, ``-Host``, ``-Prefix``), as far as
+    ``MILKPRICE_TRUST_FORWARDED`` trusts them, then the WSGI ``SCRIPT_NAME``."""
+    trusted = serving.trusted_forwarded()
+    scheme = _forwarded(r, "X-Forwarded-Proto").lower() if trusted != "none" else ""
+    host = _forwarded(r, "X-Forwarded-Host") if trusted == "all" else ""
+    prefix = _forwarded(r, "X-Forwarded-Prefix").rstrip("/") if trusted == "all" else ""
     scheme = scheme if scheme in ("http", "https") else r.scheme
     host = host if HOST.fullmatch(host) else r.host
     prefix = prefix if PREFIX.fullmatch(prefix) else ""

@@ -1,17 +1,27 @@
 """Request bodies: the content type, the size limits, the read deadline, the JSON.
 
 A body is read only if it is JSON and, whatever its Content-Length says, never beyond the
-limit plus one byte; a client that stops sending gets 408 after ``body_timeout`` seconds.
+limit plus one byte; a body that has not all arrived ``body_timeout`` seconds after its
+reading began gets 408.
+
+A JSON parser that builds a Python object per value can turn a body into 20 times its size
+(``[[],[],...]``: 3 bytes, a 64-byte list each), so only small bodies are parsed whole
+(``parse_json``); of the others, ``members`` parses only the members asked for, each only up
+to ``MEMBER_BYTES``, and leaves large ones as their JSON text for a check that knows their
+shape.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from typing import IO, Any
 
+import msgspec
 import orjson
 
 from milkprice.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
-from milkprice.predict import cache
+from milkprice.predict import cache, deadlines, rows
 
 CHUNK = 1 << 16
 
@@ -52,12 +62,8 @@ def read_body(stream: IO[bytes], length: int | None, limit: int) -> bytes:
     while (want := min(CHUNK if length is None else length - size, limit + 1 - size)) > 0:
         try:
             chunk = stream.read(want)
-        except TimeoutError:  # the socket's deadline (body_bytes): the client stopped sending
-            declared = "" if length is None else f" {length} bytes its Content-Length declared"
-            raise RequestTimeout(
-                f"the body stopped arriving before the{declared or ' end'}: nothing came "
-                f"for {cache.settings().body_timeout:g} s"
-            ) from None
+        except TimeoutError:  # the socket's timeout (body_bytes): the client stopped sending
+            raise late(length) from None
         if not chunk:
             break
         parts.append(chunk)
@@ -71,7 +77,7 @@ def read_body(stream: IO[bytes], length: int | None, limit: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def parse_json(body: bytes) -> Any:
+def parse_json(body: bytes | memoryview) -> Any:
     if not body:
         raise BadRequest("the request body is empty: send a JSON document")
     try:
@@ -92,17 +98,86 @@ def body_bytes(
     ``binary``: the body may be JSON followed by bytes (the V2 binary tensor data extension),
     so application/octet-stream is accepted too.
 
-    ``sock`` is the connection's socket when the server gives it (gunicorn does): reading
-    gets a deadline, so a client that declares more than it sends holds a thread for
-    ``body_timeout`` seconds, not for ever. After a stalled body the deadline stays, and the
-    server gives the connection up when it tries to read the rest.
+    ``sock`` is the connection's socket when the server gives it (gunicorn does): the whole
+    body gets a deadline (``deadlines``), so a client that declares more than it sends, or
+    sends it a byte at a time, holds a thread for ``body_timeout`` seconds, not for ever.
+    After a late body the server gives the connection up.
     """
     if not is_json(content_type) and not (binary and is_octets(content_type)):
         also = " (or application/octet-stream with Inference-Header-Content-Length)" * binary
         raise UnsupportedMediaType(f"send application/json{also}, not {content_type}")
-    if sock is not None:
-        sock.settimeout(cache.settings().body_timeout)
-    body = read_body(stream, length, cache.settings().max_body_bytes)
-    if sock is not None:
-        sock.settimeout(None)  # the answer is written without one
+    limit = cache.settings().max_body_bytes
+    if sock is None:
+        return read_body(stream, length, limit)
+    seconds = cache.settings().body_timeout
+    sock.settimeout(seconds)  # a stall ends a receive; the watch ends a trickle
+    entry = deadlines.watch(sock, seconds)
+    try:
+        body = read_body(stream, length, limit)
+    except Exception:
+        if deadlines.finish(entry):  # the connection was shut under the read: that is why
+            raise late(length) from None
+        raise
+    if deadlines.finish(entry):
+        raise late(length)
+    sock.settimeout(None)  # the answer is written without one
     return body
+
+
+def late(length: int | None) -> RequestTimeout:
+    declared = f": the {length} bytes its Content-Length declared" if length is not None else ""
+    seconds = cache.settings().body_timeout
+    return RequestTimeout(f"the body did not all arrive within {seconds:g} s{declared}")
+
+
+MEMBER_BYTES = 65_536  # the largest member ``members`` parses
+_ABSENT = msgspec.Raw()
+_STAND_IN = {b"[": [], b"{": {}, b'"': "", b"t": True, b"f": False, b"n": None}
+_FIRST = re.compile(rb"\s*(.)", re.DOTALL)  # a JSON text's first byte, copying nothing
+
+
+@functools.cache
+def _outline(names: tuple[str, ...]) -> msgspec.json.Decoder:
+    """A decoder of a JSON object that keeps only ``names``, each as its JSON text."""
+    fields = [(f"m{i}", msgspec.Raw, _ABSENT) for i in range(len(names))]
+    rename = {f"m{i}": name for i, name in enumerate(names)}
+    return msgspec.json.Decoder(msgspec.defstruct("Outline", fields, rename=rename))
+
+
+def members(
+    body: bytes | memoryview, names: tuple[str, ...], where: str = "", text: tuple[str, ...] = ()
+) -> Any:
+    """The JSON object ``body`` with only its members ``names``, as ``parse_json`` gives them;
+    those in ``text`` as their JSON text (bytes), to be read by a check that knows their shape.
+
+    The body's syntax is checked whole, but no member larger than ``MEMBER_BYTES`` is parsed
+    (a 400 names it, after ``where``), and nothing is built for the others. A body that is
+    not an object gives an empty value of its JSON type, for the caller's checks to name.
+    """
+    if not len(body):
+        parse_json(b"")  # the error for an empty body
+    try:
+        outline = rows.decode_json(_outline(names), body)
+    except msgspec.ValidationError:  # no object; and maybe no JSON either, past that point
+        rows.decode_json(rows.SYNTAX, body)
+        return stand_in(body)
+    found: dict[str, Any] = {}
+    for i, name in enumerate(names):
+        raw = getattr(outline, f"m{i}")
+        if not len(raw):
+            continue
+        if name in text:
+            found[name] = bytes(raw)
+        elif len(raw) > MEMBER_BYTES:
+            field = f"{where}{name}"
+            problem = f"{len(raw)} bytes of JSON; at most {MEMBER_BYTES} are accepted"
+            raise BadRequest(f"{field}: {problem}", [{"field": field, "problem": problem}])
+        else:
+            found[name] = parse_json(memoryview(raw))
+    return found
+
+
+def stand_in(text: bytes | memoryview) -> Any:
+    """An empty value of the JSON type of the JSON text ``text``, for a check to name its type."""
+    first = _FIRST.match(text)
+    return _STAND_IN.get(first[1] if first else b"", 0)

@@ -16,8 +16,8 @@ import orjson
 
 from milkprice.errors import BadRequest, Conflict, MilkPriceError, to_response
 from milkprice.predict import binary, cache, landing, v2
-from milkprice.predict.bodies import parse_json
-from milkprice.predict.validation import FAST_PATH_BYTES, fast_scores, score_rows
+from milkprice.predict.bodies import members, parse_json
+from milkprice.predict.validation import FAST_PATH_BYTES, check_body, fast_scores, score_rows
 
 log = logging.getLogger("milkprice.predict")
 
@@ -36,15 +36,16 @@ def failure(exc: BaseException, what: str) -> tuple[int, bytes, dict[str, str]]:
 
 def predict_rows(body: bytes) -> tuple[np.ndarray, dict[str, str]]:
     """Prices of a /predict body: the fast path, else the full checks and their errors."""
+    limit = cache.settings().max_rows
     try:
         loaded = cache.current()
     except MilkPriceError:
-        parse_json(body)  # a bad body is named before a missing model
+        check_body(body, limit)  # a bad body is named before a missing model
         raise
-    limit = cache.settings().max_rows
-    fast = fast_scores(loaded, body, limit) if len(body) >= FAST_PATH_BYTES else None
-    scored = fast or score_rows(loaded, parse_json(body), limit)
-    prices, used = scored
+    if len(body) >= FAST_PATH_BYTES:
+        prices, used = fast_scores(loaded, body, limit)
+    else:
+        prices, used = score_rows(loaded, parse_json(body), limit)
     return prices, {"X-Model-Version": loaded.version, "X-Model": used}
 
 
@@ -79,6 +80,11 @@ def _months(text: str, horizon: int) -> int:
 def chart() -> tuple[bytes, str, str]:
     """The backtest chart's PNG, the version and an ETag; 404 if the model has none."""
     return landing.chart(cache.current())
+
+
+def trusted_forwarded() -> str:
+    """Which X-Forwarded-* headers to follow: none, proto or all (a front end's to set)."""
+    return cache.settings().trust_forwarded
 
 
 def landing_page(base: str) -> str:
@@ -117,7 +123,7 @@ def v2_infer(
 
 
 def v2_index(body: bytes) -> list[dict[str, str]]:
-    only_ready = v2.index_request(parse_json(body) if body.strip() else {})
+    only_ready = v2.index_request(members(body, ("ready",)) if body.strip() else {})
     return v2.index(cache.current(), cache.server().versions, only_ready)
 
 

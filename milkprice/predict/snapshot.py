@@ -164,8 +164,9 @@ def _model(
         raise
     except MilkPriceError:
         raise
-    except Exception as exc:  # onnxruntime refuses the graph
-        raise LoadError(f"version {version}: {onnx_name} is no usable ONNX graph: {exc}") from None
+    except Exception as exc:  # onnxruntime refuses the graph: its words go to the log only
+        log.warning("version %s: %s: %s", version, onnx_name, exc, extra={"version": version})
+        raise LoadError(f"version {version}: {onnx_name} is no usable ONNX graph") from None
     [graph_input] = graph.get_inputs()
     width = graph_input.shape[1] if len(graph_input.shape) == 2 else None
     if width != len(features):

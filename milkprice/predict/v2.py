@@ -9,6 +9,7 @@ with the binary tensor data extension (``binary``), as bytes after it.
 
 from __future__ import annotations
 
+import re
 from itertools import chain
 from types import MappingProxyType
 from typing import Any, NoReturn
@@ -18,6 +19,7 @@ import numpy as np
 from milkprice import __version__
 from milkprice.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from milkprice.predict import binary
+from milkprice.predict.bodies import parse_json, stand_in
 from milkprice.predict.model import Model
 from milkprice.predict.snapshot import Loaded
 from milkprice.predict.validation import NUMBER, json_type
@@ -190,25 +192,87 @@ def _shape_and_type(tensor: dict[str, Any], m: Model, max_rows: int) -> tuple[in
     return n, dtype
 
 
-def _matrix(data: Any, m: Model, n: int) -> np.ndarray:
-    """The tensor's data, flat or nested by row, as an ``[n, F]`` float64 matrix."""
+def _matrix(text: bytes | None, m: Model, n: int) -> np.ndarray:
+    """The tensor's data (its JSON text), flat or nested by row, as an ``[n, F]`` matrix."""
     width = len(m.features)
-    if type(data) is not list:
-        raise _tensor_error("data", f"must be an array, not {json_type(data)}")
+    data = _numbers(text, m, n)
     if data and type(data[0]) is list:
         if not all(type(r) is list for r in data):
             raise _tensor_error("data", "mixes nested rows and numbers")
+        for i, r in enumerate(data):
+            if len(r) != width:
+                raise _ragged(i, len(r), m)
         data = list(chain.from_iterable(data))
     if len(data) != n * width:
-        raise _tensor_error(
-            "data", f"holds {len(data)} values; shape [{n}, {width}] needs {n * width}"
-        )
+        raise _count(len(data), n, width)
     if not set(map(type, data)) <= NUMBER:
         k = next(k for k, v in enumerate(data) if type(v) not in NUMBER)
-        row, column = divmod(k, width)
-        name = m.features[column]
-        raise BadRequest(
-            f"row {row}: {name} is not a number",
-            [{"row": row, "field": name, "problem": f"{json_type(data[k])} is not a number"}],
-        )
+        raise _not_a_number(*divmod(k, width), json_type(data[k]), m)
     return np.fromiter(data, dtype=np.float64, count=n * width).reshape(n, width)
+
+
+NOT_NUMERIC = re.compile(rb"[^0-9eE+\-.,\[\]\s]")  # a byte of no number and no array
+
+
+def _numbers(text: bytes | None, m: Model, n: int) -> list[Any]:
+    """The tensor's data parsed, once its bytes show that the parse costs no more than its
+    numbers: it holds only numbers and arrays, no more arrays than rows, and, flat, the
+    values its shape needs. (A JSON parser builds a 56-byte list for each 3-byte ``[],``.)"""
+    width = len(m.features)
+    if text is None or text[:1] != b"[":
+        raise _tensor_error("data", f"must be an array, not {json_type(stand_in(text or b'n'))}")
+    bad = NOT_NUMERIC.search(text)
+    if bad is not None:
+        raise _not_a_number_at(text, bad.start(), m, n)
+    arrays = text.count(b"[")
+    if arrays > n + 1:
+        raise _tensor_error("data", f"holds {arrays - 1} arrays; shape [{n}, {width}] has {n} rows")
+    if arrays == 1:
+        values = text.count(b",") + 1 if text[1:-1].strip() else 0
+        if values != n * width:
+            raise _count(values, n, width)
+    data: list[Any] = parse_json(text)
+    return data
+
+
+def _not_a_number_at(text: bytes, at: int, m: Model, n: int) -> BadRequest:
+    """The error for the value at byte ``at``, the first byte of data that is no number and no
+    array (so that what comes before it is numbers, commas and brackets only)."""
+    width = len(m.features)
+    opened = text.count(b"[", 0, at)
+    depth = opened - text.count(b"]", 0, at)
+    column = text.count(b",", text.rfind(b"[", 0, at), at)
+    if depth == 1 and opened == 1:  # flat
+        row, column = divmod(column, width)
+    elif depth == 2:  # in a row
+        row = opened - 2
+        if column >= width:
+            return _ragged(row, column + 1, m, "at least ")
+    elif depth == 1:
+        return _tensor_error("data", "mixes nested rows and numbers")
+    else:
+        return _tensor_error("data", "nests arrays in rows: a row is an array of numbers")
+    if row >= n:
+        return _count(n * width + 1, n, width, "at least ")
+    return _not_a_number(row, column, json_type(stand_in(text[at : at + 1])), m)
+
+
+def _not_a_number(row: int, column: int, kind: str, m: Model) -> BadRequest:
+    name = m.features[column]
+    return BadRequest(
+        f"row {row}: {name} is not a number",
+        [{"row": row, "field": name, "problem": f"{kind} is not a number"}],
+    )
+
+
+def _ragged(row: int, values: int, m: Model, least: str = "") -> BadRequest:
+    width = len(m.features)
+    return _tensor_error(
+        "data", f"row {row} holds {least}{values} values; the {m.role} model takes {width}"
+    )
+
+
+def _count(values: int, n: int, width: int, least: str = "") -> BadRequest:
+    return _tensor_error(
+        "data", f"holds {least}{values} values; shape [{n}, {width}] needs {n * width}"
+    )

@@ -1,27 +1,31 @@
 """/predict rows: which model scores each, their values as a matrix, and the errors.
 
-Every refusal names the row and, where there is one, the field. Large bodies try the fast path
-first (``rows``), which refuses whatever needs an error message: the full checks here answer
-those. ``json_type`` and ``NUMBER`` name JSON values for the V2 checks too.
+Every refusal names the row and, where there is one, the field. Small bodies are parsed whole
+(orjson) and checked here; large ones are decoded by type (``rows``), so that no body costs
+more than a small multiple of its size, and refused at their first row no model can score.
+``json_type`` and ``NUMBER`` name JSON values for the V2 checks too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from itertools import chain
 from typing import Any
 
 import numpy as np
 
-from milkprice.errors import BadRequest, PayloadTooLarge
+from milkprice.errors import BadRequest
 from milkprice.predict import rows
+from milkprice.predict.bodies import parse_json
 from milkprice.predict.model import Model
 from milkprice.predict.snapshot import Loaded
 
 NUMBER = frozenset({int, float})  # what orjson gives for JSON numbers; bool is not one
 MAX_DETAILS = 50
-# /predict bodies from this size on take the fast path (rows.py); a few rows parse faster the
-# plain way (measured: 1 row 11 us plain, 21 us fast; 1000 old-format rows 24 ms, 11 ms)
+# /predict bodies from this size on are decoded by type (rows.py): a few rows parse faster the
+# plain way (measured: 1 row 11 us plain, 21 us typed; 1000 old-format rows 24 ms, 11 ms), and
+# a plain parse of a body this small costs at most a few hundred KB, whatever it holds
 FAST_PATH_BYTES = 32_768
 
 
@@ -39,27 +43,44 @@ def json_type(value: Any) -> str:
     return "a number" if isinstance(value, int | float) else type(value).__name__
 
 
-def fast_scores(loaded: Loaded, body: bytes, max_rows: int) -> tuple[np.ndarray, str] | None:
-    """``score_rows`` for a body that needs none of its errors, or None (see ``rows``)."""
-    X = rows.matrix(loaded.decoder, body, max_rows)
-    if X is None:
-        return None
+Taken = dict[str, list[tuple[np.ndarray, np.ndarray]]]  # role -> (rows' places, matrix) parts
+
+
+def fast_scores(loaded: Loaded, body: bytes, max_rows: int) -> tuple[np.ndarray, str]:
+    """``score_rows`` for a large body, decoded by type (``rows``) a chunk of rows at a time,
+    each row kept only in the matrix of the model that scores it."""
+    taken: Taken = {"forecast": [], "legacy": []}
+    start = 0
+    for X in rows.chunks(loaded.decoder, body, max_rows):
+        _take(loaded, X, start, taken)
+        start += len(X)
+    prices = np.empty(start, dtype=np.float64)
+    used = [role for role in ("forecast", "legacy") if taken[role]]
+    for role in used:
+        parts = taken[role]
+        where, sub = parts[0] if len(parts) == 1 else map(np.concatenate, zip(*parts, strict=True))
+        positions = None if len(used) == 1 else where.tolist()
+        prices[where] = loaded.models[role].score(sub, positions)
+    return prices, ",".join(used)
+
+
+def _take(loaded: Loaded, X: np.ndarray, start: int, taken: Taken) -> None:
+    """Split the rows ``X`` (from row ``start`` on) by the model that scores each, into
+    ``taken``; 400 naming the first row neither can score."""
     present = ~np.isnan(X)
     new = present[:, loaded.columns["forecast"]].all(axis=1)
     old = ~new & present[:, loaded.columns["legacy"]].all(axis=1)
-    if not (new | old).all():
-        return None
-    prices = np.empty(len(X), dtype=np.float64)
-    used = []
+    scored = new | old
+    if not scored.all():
+        r = int(np.argmin(scored))
+        names = {loaded.decoder.features[c] for c in np.flatnonzero(present[r])}
+        raise missing(start + r, names, loaded.models.values())
     for role, chosen in (("forecast", new), ("legacy", old)):
-        if not chosen.any():
-            continue
-        used.append(role)
-        model, every = loaded.models[role], chosen.all()
-        positions = None if every else np.flatnonzero(chosen).tolist()
-        sub = X[:, loaded.columns[role]] if every else X[np.ix_(chosen, loaded.columns[role])]
-        prices[chosen] = model.score(sub, positions)
-    return prices, ",".join(used)
+        if chosen.all():  # the usual case: one model for every row, nothing to pick
+            taken[role].append((np.arange(start, start + len(X)), X[:, loaded.columns[role]]))
+        elif chosen.any():
+            sub = X[np.ix_(chosen, loaded.columns[role])]
+            taken[role].append((np.flatnonzero(chosen) + start, sub))
 
 
 def score_rows(loaded: Loaded, doc: Any, max_rows: int) -> tuple[np.ndarray, str]:
@@ -85,22 +106,23 @@ def score_rows(loaded: Loaded, doc: Any, max_rows: int) -> tuple[np.ndarray, str
 def _data(doc: Any, max_rows: int) -> list[Any]:
     """The rows of ``{"data": [row, ...]}``: 400 unless a non-empty array, 413 if too many."""
     if type(doc) is not dict:
-        raise BadRequest(
-            'the body must be an object {"data": [row, ...]}',
-            [{"field": "data", "problem": f"the body is {json_type(doc)}, not an object"}],
-        )
+        raise rows.not_an_object(json_type(doc))
     data = doc.get("data")
     if type(data) is not list:
-        problem = "missing" if "data" not in doc else f"{json_type(data)}, not an array"
-        raise BadRequest("data must be an array of rows", [{"field": "data", "problem": problem}])
+        raise rows.not_an_array(json_type(data)) if "data" in doc else rows.missing_data()
     if not data:
-        raise BadRequest("data is empty", [{"field": "data", "problem": "no rows"}])
+        raise rows.empty()
     if len(data) > max_rows:
-        raise PayloadTooLarge(
-            f"{len(data)} rows; at most {max_rows} are accepted per request",
-            [{"field": "data", "problem": f"more than {max_rows} rows"}],
-        )
+        raise rows.too_many(len(data), max_rows)
     return data
+
+
+def check_body(body: bytes, max_rows: int) -> None:
+    """400 or 413 for a /predict body of the wrong shape, whatever model serves."""
+    if len(body) >= FAST_PATH_BYTES:
+        rows.count(body, max_rows)
+    else:
+        _data(parse_json(body), max_rows)
 
 
 def _choose(data: list[Any], forecast: Model, legacy: Model) -> tuple[list[int], list[int]]:
@@ -110,28 +132,27 @@ def _choose(data: list[Any], forecast: Model, legacy: Model) -> tuple[list[int],
     new: list[int] = []
     for i, row in enumerate(data):
         if type(row) is not dict:
-            raise BadRequest(
-                f"row {i} is not an object",
-                [{"row": i, "problem": f"{json_type(row)}, not an object"}],
-            )
+            raise rows.row_not_an_object(i, json_type(row))
         keys = row.keys()
         if keys >= fset:
             new.append(i)
         elif keys >= lset:
             old.append(i)
         else:
-            raise missing(i, row, (forecast, legacy))
+            raise missing(i, keys, (forecast, legacy))
     return new, old
 
 
-def missing(i: int, row: dict[str, Any], models: Iterable[Model]) -> BadRequest:
+def missing(i: int, row: AbstractSet[str], models: Iterable[Model]) -> BadRequest:
     """The error for a row no model can score: it names what the nearest model lacks.
+
+    ``row`` holds the row's keys (or those of them that are features).
 
     Nearest is the model whose features the row has the largest share of, so an old client's
     row missing one of the legacy model's 141 features hears about that one, not about the
     forecast model's few features it never meant to send.
     """
-    nearest = max(models, key=lambda m: len(m.feature_set & row.keys()) / len(m.feature_set))
+    nearest = max(models, key=lambda m: len(m.feature_set & row) / len(m.feature_set))
     lacking = [name for name in nearest.features if name not in row]
     shown = ", ".join(lacking[:5]) + (", ..." if len(lacking) > 5 else "")
     return BadRequest(

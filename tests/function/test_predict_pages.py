@@ -13,6 +13,7 @@ from urllib.parse import urljoin
 import jsonschema
 import pytest
 
+from milkprice.errors import ConfigError
 from milkprice.predict import cache
 from milkprice.settings import Settings
 from tests.support.buckets import artifact, clone, manifest, promote
@@ -130,7 +131,9 @@ def test_links_follow_the_front_end(
     headers: dict[str, str],
     script_name: str,
     base: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("MILKPRICE_TRUST_FORWARDED", "all")  # a front end sets all three
     client = Client()
     where = f"http://milk.internal:8080{script_name}/"
     page = client.get("/", base_url=where, headers=headers).get_data(as_text=True)
@@ -148,6 +151,44 @@ def test_links_follow_the_front_end(
     served = client.get("/openapi.json", base_url=where, headers=headers).get_json()
     assert served["servers"] == [{"url": base}]
     assert "evil" not in page and "javascript" not in page
+
+
+@pytest.mark.parametrize(
+    ("trust", "base"),
+    [
+        (None, "http://milk.internal:8080"),  # the default: a client's headers are not followed
+        ("none", "http://milk.internal:8080"),
+        ("proto", "https://milk.internal:8080"),  # the scheme only: what Cloud Run's front end sets
+        ("all", "https://elsewhere.example/x"),
+    ],
+)
+def test_forwarded_headers_are_followed_only_as_far_as_trusted(
+    on_sample: tuple[Settings, dict[str, Any]],
+    trust: str | None,
+    base: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if trust is not None:
+        monkeypatch.setenv("MILKPRICE_TRUST_FORWARDED", trust)
+    headers = {
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "elsewhere.example",
+        "X-Forwarded-Prefix": "/x",
+    }
+    client = Client()
+    where = "http://milk.internal:8080/"
+    page = client.get("/", base_url=where, headers=headers).get_data(as_text=True)
+    assert f"curl -s {base}/forecast" in page
+    served = client.get("/openapi.json", base_url=where, headers=headers).get_json()
+    assert served["servers"] == [{"url": base}]
+    if trust in (None, "none", "proto"):
+        assert "elsewhere" not in page and "elsewhere" not in json.dumps(served)
+
+
+def test_a_trust_that_is_no_choice_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MILKPRICE_TRUST_FORWARDED", "true")
+    with pytest.raises(ConfigError, match="MILKPRICE_TRUST_FORWARDED='true' is not one of"):
+        Settings.from_env()
 
 
 # ---------------------------------------------------------------- the OpenAPI document

@@ -11,7 +11,9 @@ import numpy as np
 import orjson
 import pytest
 
+from milkprice.errors import MilkPriceError
 from milkprice.predict import snapshot, validation
+from milkprice.predict.bodies import parse_json
 from milkprice.settings import Settings
 from tests.support.buckets import manifest
 from tests.support.openapi_client import Client
@@ -127,40 +129,52 @@ def test_mixed_batch_keeps_row_order(
     )
 
 
-def test_the_fast_path_agrees_with_the_full_checks(
+def test_the_typed_path_agrees_with_the_full_checks(
     trained_sample: tuple[Settings, dict[str, Any]],
 ) -> None:
+    """Large bodies are decoded by type (rows.py), small ones parsed whole: the same prices,
+    and the same refusals, naming the same row and field."""
     settings, _ = trained_sample
     loaded = snapshot.load(settings)
     assert loaded is not None
     doc = manifest(settings)
     new, old = perturbed(next_row(doc), 6, seed=2), legacy_rows()[:5]
     noisy = [{"id": "x", "note": None, "nested": [{"a": 1}], **old[0]}]
-    for rows in (new, old, [new[0], old[0], new[1], old[1]], noisy):
+    many = new * 200  # rows smaller than their structs: decoded a chunk at a time
+    for rows in (new, old, [new[0], old[0], new[1], old[1]], noisy, many):
         body = orjson.dumps({"data": rows})
-        fast = validation.fast_scores(loaded, body, 100)
-        assert fast is not None  # valid bodies take it
-        full = validation.score_rows(loaded, orjson.loads(body), 100)
+        fast = validation.fast_scores(loaded, body, 2000)
+        full = validation.score_rows(loaded, orjson.loads(body), 2000)
         assert fast[1] == full[1]
         np.testing.assert_array_equal(fast[0], full[0])
-    # everything that needs an error message is left to the full checks
     first = doc["models"]["forecast"]["features"][0]
-    refused = [
-        b"",
-        b'{"data": [',
-        b"[" * 100_000 + b"]" * 100_000,
-        b'{"data": []}',
-        b'{"rows": []}',
-        orjson.dumps({"data": [{**new[0], first: True}]}),
-        orjson.dumps({"data": [{**new[0], first: None}]}),
-        orjson.dumps({"data": [{**new[0], first: "1.5"}]}),
-        orjson.dumps({"data": [{**new[0], first: [1.5]}]}),
-        orjson.dumps({"data": [{"x": 1.0}]}),
-        orjson.dumps({"data": [new[0], 3]}),
-        orjson.dumps({"data": new * 20}),  # over the 100 rows allowed below
-    ]
-    for body in refused:
-        assert validation.fast_scores(loaded, body, 100) is None, body[:80]
+    refused = {
+        b"": 400,
+        b'{"data": [': 400,
+        b"[" * 100_000 + b"]" * 100_000: 400,
+        b'{"data": []}': 400,
+        b'{"rows": []}': 400,
+        b'{"data": {}}': 400,
+        b"[]": 400,
+        orjson.dumps({"data": [{**new[0], first: True}]}): 400,
+        orjson.dumps({"data": [{**new[0], first: None}]}): 400,
+        orjson.dumps({"data": [{**new[0], first: "1.5"}]}): 400,
+        orjson.dumps({"data": [{**new[0], first: [1.5]}]}): 400,
+        orjson.dumps({"data": [{"x": 1.0}]}): 400,
+        orjson.dumps({"data": [new[0], 3]}): 400,
+        orjson.dumps({"data": [*many, {"x": 1.0}]}): 400,  # the last row, in the last chunk
+        orjson.dumps({"data": new * 20}): 413,  # over the 100 rows allowed below
+    }
+    for body, status in refused.items():
+        with pytest.raises(MilkPriceError) as typed:
+            validation.fast_scores(loaded, body, 100 if status == 413 else 2000)
+        with pytest.raises(MilkPriceError) as whole:
+            validation.score_rows(loaded, parse_json(body), 100 if status == 413 else 2000)
+        assert typed.value.status == whole.value.status == status, (body[:80], typed.value)
+        if whole.value.message.startswith("the body is not valid JSON"):
+            assert typed.value.message.startswith("the body is not valid JSON"), typed.value
+        else:
+            assert typed.value.details == whole.value.details, (body[:80], typed.value)
 
 
 def test_forecast_is_the_path_s_first_month(

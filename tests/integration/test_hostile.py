@@ -430,6 +430,34 @@ def test_a_stalled_body_is_given_up_within_seconds(live: Live) -> None:
     healthy(live)
 
 
+def test_a_body_trickled_past_its_deadline_is_408(live: Live) -> None:
+    """The deadline (MILKPRICE_BODY_TIMEOUT, 3 s) is the whole body's, not each pause's: a
+    byte every half second never pauses for 3 s, and 20 bytes would take 10 s."""
+    body = b'{"data": [{"a": 1}]}'
+    assert len(body) == 20
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", live.port), timeout=QUICK_SECONDS) as sock:
+        sock.sendall(_head(len(body)))
+
+        def trickle() -> None:
+            try:
+                for byte in body:
+                    time.sleep(0.5)
+                    sock.sendall(bytes([byte]))
+            except OSError:
+                pass  # the server answered and closed
+
+        sender = threading.Thread(target=trickle, daemon=True)
+        sender.start()
+        raw = read_answer(sock, 8.0)  # TimeoutError if it waits for the last byte
+    seconds = time.monotonic() - start
+    doc = validate(parse(raw), "POST", "/predict", 408)
+    assert "did not all arrive within 3 s" in doc["error"], doc
+    assert seconds < 5.0, seconds
+    sender.join(timeout=QUICK_SECONDS)
+    healthy(live)
+
+
 def test_a_body_longer_than_its_length(live: Live) -> None:
     """Only the declared bytes are the body: here a truncated document, so 400. The bytes after
     it are no request (no request line): gunicorn closes the connection without answering."""
@@ -463,6 +491,33 @@ def test_an_impossible_length_is_refused_by_gunicorn(live: Live, length: str, ex
     assert answer.status == 400, raw[:300]
     assert answer.headers["connection"] == "close"
     healthy(live)
+
+
+def test_a_json_length_of_5000_digits_is_400_naming_its_header(live: Live) -> None:
+    """Python refuses to read more than 4300 digits as an int: that must not become a 500."""
+    for digits in ("9" * 5000, "0" * 4999 + "99"):
+        answer = request(
+            live.port,
+            "POST",
+            "/v2/models/forecast/infer",
+            b'{"inputs": []}',
+            content_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": digits},
+        )
+        doc = validate(answer, "POST", "/v2/models/{name}/infer", 400)
+        assert doc["details"][0]["field"] == "Inference-Header-Content-Length", doc
+    healthy(live)
+
+
+def test_a_ragged_tensor_is_400_naming_the_row(live: Live) -> None:
+    """Rows of a nested tensor each hold the model's width: [[F], [F+1], [F-1]] has the values
+    of shape [3, F] in all, and is still refused, naming its row 1."""
+    width = len(live.features)
+    data = [[1.0] * width, [1.0] * (width + 1), [1.0] * (width - 1)]
+    tensor = {"name": "x", "shape": [3, width], "datatype": "FP64", "data": data}
+    doc = error(live, json.dumps({"inputs": [tensor]}).encode(), path="/v2/models/forecast/infer")
+    assert doc["details"][0]["field"] == "inputs[0].data", doc
+    assert "row 1 holds" in doc["error"], doc
 
 
 def test_a_length_beyond_any_integer_type_is_413(live: Live) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +68,40 @@ def env_for(settings: Settings, gcs: str, tmp: Path, **extra: str) -> dict[str, 
         "MILKPRICE_STATE_DIR": str(tmp),
         **extra,
     }
+
+
+# ---------------------------------------------------------------- the worker's memory
+
+
+def worker(function: Function) -> int:
+    """The pid of the server's one worker: the gunicorn child of the function's process."""
+    found: list[int] = []
+    for task in Path(f"/proc/{function.proc.pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(pid) for pid in (task / "children").read_text().split()]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def peak_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+def fresh_worker(function: Function, warm: Callable[[], bool]) -> int:
+    """Replace the server's worker by a new one, warmed up by ``warm`` (True once it answers as
+    it should), its peak memory reset to what it holds then; the new worker's pid."""
+    old = worker(function)
+    os.kill(old, signal.SIGKILL)  # gunicorn's master forks another
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(AssertionError):
+            new = worker(function)
+            if new != old and warm():
+                Path(f"/proc/{new}/clear_refs").write_text("5")  # 5: reset the peak (VmHWM)
+                return new
+        time.sleep(0.05)
+    raise AssertionError(f"no new worker: {function.log.read_text()[-2000:]}")
