@@ -14,7 +14,8 @@ that origin (targets before it, over the last ``window(h)`` of them) were smalle
 figure of the chosen path is out of sample, and the served path is the same rule applied at
 the last origin. Its interval comes from its own ``h``-step relative errors known before each
 origin (the last ``CALIBRATION`` of them) at a level that adapts to the misses resolved
-before that origin, so the coverage reported is out of sample too.
+before that origin, so the coverage reported is out of sample too; :func:`coverage_band`
+says how far from 80% chance alone takes it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ TOP = 3  # the chosen path averages the best three models at each origin and hor
 CALIBRATION = 36  # h-step errors an interval is built from
 MIN_ERRORS = 12  # fewer known errors choose nothing and give no interval
 GAMMA = 0.05  # the step of the interval's level after each resolved forecast
+BAND = 0.9  # the share of chance outcomes a coverage band holds
 SEASON = 12
 METHOD = (
     "rolling origin, expanding window, refit at every origin, 1..H months ahead; at each "
@@ -293,6 +295,24 @@ def intervals(chosen: np.ndarray, actual: np.ndarray) -> tuple[np.ndarray, np.nd
     return np.column_stack([b[0] for b in bands]), np.column_stack([b[1] for b in bands])
 
 
+def coverage_band(n: int, level: float = LEVEL) -> tuple[float, float]:
+    """The coverages an exact ``level`` interval shows on ``n`` forecasts by chance: the
+    central ``BAND`` of Binomial(n, level) hits, as shares of n. Both bounds are inclusive
+    (a coverage c passes when low <= c <= high) and hold at least ``BAND`` of the chance
+    outcomes, fewer than 5% falling below and at most 5% above. The hits are taken as
+    independent: true one month ahead, optimistic further on, where forecasts from
+    neighbouring origins share months and miss together."""
+    if n < 1:
+        raise ValueError(f"a coverage band needs at least one forecast, not {n}")
+    if not 0 < level < 1:
+        raise ValueError(f"a coverage band needs a level between 0 and 1, not {level}")
+    from scipy.stats import binom  # training side only: the manifest carries the band
+
+    tail = (1 - BAND) / 2
+    low, high = binom.ppf([tail, 1 - tail], n, level)
+    return float(low) / n, float(high) / n
+
+
 def first_origin(models: list[PathModel], first_target: pd.Period, start: pd.Period) -> int:
     """The earliest origin the backtest needs: the scored targets' origins, the calibration
     errors before them, and the ranking errors before those, as far as the history allows."""
@@ -359,8 +379,11 @@ def horizon_figures(result: HorizonBacktest, months: pd.PeriodIndex, h: int) -> 
     chosen = _prices(result, result.chosen[:, h - 1], positions)
     ratio = actual / chosen - 1
     low, high = result.lower[positions, h - 1], result.upper[positions, h - 1]
-    path = _figures(actual, chosen, naive_rmse)
-    path["coverage"] = float(np.mean((low <= ratio) & (ratio <= high)))
+    path: dict[str, float | list[float]] = {
+        **_figures(actual, chosen, naive_rmse),
+        "coverage": float(np.mean((low <= ratio) & (ratio <= high))),
+        "coverage_band": list(coverage_band(len(months))),
+    }
     return {
         "horizon": h,
         "scored": len(months),

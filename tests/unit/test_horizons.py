@@ -158,3 +158,41 @@ def test_the_adaptive_level_brings_coverage_back_after_the_spread_grows(
     fixed, adaptive = coverage(0.0), coverage(step)
     assert fixed < horizons.LEVEL - 0.05  # a fixed level under-covers after the change
     assert abs(adaptive - horizons.LEVEL) < abs(fixed - horizons.LEVEL)
+
+
+@pytest.mark.parametrize("n", [1, 5, 24, 60, 240])
+def test_the_coverage_band_is_binomial_chance_around_the_level(n: int) -> None:
+    from scipy.stats import binom
+
+    low, high = horizons.coverage_band(n)
+    k_low, k_high = round(low * n), round(high * n)
+    assert (k_low / n, k_high / n) == (low, high)  # whole counts of hits
+    # the bounds are inclusive and hold the central 90%: below low less than 5%, above
+    # high at most 5%, and each bound is as tight as that allows
+    assert binom.cdf(k_low - 1, n, horizons.LEVEL) < 0.05 <= binom.cdf(k_low, n, horizons.LEVEL)
+    assert binom.sf(k_high, n, horizons.LEVEL) <= 0.05 < binom.sf(k_high - 1, n, horizons.LEVEL)
+    assert binom.cdf(k_high, n, horizons.LEVEL) - binom.cdf(k_low - 1, n, horizons.LEVEL) >= 0.9
+
+
+def test_the_coverage_band_of_the_real_views_and_its_edges() -> None:
+    assert horizons.coverage_band(24) == (16 / 24, 22 / 24)  # 67% to 92%
+    assert horizons.coverage_band(60) == (43 / 60, 53 / 60)  # 72% to 88%
+    assert horizons.coverage_band(1) == (0.0, 1.0)  # one forecast: a hit or a miss, either
+    low, high = horizons.coverage_band(100_000)
+    assert low < horizons.LEVEL < high and high - low < 0.01  # many forecasts: tight
+    assert horizons.coverage_band(24, 0.5) == (8 / 24, 16 / 24)
+    for bad in (0, -3):
+        with pytest.raises(ValueError, match="at least one forecast"):
+            horizons.coverage_band(bad)
+    for level in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="level between 0 and 1"):
+            horizons.coverage_band(24, level)
+
+
+def test_every_horizon_s_figures_carry_the_band_of_their_count(
+    result: horizons.HorizonBacktest,
+) -> None:
+    for n in (24, 60):
+        months = pd.period_range(FIRST_TARGET, periods=n, freq="M")
+        for figures in horizons.view(result, months, 12)["horizons"]:
+            assert figures["path"]["coverage_band"] == list(horizons.coverage_band(n))
