@@ -134,13 +134,17 @@ class CandidateFigures(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class HorizonMetrics(msgspec.Struct, frozen=True, omit_defaults=True):
-    """One forecast's figures at one horizon; ``coverage`` for the chosen path only."""
+    """One forecast's figures at one horizon; ``coverage`` for the chosen path only, with
+    ``coverage_band``: the lowest and highest coverage (both inclusive) an exact 80%
+    interval shows on that many months by chance, the central 90% of Binomial(n, 0.8) over
+    n (None in manifests written before it)."""
 
     rmse: float
     mae: float
     mape: float
     rmse_to_naive: float
     coverage: float | None = None
+    coverage_band: tuple[float, float] | None = None
 
 
 class HorizonFigures(msgspec.Struct, frozen=True):

@@ -64,15 +64,17 @@ def measure(
 
 
 def horizon_text(path: dict[str, Any], scores: dict[str, dict[str, list[float]]] | None) -> str:
-    """Per horizon and view: the chosen path's RMSE and coverage, the naive forecast's, each
-    anchor's, and whether the path is at most the best anchor's."""
+    """Per horizon and view: the chosen path's RMSE, its coverage beside the band chance
+    allows it (and whether it is inside), the naive forecast's RMSE, each anchor's, and
+    whether the path is at most the best anchor's."""
     lines = []
     for name in ("short", "long"):
         view = path.get(name)
         if not view:
             continue
         found = (scores or {}).get(name, {})
-        header = ["h", "path", "naive", "/naive", "coverage", *found, "best anchor", "path <= best"]
+        header = ["h", "path", "naive", "/naive", "coverage", "band", "in band"]
+        header += [*found, "best anchor", "path <= best"]
         rows = []
         for i, figures in enumerate(view["horizons"]):
             own = figures["path"]
@@ -84,6 +86,7 @@ def horizon_text(path: dict[str, Any], scores: dict[str, dict[str, list[float]]]
                     f"{figures['naive']['rmse']:.2f}",
                     f"{own['rmse_to_naive']:.2f}",
                     f"{own['coverage']:.0%}",
+                    *_band(own),
                     *(f"{r[i]:.2f}" for r in found.values()),
                     f"{best:.2f}" if found else "-",
                     ("yes" if own["rmse"] <= best else "NO") if found else "-",
@@ -97,6 +100,17 @@ def horizon_text(path: dict[str, Any], scores: dict[str, dict[str, list[float]]]
         lines.append(_table(rows, header))
         lines.append("")
     return "\n".join(lines)
+
+
+def _band(figures: dict[str, Any]) -> list[str]:
+    """The coverage band (both bounds inclusive) and whether the coverage is inside it; two
+    dashes for figures written before the band was kept."""
+    band = figures.get("coverage_band")
+    if not band:
+        return ["-", "-"]
+    low, high = band
+    inside = low <= figures["coverage"] <= high
+    return [f"{low:.0%}-{high:.0%}", "yes" if inside else "NO"]
 
 
 def _table(rows: list[list[Any]], header: list[str]) -> str:

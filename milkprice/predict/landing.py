@@ -85,6 +85,7 @@ def accuracy(
             "rmse": first["path"]["rmse"],
             "to_naive": first["path"]["rmse_to_naive"],
             "coverage": first["path"].get("coverage"),
+            "coverage_band": first["path"].get("coverage_band"),
             "months": first["scored"],
         }
     naive = (model.get("naive") or {}).get("rmse")
@@ -94,6 +95,7 @@ def accuracy(
         "rmse": model["backtest"]["rmse"],
         "to_naive": model["backtest"]["rmse"] / naive,
         "coverage": (model.get("interval") or {}).get("coverage"),
+        "coverage_band": None,
         "months": len((manifest.get("backtest") or {}).get("months") or []),
     }
 

@@ -13,8 +13,10 @@ and horizon it is the mean (in logs) of the ``TOP`` models whose ``h``-step erro
 that origin (targets before it, over the last ``window(h)`` of them) were smallest. So every
 figure of the chosen path is out of sample, and the served path is the same rule applied at
 the last origin. Its interval comes from its own ``h``-step relative errors known before each
-origin (the last ``CALIBRATION`` of them) at a level that adapts to the misses resolved
-before that origin, so the coverage reported is out of sample too.
+origin, each divided by the spread the one-step errors known at its own origin expected
+(:func:`spread`), at a level that adapts to the misses resolved before that origin, so the
+coverage reported is out of sample too; :func:`coverage_band` says how far from 80% chance
+alone takes it.
 """
 
 from __future__ import annotations
@@ -29,17 +31,23 @@ from milkprice.train.backtest import metrics
 
 LEVEL = 0.8
 TOP = 3  # the chosen path averages the best three models at each origin and horizon
-CALIBRATION = 36  # h-step errors an interval is built from
+CALIBRATION = 36  # h-step errors known before the first scored month, at least
 MIN_ERRORS = 12  # fewer known errors choose nothing and give no interval
 GAMMA = 0.05  # the step of the interval's level after each resolved forecast
+MAX_LEVEL = 0.95  # beyond it a few extreme errors (2008's) would set the interval alone
+RECENT = 3  # the one-step errors that measure the recent volatility
+PERSISTENCE = 0.8  # the share of the recent variance's excess that persists a month on
+BAND = 0.9  # the share of chance outcomes a coverage band holds
 SEASON = 12
 METHOD = (
     "rolling origin, expanding window, refit at every origin, 1..H months ahead; at each "
     "origin and horizon the mean log forecast of the 3 models with the smallest h-step "
-    "errors known then (last 24 + 8h of them); 80% interval: the median of the last 36 "
-    "h-step relative errors known then, plus and minus a quantile of their distance to it, "
-    "its level adapted online to the misses resolved then (adaptive conformal inference, "
-    "step 0.05)"
+    "errors known then (last 24 + 8h of them); 80% interval: every h-step relative error "
+    "known then, each divided by the spread expected at its origin (the variance of the "
+    "last 3 one-step errors, reverting to that of all of them by 0.8 a month, summed over "
+    "the h months), their median plus and minus a quantile of their distance to it, times "
+    "the spread expected now; the quantile's level adapted online to the misses resolved "
+    "then (adaptive conformal inference, step 0.05, at most 0.95)"
 )
 
 
@@ -260,37 +268,83 @@ def _band(past: np.ndarray, level: float) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-def _adaptive(relative: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray]:
-    """One horizon's intervals with adaptive conformal inference: the level of the band moves
-    after each resolved forecast, up by ``GAMMA * LEVEL`` after a miss and down by
-    ``GAMMA * (1 - LEVEL)`` after a hit, so its long-run coverage tracks ``LEVEL`` even when
-    the errors' spread drifts. At origin i the resolved forecasts are those of origins up to
-    i - h (their targets are before i), the same ones the band is built from."""
+def spread(chosen: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """The spread each origin expects of its h-step log errors, from the one-step errors it
+    knows (NaN with fewer than MIN_ERRORS): the variance of the last ``RECENT`` reverts to
+    that of all of them, its excess shrinking by ``PERSISTENCE`` each month ahead, and an
+    h-step error sums the next h months'. Volatility comes in spells, so a short horizon's
+    interval follows the recent months, a long one's the long run."""
+    one = actual[:, 0] - chosen[:, 0]  # origin j's one-step error is known from origin j + 1
+    decay = PERSISTENCE ** np.arange(1, chosen.shape[1] + 1)
+    out = np.full(chosen.shape, np.nan)
+    for i in range(len(one)):
+        known = one[:i][np.isfinite(one[:i])]
+        if len(known) < MIN_ERRORS:
+            continue
+        overall, recent = np.mean(known**2), np.mean(known[-RECENT:] ** 2)
+        out[i] = np.sqrt(np.cumsum(overall + decay * (recent - overall)))
+    return np.maximum(out, 1e-6)  # a series that never moved still divides
+
+
+def _adaptive(relative: np.ndarray, scale: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """One horizon's intervals: the relative errors over their origins' ``scale`` are the
+    scores; origin i's band is their median plus and minus a quantile of their distance to
+    it, times ``scale[i]``. The quantile's level follows adaptive conformal inference: up by
+    ``GAMMA * LEVEL`` after a miss and down by ``GAMMA * (1 - LEVEL)`` after a hit, so its
+    long-run coverage tracks ``LEVEL`` even when the scale misjudges the spread. It stops at
+    ``MAX_LEVEL``: after a year of misses it would otherwise widen the band to the largest
+    error ever seen and stay there for as long again. At origin i the resolved forecasts are
+    those of origins up to i - h (their targets are before i), the same ones the band is
+    built from: every one since the backtest's first origin."""
     lower = np.full(len(relative), np.nan)
     upper = np.full(len(relative), np.nan)
+    scores = relative / scale
     level = LEVEL
     for i in range(len(relative)):
         done = i - h  # the forecast whose target is the last month origin i knows
         if done >= 0 and np.isfinite(lower[done]) and np.isfinite(relative[done]):
             inside = lower[done] <= relative[done] <= upper[done]
-            level += GAMMA * (LEVEL - float(inside))
-        past = relative[_known_before(i, h, CALIBRATION)]
+            level = min(level + GAMMA * (LEVEL - float(inside)), MAX_LEVEL)
+        past = scores[_known_before(i, h, len(relative))]
         past = past[np.isfinite(past)]
-        if len(past) >= MIN_ERRORS:
-            lower[i], upper[i] = _band(past, level)
+        if len(past) >= MIN_ERRORS and np.isfinite(scale[i]):
+            low, high = _band(past, level)
+            lower[i], upper[i] = low * scale[i], high * scale[i]
     return lower, upper
 
 
 def intervals(chosen: np.ndarray, actual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each forecast's interval, as ratios to it, from the chosen path's relative h-step
-    errors known at its origin (the last ``CALIBRATION``); NaN with fewer than MIN_ERRORS.
+    errors known at its origin, scaled by the spread expected at theirs (:func:`spread`);
+    NaN with fewer than MIN_ERRORS.
 
-    The band is the errors' median plus and minus a quantile of their distance from it (one
-    quantile of all the errors, steadier than two tail quantiles of a few dozen overlapping
-    h-step errors), at a level adapted online to the misses seen so far (:func:`_adaptive`)."""
+    The band is the scores' median plus and minus a quantile of their distance from it (one
+    quantile of all the errors, steadier than two tail quantiles of overlapping h-step
+    errors), at a level adapted online to the misses seen so far (:func:`_adaptive`)."""
     relative = np.exp(actual - chosen) - 1
-    bands = [_adaptive(relative[:, h - 1], h) for h in range(1, chosen.shape[1] + 1)]
+    scale = spread(chosen, actual)
+    bands = [
+        _adaptive(relative[:, h - 1], scale[:, h - 1], h) for h in range(1, chosen.shape[1] + 1)
+    ]
     return np.column_stack([b[0] for b in bands]), np.column_stack([b[1] for b in bands])
+
+
+def coverage_band(n: int, level: float = LEVEL) -> tuple[float, float]:
+    """The coverages an exact ``level`` interval shows on ``n`` forecasts by chance: the
+    central ``BAND`` of Binomial(n, level) hits, as shares of n. Both bounds are inclusive
+    (a coverage c passes when low <= c <= high) and hold at least ``BAND`` of the chance
+    outcomes, fewer than 5% falling below and at most 5% above. The hits are taken as
+    independent: true one month ahead, optimistic further on, where forecasts from
+    neighbouring origins share months and miss together."""
+    if n < 1:
+        raise ValueError(f"a coverage band needs at least one forecast, not {n}")
+    if not 0 < level < 1:
+        raise ValueError(f"a coverage band needs a level between 0 and 1, not {level}")
+    from scipy.stats import binom  # training side only: the manifest carries the band
+
+    tail = (1 - BAND) / 2
+    low, high = binom.ppf([tail, 1 - tail], n, level)
+    return float(low) / n, float(high) / n
 
 
 def first_origin(models: list[PathModel], first_target: pd.Period, start: pd.Period) -> int:
@@ -359,8 +413,11 @@ def horizon_figures(result: HorizonBacktest, months: pd.PeriodIndex, h: int) -> 
     chosen = _prices(result, result.chosen[:, h - 1], positions)
     ratio = actual / chosen - 1
     low, high = result.lower[positions, h - 1], result.upper[positions, h - 1]
-    path = _figures(actual, chosen, naive_rmse)
-    path["coverage"] = float(np.mean((low <= ratio) & (ratio <= high)))
+    path: dict[str, float | list[float]] = {
+        **_figures(actual, chosen, naive_rmse),
+        "coverage": float(np.mean((low <= ratio) & (ratio <= high))),
+        "coverage_band": list(coverage_band(len(months))),
+    }
     return {
         "horizon": h,
         "scored": len(months),

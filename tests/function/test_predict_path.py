@@ -13,7 +13,7 @@ import pytest
 
 from milkprice.predict import cache
 from milkprice.settings import Settings
-from milkprice.train import artifacts
+from milkprice.train import artifacts, horizons
 from tests.support.buckets import artifact, clone, first_release, manifest, promote
 from tests.support.openapi_client import Client
 from tests.support.pages import Page, printed, shown_forecast
@@ -74,6 +74,34 @@ def test_the_landing_page_shows_the_path_and_its_backtest(
     for kept, figures in zip(doc["path"]["months"], doc["path"]["short"]["horizons"], strict=True):
         assert f"{kept['price']:.2f}" in page and f"{kept['upper']:.2f}" in page
         assert f"{figures['path']['rmse']:.2f}" in page
+
+
+def test_every_horizon_s_coverage_comes_with_its_band_in_the_manifest_and_on_the_page(
+    on_sample: tuple[Settings, dict[str, Any]],
+) -> None:
+    _, doc = on_sample
+    views = [v for v in (doc["path"]["short"], doc["path"].get("long")) if v]
+    for view in views:
+        for figures in view["horizons"]:
+            band = list(horizons.coverage_band(figures["scored"]))
+            assert list(figures["path"]["coverage_band"]) == band
+            assert "coverage_band" not in figures["naive"]  # the path's interval's alone
+    read = Page(Client().get("/").get_data(as_text=True))
+    header, *rows = read.rows("path")
+    columns = [i for i, name in enumerate(header) if name == "Coverage"]
+    assert len(columns) == len(views)
+    for row, *by_view in zip(rows, *(v["horizons"] for v in views), strict=True):
+        for column, figures in zip(columns, by_view, strict=True):
+            own = figures["path"]
+            low, high = own["coverage_band"]
+            mark = "" if low <= own["coverage"] <= high else " \N{BALLOT X}"
+            percent = [f"{100 * v:.0f}" for v in (own["coverage"], low, high)]
+            assert row[column] == "{}% ({}\N{EN DASH}{}%{})".format(*percent, mark)
+    # the card beside next month's forecast: its backtest coverage and the band of its count
+    first = doc["path"]["short"]["horizons"][0]["path"]
+    low, high = first["coverage_band"]
+    assert read.text("coverage-band") == f"{low:.0%} to {high:.0%}"
+    assert f"held {first['coverage']:.0%} of the time" in read.text("interval")
 
 
 def test_one_month_has_one_forecast_on_every_route_and_on_the_page(

@@ -11,6 +11,7 @@ import pytest
 from milkprice import contract, store
 from milkprice.settings import Settings
 from milkprice.train import features as F
+from milkprice.train import horizons
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +79,31 @@ def test_the_long_view_scores_every_candidate_that_has_the_history(
     assert table["forecast_lower"].iloc[:12].isna().all()
     assert table["forecast_lower"].iloc[12:].notna().all()
     assert (table["forecast_lower"] < table["forecast_upper"]).iloc[12:].all()
+
+
+# The 24 months of 2018-05..2020-04 end in the 2019-2020 rise: every forecast of it made ten
+# to twelve months ahead came from origins (mid 2018 to early 2019) whose known errors were
+# the calmest in years, and no interval calibrated only on those errors covers it. Overlapping
+# h-step errors miss together, so a long horizon's 24-month coverage strays outside the
+# binomial band about half the time even for an exact interval (the README, "A year ahead").
+LONG_AHEAD_ON_THE_RISE = pytest.mark.xfail(
+    strict=True, reason="10-12 months ahead on 2018-05..2020-04: below the binomial band"
+)
+
+
+@pytest.mark.parametrize(
+    ("view", "h"),
+    [
+        pytest.param(view, h, marks=[LONG_AHEAD_ON_THE_RISE] if view == "short" and h >= 10 else [])
+        for view in ("short", "long")
+        for h in range(1, 13)
+    ],
+)
+def test_each_horizon_s_coverage_is_inside_the_band_chance_allows(
+    manifest: dict[str, Any], view: str, h: int
+) -> None:
+    figures = manifest["path"][view]["horizons"][h - 1]
+    assert figures["horizon"] == h and figures["scored"] == {"short": 24, "long": 60}[view]
+    low, high = figures["path"]["coverage_band"]
+    assert (low, high) == horizons.coverage_band(figures["scored"])
+    assert low <= figures["path"]["coverage"] <= high, figures["path"]

@@ -124,6 +124,20 @@ def _errors(seed: int, origins: int = 300, horizon: int = 4) -> tuple[np.ndarray
     return np.zeros((origins, horizon)), rng.normal(0, 1, (origins, horizon)) * scale
 
 
+def _late_coverage(monkeypatch: pytest.MonkeyPatch, **constants: float) -> float:
+    """The intervals' coverage in the 40 origins after the errors' spread tripled."""
+    for name, value in constants.items():
+        monkeypatch.setattr(horizons, name, value)
+    found = []
+    for seed in range(5):
+        chosen, actual = _errors(seed)
+        lower, upper = horizons.intervals(chosen, actual)
+        relative = np.exp(actual - chosen) - 1
+        late = slice(150, 190)
+        found.append(np.mean((lower[late] <= relative[late]) & (relative[late] <= upper[late])))
+    return float(np.mean(found))
+
+
 def test_an_interval_uses_only_the_errors_resolved_before_its_origin() -> None:
     chosen, actual = _errors(1)
     lower, upper = horizons.intervals(chosen, actual)
@@ -133,9 +147,14 @@ def test_an_interval_uses_only_the_errors_resolved_before_its_origin() -> None:
         unresolved[i - h + 1 :, h - 1] += 0.5  # targets at or after origin i's first month
         low, high = horizons.intervals(chosen, unresolved)
         assert (low[i, h - 1], high[i, h - 1]) == (lower[i, h - 1], upper[i, h - 1])
-        # and the newest resolved error does count
+        # and the newest resolved error does count: turned from a hit into a miss or back,
+        # it moves the level (or, at its cap, the band's quantile)
+        done = i - h
+        ratio = np.exp(actual[done, h - 1] - chosen[done, h - 1]) - 1
+        inside = lower[done, h - 1] <= ratio <= upper[done, h - 1]
+        middle = (lower[done, h - 1] + upper[done, h - 1]) / 2
         resolved = actual.copy()
-        resolved[i - h, h - 1] += 0.5
+        resolved[done, h - 1] = chosen[done, h - 1] + (1.0 if inside else np.log1p(middle))
         low, high = horizons.intervals(chosen, resolved)
         assert (low[i, h - 1], high[i, h - 1]) != (lower[i, h - 1], upper[i, h - 1])
 
@@ -143,18 +162,79 @@ def test_an_interval_uses_only_the_errors_resolved_before_its_origin() -> None:
 def test_the_adaptive_level_brings_coverage_back_after_the_spread_grows(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def coverage(gamma: float) -> float:
-        monkeypatch.setattr(horizons, "GAMMA", gamma)
-        found = []
-        for seed in range(5):
-            chosen, actual = _errors(seed)
-            lower, upper = horizons.intervals(chosen, actual)
-            relative = np.exp(actual - chosen) - 1
-            late = slice(150, 190)  # after the spread grew, while the window catches up
-            found.append(np.mean((lower[late] <= relative[late]) & (relative[late] <= upper[late])))
-        return float(np.mean(found))
-
     step = horizons.GAMMA
-    fixed, adaptive = coverage(0.0), coverage(step)
+    fixed = _late_coverage(monkeypatch, GAMMA=0.0)
+    adaptive = _late_coverage(monkeypatch, GAMMA=step)
     assert fixed < horizons.LEVEL - 0.05  # a fixed level under-covers after the change
     assert abs(adaptive - horizons.LEVEL) < abs(fixed - horizons.LEVEL)
+
+
+def test_the_recent_volatility_widens_the_interval_as_soon_as_one_step_errors_grow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # at a fixed level, so only the scale can react: with no persistence the scale is the
+    # long-run one, with it the last few one-step errors lead
+    persistence = horizons.PERSISTENCE
+    long_run = _late_coverage(monkeypatch, GAMMA=0.0, PERSISTENCE=0.0)
+    recent = _late_coverage(monkeypatch, GAMMA=0.0, PERSISTENCE=persistence)
+    assert long_run < horizons.LEVEL - 0.2
+    assert recent > long_run + 0.1
+
+
+def test_an_interval_is_its_errors_band_times_the_spread_its_origin_expects() -> None:
+    chosen, actual = _errors(2)
+    lower, upper = horizons.intervals(chosen, actual)
+    spread = horizons.spread(chosen, actual)
+    one = actual[:, 0] - chosen[:, 0]
+    i = 200
+    known = one[:i]  # one-step errors of origins before i: their targets are before i
+    overall, recent = np.mean(known**2), np.mean(known[-horizons.RECENT :] ** 2)
+    excess = (recent - overall) * horizons.PERSISTENCE ** np.arange(1, 5)
+    np.testing.assert_allclose(spread[i], np.sqrt(np.cumsum(overall + excess)))
+    # a four-month interval is its scores' band times the spread its origin expects: tripled
+    # one-step errors just before origin i change that spread and nothing else it sees (its
+    # four-step errors and their origins' spreads are older)
+    louder = actual.copy()
+    louder[i - 3 : i, 0] *= 3
+    low, high = horizons.intervals(chosen, louder)
+    wider = horizons.spread(chosen, louder)[i, 3] / spread[i, 3]
+    assert wider > 1.2
+    np.testing.assert_allclose([low[i, 3], high[i, 3]], [lower[i, 3] * wider, upper[i, 3] * wider])
+
+
+@pytest.mark.parametrize("n", [1, 5, 24, 60, 240])
+def test_the_coverage_band_is_binomial_chance_around_the_level(n: int) -> None:
+    from scipy.stats import binom
+
+    low, high = horizons.coverage_band(n)
+    k_low, k_high = round(low * n), round(high * n)
+    assert (k_low / n, k_high / n) == (low, high)  # whole counts of hits
+    # the bounds are inclusive and hold the central 90%: below low less than 5%, above
+    # high at most 5%, and each bound is as tight as that allows
+    assert binom.cdf(k_low - 1, n, horizons.LEVEL) < 0.05 <= binom.cdf(k_low, n, horizons.LEVEL)
+    assert binom.sf(k_high, n, horizons.LEVEL) <= 0.05 < binom.sf(k_high - 1, n, horizons.LEVEL)
+    assert binom.cdf(k_high, n, horizons.LEVEL) - binom.cdf(k_low - 1, n, horizons.LEVEL) >= 0.9
+
+
+def test_the_coverage_band_of_the_real_views_and_its_edges() -> None:
+    assert horizons.coverage_band(24) == (16 / 24, 22 / 24)  # 67% to 92%
+    assert horizons.coverage_band(60) == (43 / 60, 53 / 60)  # 72% to 88%
+    assert horizons.coverage_band(1) == (0.0, 1.0)  # one forecast: a hit or a miss, either
+    low, high = horizons.coverage_band(100_000)
+    assert low < horizons.LEVEL < high and high - low < 0.01  # many forecasts: tight
+    assert horizons.coverage_band(24, 0.5) == (8 / 24, 16 / 24)
+    for bad in (0, -3):
+        with pytest.raises(ValueError, match="at least one forecast"):
+            horizons.coverage_band(bad)
+    for level in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="level between 0 and 1"):
+            horizons.coverage_band(24, level)
+
+
+def test_every_horizon_s_figures_carry_the_band_of_their_count(
+    result: horizons.HorizonBacktest,
+) -> None:
+    for n in (24, 60):
+        months = pd.period_range(FIRST_TARGET, periods=n, freq="M")
+        for figures in horizons.view(result, months, 12)["horizons"]:
+            assert figures["path"]["coverage_band"] == list(horizons.coverage_band(n))
