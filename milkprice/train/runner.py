@@ -26,7 +26,7 @@ from milkprice import contract, store
 from milkprice.contract import Claim, InputObject, Manifest, RunError, RunRecord
 from milkprice.errors import Conflict, DataError, MilkPriceError, retryable
 from milkprice.settings import Settings
-from milkprice.train import artifacts, data
+from milkprice.train import artifacts, data, ledger
 from milkprice.train import features as F
 from milkprice.train.core import Timer, Trained, train
 
@@ -298,6 +298,7 @@ def run(
             return record
         with rec.timer("archive"):
             _archive(settings, inputs, record)
+        ledger.step(settings, inputs.blobs[data.MILK], record, rec.timer, today or date.today())
         _train_and_write(settings, rec, inputs, today or date.today())
     return record
 
