@@ -98,3 +98,104 @@ def replay(
         )
         month = accuracy.add_months(month, 1)
     return done
+
+
+def backtest_beside(
+    scored: list[contract.ScoredForecast], milk: bytes, today: date, horizon: int
+) -> dict[int, dict[str, float]]:
+    """The forecast path's backtest (rolling origin on the whole price file, as training
+    runs it) on exactly the (month, horizon) pairs the ledger scored: RMSE and coverage."""
+    import numpy as np
+    import pandas as pd
+
+    from milkprice.train import data, horizons
+
+    prices, _ = data.clean_milk(milk, today)
+    first = min(f.month for f in scored)
+    result = horizons.run(prices, pd.Period(first, freq="M"), horizon)
+    months = pd.period_range(first, max(f.month for f in scored), freq="M")
+    table = horizons.table(result, months).set_index(["month", "horizon"])
+    found: dict[int, dict[str, float]] = {}
+    for h in sorted({f.horizon for f in scored}):
+        pairs = [table.loc[(f.month, h)] for f in scored if f.horizon == h]
+        error = np.array([p["path"] - p["actual"] for p in pairs])
+        inside = [p["path_lower"] <= p["actual"] <= p["path_upper"] for p in pairs]
+        found[h] = {
+            "rmse": float(np.sqrt(np.mean(error**2))),
+            "coverage": float(np.mean(inside)),
+        }
+    return found
+
+
+def comparison(doc: contract.Ledger, backtest: dict[int, dict[str, float]]) -> str:
+    """Live figures per horizon beside the backtest's on the same months."""
+    rows = []
+    for f in doc.horizons:
+        b = backtest.get(f.horizon, {})
+        band = f.coverage_band or [0.0, 1.0]
+        rows.append(
+            [
+                f.horizon,
+                f.count,
+                f"{f.forecast.rmse:.2f}",
+                f"{b['rmse']:.2f}" if b else "-",
+                f"{f.naive.rmse:.2f}",
+                f"{f.rmse_to_naive:.2f}" if f.rmse_to_naive is not None else "-",
+                f"{f.coverage:.0%}" if f.coverage is not None else "-",
+                f"{band[0]:.0%}-{band[1]:.0%}",
+                f"{b['coverage']:.0%}" if b else "-",
+            ]
+        )
+    header = ["ahead", "scored", "live rmse", "backtest rmse", "naive rmse", "live/naive"]
+    header += ["live coverage", "90% band", "backtest coverage"]
+    cells = [header] + [[str(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join([*lines, "", accuracy.summary(doc.drift)])
+
+
+def main(settings: Settings, args: Any) -> int:
+    """`milkprice replay`: an emulator of its own on a free port, a bucket in it, the runs,
+    then the tables (and with --json, the ledger, the runs and the backtest beside)."""
+    import dataclasses
+    import json
+    import os
+    import tempfile
+    import uuid
+    from pathlib import Path
+
+    from milkprice.local import emulators, sample, storage
+
+    raw = sample.read_folder(args.data)
+    if args.quick:
+        settings = dataclasses.replace(settings, backtest_months=6, long_backtest_months=0)
+    folder = Path(tempfile.mkdtemp(prefix="milkprice-replay-"))
+    proc, env = storage.start_free(settings.cloud, folder)
+    try:
+        os.environ.update(env)
+        store.reset()
+        settings = dataclasses.replace(settings, bucket=f"replay-{uuid.uuid4().hex[:8]}")
+        store.ensure_bucket(settings)
+        views = f"{settings.backtest_months}/{settings.long_backtest_months}-month backtests"
+        print(f"replaying {args.data} from {args.first} ({views}) in {settings.bucket}")
+        today = date.today()
+        runs = replay(settings, raw, args.first, today, lambda line: print(line, flush=True))
+        doc, _ = contract.read_ledger(settings)
+    finally:
+        emulators.stop(proc)
+    if not doc.forecasts:
+        print("no forecast was scored")
+        return 1
+    beside = backtest_beside(doc.forecasts, raw[MILK], today, settings.horizon)
+    print()
+    print(comparison(doc, beside))
+    if args.json:
+        report = {
+            "settings": views,
+            "runs": runs,
+            "ledger": contract.to_builtins(doc),
+            "backtest": beside,
+        }
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
