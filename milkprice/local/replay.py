@@ -32,8 +32,11 @@ def _month_of(name: str, row: dict[str, str]) -> str | None:
         number = months.get(row.get("Mes", "").strip().lower())
         year = row.get("Anio", "").strip()
         return f"{int(year):04d}-{number:02d}" if number and year.isdigit() else None
-    text = (row.get("date") if name == RAIN else row.get("Periodo")) or ""
-    return text[:7] if len(text) >= 7 else None
+    text = ((row.get("date") if name == RAIN else row.get("Periodo")) or "")[:7]
+    year, _, month = text.partition("-")
+    if not (year.isdigit() and month.isdigit() and 1 <= int(month) <= 12):
+        return None
+    return text
 
 
 def cut(name: str, payload: bytes, last: str) -> bytes:

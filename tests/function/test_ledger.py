@@ -383,3 +383,28 @@ def test_a_model_from_before_the_path_is_scored_one_month_ahead(
     assert (scored.lower, scored.upper) == (pytest.approx(low), pytest.approx(high))
     assert scored.actual == 301.5 and scored.naive == prices[shift(month, -1)]
     assert scored.inside == (low <= 301.5 <= high)
+    # the pointer's history holds both promotions, and a rollback leaves its trace there too
+    assert [e.version for e in contract.read_history(settings).events] == [
+        version,
+        record.version,
+    ]
+    contract.rollback(settings, version)
+    last = contract.read_history(settings).events[-1]
+    assert (last.version, last.run_id) == (version, f"rollback-{version}")
+
+
+def test_a_ledger_that_cannot_be_written_never_stops_a_run(
+    settings: Settings, sample_raw: dict[str, bytes]
+) -> None:
+    """The ledger reports on earlier forecasts: when it fails, the run says why in its record
+    and trains and promotes all the same; the object is left as it was."""
+    store.write(settings, contract.LEDGER, b'{"forecasts": "not a list"}')
+    upload(settings, sample_raw)
+    record = runner.run(settings, "http", today=TODAY)
+    assert record.outcome == "promoted", record.reason
+    assert record.ledger is not None and "ledger/forecasts.json" in record.ledger.error
+    assert "ledger" in record.timings
+    written = contract.read_run(settings, record.run_id)
+    assert written is not None and written.ledger == record.ledger
+    blob = store.read(settings, contract.LEDGER)
+    assert blob is not None and blob.data == b'{"forecasts": "not a list"}'
