@@ -63,9 +63,10 @@ class Ledgers:
             if token is None:
                 self._doc, self._token = MappingProxyType(answer(contract.Ledger())), None
             elif token != self._token or self._doc is None:
-                blob = store.read(self.settings, contract.LEDGER)
+                blob = store.read(self.settings, contract.LEDGER)  # the token of these bytes
                 found = contract.Ledger() if blob is None else self._decode(blob.data)
-                self._doc, self._token = MappingProxyType(answer(found)), token
+                self._doc = MappingProxyType(answer(found))
+                self._token = None if blob is None else blob.token
         except MilkPriceError as exc:
             if self._doc is None:
                 raise NotReady(f"the forecast ledger cannot be read: {exc.message}") from None

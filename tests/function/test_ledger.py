@@ -23,10 +23,19 @@ from scipy.stats import binom
 from milkprice import contract, store
 from milkprice.contract import Ledger, ScoredForecast
 from milkprice.local import cli
+from milkprice.predict import cache
 from milkprice.schema import MONTHS_ES
 from milkprice.settings import Settings
 from milkprice.train import ledger, runner
-from tests.support.buckets import TODAY, first_release, manifest, new_settings, promote, upload
+from tests.support.buckets import (
+    TODAY,
+    clone,
+    first_release,
+    manifest,
+    new_settings,
+    promote,
+    upload,
+)
 from tests.support.openapi_client import Client
 from tests.support.prices import skops_prices
 from tests.support.rows import next_row
@@ -97,7 +106,14 @@ def h(gcs: str, sample_raw: dict[str, bytes]) -> History:
     for prices in files:
         upload(settings, {MILK: price_file(prices)})
         records.append(runner.run(settings, "http", today=TODAY))
+        if len(records) == 1:  # a version never promoted: what it forecast, nobody was told
+            clone(settings, settings, "never-served", edit=_far_off)
     return History(settings, files, records, contract.read_ledger(settings)[0])
+
+
+def _far_off(doc: dict[str, Any]) -> None:
+    for m in doc["path"]["months"]:
+        m.update(price=m["price"] + 50, lower=m["lower"] + 50, upper=m["upper"] + 50)
 
 
 def expected_rows(h: History) -> list[dict[str, Any]]:
@@ -293,6 +309,11 @@ def test_cli_accuracy_prints_the_table(
         assert any(
             f.month in x and f.version in x and f"{f.price:.2f}" in x for x in out.splitlines()
         )
+    # the status command says it in one line
+    assert cli.main(["status"]) == 0
+    [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("live accuracy")]
+    assert f"{len(h.ledger.forecasts)} served forecasts scored" in line
+    assert h.ledger.drift.signals[0].message in line
 
 
 # ---------------------------------------------------------------- writers and old models
@@ -408,3 +429,33 @@ def test_a_ledger_that_cannot_be_written_never_stops_a_run(
     assert written is not None and written.ledger == record.ledger
     blob = store.read(settings, contract.LEDGER)
     assert blob is not None and blob.data == b'{"forecasts": "not a list"}'
+
+
+def test_accuracy_follows_the_ledger_not_the_pointer(
+    settings: Settings, fresh_process: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that promotes nothing may still score forecasts: /accuracy looks at the
+    ledger's own token, at most every reload_seconds, whatever the pointer does."""
+
+    def write(month: str) -> None:
+        contract.update(
+            settings,
+            contract.LEDGER,
+            Ledger,
+            lambda d: ledger.add(d, [entry(month, 101.0)], [], [], {}, f"run-{month}"),
+        )
+
+    def months(client: Client) -> list[str]:
+        return [f["month"] for f in client.get("/accuracy").get_json()["forecasts"]]
+
+    monkeypatch.setenv("MILKPRICE_RELOAD_SECONDS", "3600")
+    client = Client()
+    assert months(client) == []
+    write("2026-01")
+    assert months(client) == []  # not looked at again within the interval
+    cache.reset()
+    monkeypatch.setenv("MILKPRICE_RELOAD_SECONDS", "0")
+    client = Client()
+    assert months(client) == ["2026-01"]
+    write("2026-02")
+    assert months(client) == ["2026-01", "2026-02"]
