@@ -75,15 +75,18 @@ def context(loaded: Loaded, base: str, ledger: Mapping[str, Any] | None = None) 
         "v2_body": orjson.dumps({"id": "1", "inputs": [tensor]}).decode(),
         "ledger": ledger,
         "level": live.LEVEL,
-        "drift": _drift_text(ledger),
+        **_drift_text(ledger),
         "ledger_chart": ledger_chart(ledger),
     }
 
 
-def _drift_text(ledger: Mapping[str, Any] | None) -> str:
+def _drift_text(ledger: Mapping[str, Any] | None) -> dict[str, str]:
+    """The drift state's line, its first word (ok, drift) apart to show it in bold."""
     if ledger is None:
-        return ""
-    return live.summary(contract.convert(ledger["drift"], contract.Drift, "the ledger's drift"))
+        return {"drift_state": "", "drift_detail": ""}
+    text = live.summary(contract.convert(ledger["drift"], contract.Drift, "the ledger's drift"))
+    state, _, detail = text.partition(":")
+    return {"drift_state": state.capitalize(), "drift_detail": ":" + detail}
 
 
 def ledger_chart(

@@ -9,6 +9,7 @@ per horizon, the coverage band (scipy's binomial) and the drift state.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import math
 import threading
@@ -287,7 +288,8 @@ def test_landing_page_shows_live_accuracy(serving_history: History) -> None:
     for f in h.ledger.horizons:
         assert f"<td>{f.horizon}</td>" in page
         assert f"{f.forecast.rmse:.2f}" in page and f"{f.naive.rmse:.2f}" in page
-    assert "drift" in page.split('id="accuracy"')[1].split("</section>")[0]
+    section = html.unescape(page.split('id="accuracy"')[1].split("</section>")[0])
+    assert "<strong>Drift</strong>" in section and h.ledger.drift.signals[0].message in section
     # one point with its interval per one-month forecast scored
     one = [f for f in h.ledger.forecasts if f.horizon == 1]
     assert page.count('class="served"') == len(one)
