@@ -11,6 +11,9 @@ one place and picked apart in others:
 * :class:`Claim`, ``runs/inputs/<key>.json``: which run took a set of raw objects; the
   claim protocol beside it (:func:`take_claim`, :class:`Heartbeat`) is how a run takes one,
   keeps it while alive, and how a later delivery takes over the claim of a run that died.
+* :class:`History`, ``models/history.json``: every pointer move, promotions and rollbacks.
+* :class:`Ledger`, ``ledger/forecasts.json``: every served forecast scored against the price
+  that arrived, per horizon, with the figures and the drift state.
 
 Each carries ``schema``; an object written by an earlier release still decodes (fields added
 since have defaults), and one that does not match is a :class:`ContractError` naming the object
@@ -20,11 +23,12 @@ pandas or scikit-learn: the predict function uses it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -38,9 +42,13 @@ from milkprice.settings import Settings
 
 SCHEMA = 1  # raise when a change would not decode in the previous release's reader
 Outcome = Literal["running", "promoted", "not_promoted", "skipped", "failed"]
+HISTORY = "models/history.json"
+LEDGER = "ledger/forecasts.json"
+SWAP_TRIES = 8  # compare-and-swap attempts of an append before it gives up
 T = TypeVar("T")
 JSON = "application/json"
 log = logging.getLogger("milkprice.train")
+S = TypeVar("S", bound=msgspec.Struct)
 
 
 def now() -> str:
@@ -232,6 +240,130 @@ class Pointer(msgspec.Struct, frozen=True, omit_defaults=True):
     schema: int = SCHEMA
 
 
+class History(msgspec.Struct, omit_defaults=True):
+    """Every pointer the bucket held, oldest first: appended at each promotion and rollback,
+    so which version was served when can be read after the pointer has moved on."""
+
+    events: list[Pointer] = []
+    schema: int = SCHEMA
+
+
+class ScoredForecast(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One served forecast against the price that arrived: ``horizon`` months ahead of the
+    serving version's data; ``error`` is forecast minus actual (positive: too high);
+    ``naive`` the last price the version knew (month minus horizon), as the scoring run read
+    it. ``actual`` is the price first read for the month; a later change is a Revision."""
+
+    month: str
+    horizon: int
+    version: str
+    promoted: str  # when the counted promotion of the version began
+    source: Literal["path", "model"]
+    price: float
+    actual: float
+    naive: float
+    error: float
+    lower: float | None = None
+    upper: float | None = None
+    level: float | None = None
+    inside: bool | None = None  # None: the forecast had no interval
+    scored: str = ""
+    run_id: str = ""
+
+
+class Revision(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A price of an already scored month that changed in the raw file: the scored entries
+    keep the price first read; every change is kept here, in order."""
+
+    month: str
+    previous: float
+    actual: float
+    seen: str
+    run_id: str = ""
+    token: str = ""  # of the raw precio_leche.csv that had the new price
+
+
+class Served(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One promotion (or rollback) as the ledger knows it: from ``promoted`` on, ``version``
+    served until the next one. ``source``: the pointer's history or a run record."""
+
+    version: str
+    run_id: str
+    promoted: str
+    source: Literal["pointer", "run"] = "pointer"
+
+
+class Span(msgspec.Struct, frozen=True):
+    """A version's forecasts in short: the last month of its prices and how many months
+    ahead it forecast (0: none that can be scored)."""
+
+    end: str
+    horizons: int
+
+
+class ErrorFigures(msgspec.Struct, frozen=True):
+    rmse: float
+    mae: float
+    bias: float  # mean of forecast minus actual
+
+
+class LiveHorizon(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Live figures at one horizon, the naive forecast's on the same months, and the
+    interval's coverage with the central 90% band of a binomial at the interval's level
+    for this count (coverage below it: the interval holds less often than promised)."""
+
+    horizon: int
+    count: int
+    forecast: ErrorFigures
+    naive: ErrorFigures
+    rmse_to_naive: float | None = None
+    intervals: int = 0  # how many of the forecasts had an interval
+    inside: int = 0
+    coverage: float | None = None
+    coverage_band: list[float] = []  # [low, high], fractions of ``intervals``
+    backtest_rmse: float | None = None  # what the newest served path's backtest promised
+    backtest_coverage: float | None = None
+
+
+class DriftSignal(msgspec.Struct, frozen=True):
+    horizon: int
+    kind: Literal["coverage", "misses"]
+    message: str
+
+
+class Drift(msgspec.Struct, frozen=True, omit_defaults=True):
+    """``none``: nothing scored yet; ``ok``; ``drift``: live errors left what the backtest
+    promised (``signals`` say where)."""
+
+    state: Literal["none", "ok", "drift"] = "none"
+    signals: list[DriftSignal] = []
+
+
+class Ledger(msgspec.Struct, omit_defaults=True):
+    """``ledger/forecasts.json``: append-only in effect, written by compare-and-swap."""
+
+    forecasts: list[ScoredForecast] = []
+    revisions: list[Revision] = []
+    horizons: list[LiveHorizon] = []
+    drift: Drift = Drift()
+    served: list[Served] = []  # the promotions the ledger has read, in time order
+    spans: dict[str, Span] = {}  # version -> what it forecast (read once from its manifest)
+    updated: str = ""
+    run_id: str = ""
+    write_id: str = ""
+    schema: int = SCHEMA
+
+
+class LedgerStep(msgspec.Struct, omit_defaults=True):
+    """What one run's ledger step did: entries and revisions added, the drift state after;
+    ``error`` when it failed (the run goes on: the next run scores what this one missed)."""
+
+    scored: int = 0
+    revised: int = 0
+    drift: Drift | None = None
+    error: str = ""
+
+
 class RunModel(msgspec.Struct, frozen=True):
     candidate: str
     rmse: float
@@ -274,6 +406,7 @@ class RunRecord(msgspec.Struct, omit_defaults=True):
     reason: str = ""
     error: RunError | None = None
     earlier: dict[str, Any] | None = None  # the run that holds (or held) these inputs' claim
+    ledger: LedgerStep | None = None  # what the run scored of earlier forecasts; the drift
     timings: dict[str, float] = {}
     seconds: float | None = None
     finished: str | None = None
@@ -421,7 +554,59 @@ def promote(settings: Settings, version: str, run_id: str, seen: str | None) -> 
     except Conflict:
         current = read_pointer(settings)
         return current[0].version if current else "?"
+    remember(settings, pointer)
     return None
+
+
+def remember(settings: Settings, pointer: Pointer) -> None:
+    """Append ``pointer`` to the history. Best effort: the pointer has moved already, and the
+    ledger also reads the run records and the pointer itself."""
+
+    def add(history: History) -> History | None:
+        if any(e.write_id == pointer.write_id for e in history.events):
+            return None
+        return History([*history.events, pointer])
+
+    with contextlib.suppress(MilkPriceError):
+        update(settings, HISTORY, History, add)
+
+
+def read_history(settings: Settings) -> History:
+    """Every pointer move recorded so far (none before the history was kept)."""
+    blob = store.read(settings, HISTORY)
+    return History() if blob is None else decode(blob.data, History, HISTORY)
+
+
+def read_ledger(settings: Settings) -> tuple[Ledger, str | None]:
+    """The forecast ledger and its token; an empty ledger and None before the first one."""
+    blob = store.read(settings, LEDGER)
+    return (Ledger(), None) if blob is None else (decode(blob.data, Ledger, LEDGER), blob.token)
+
+
+def update(
+    settings: Settings,
+    name: str,
+    kind: type[S],
+    change: Callable[[S], S | None],
+    tries: int = SWAP_TRIES,
+) -> S | None:
+    """Read ``name``, apply ``change`` and write the result by compare-and-swap on the token
+    read; when another writer got there first, read again and apply ``change`` to what it
+    wrote, up to ``tries`` times. ``change`` returns None when there is nothing to write.
+    Returns what was written (None: nothing was)."""
+    for _ in range(tries):
+        blob = store.read(settings, name)
+        doc = kind() if blob is None else decode(blob.data, kind, name)
+        new = change(doc)
+        if new is None:
+            return None
+        seen = None if blob is None else blob.token
+        try:
+            store.swap(settings, name, encode(new), "application/json", seen)
+        except Conflict:
+            continue
+        return new
+    raise Conflict(f"{name} kept changing under {tries} attempts to update it; try again")
 
 
 def rollback(settings: Settings, version: str) -> Pointer:

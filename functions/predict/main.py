@@ -82,6 +82,7 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/": {"GET": lambda r, _: flask.Response(serving.landing_page(_base(r)))},
     "/backtest.png": {"GET": _chart},
     "/forecast": {"GET": lambda r, _: _json(*serving.forecast(r.args.get("months")))},
+    "/accuracy": {"GET": lambda r, _: _json(serving.accuracy())},
     "/predict": {"POST": lambda r, _: _json(*serving.predict_rows(_bytes(r)))},
     "/openapi.json": {"GET": lambda r, _: _json(openapi.document(_base(r)))},
     "/v2": {"GET": lambda r, _: _json(serving.v2_server())},

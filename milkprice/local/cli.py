@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from milkprice import accuracy as live
 from milkprice import contract, store
 from milkprice.errors import MilkPriceError
 from milkprice.local import http
@@ -149,6 +150,9 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         print("\nthe models that price feature rows (/predict, V2 infer), one step ahead:")
         rows = [_model_row(role, e) for role, e in manifest.models.items()]
         print(_table(rows, ["model", "candidate", "rmse", "mape %", "naive rmse", "features"]))
+    doc, _ = contract.read_ledger(settings)
+    scored = f"{len(doc.forecasts)} served forecasts scored; " if doc.forecasts else ""
+    print(f"\nlive accuracy: {scored}{live.summary(doc.drift)} (milkprice accuracy)")
     runs = contract.list_runs(settings, last=args.last)
     rows = [[r.run_id, r.trigger, r.outcome, r.seconds, r.reason[:70]] for r in runs]
     print(f"\nlast {len(rows)} runs")
@@ -254,6 +258,77 @@ def cmd_forecast(settings: Settings, args: argparse.Namespace) -> int:
     print(f"model version {doc['model_version']}: CLP per litre, with the 80% interval")
     print(_table(rows, ["month", "price", "lower", "upper"]))
     return 0
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def accuracy_text(doc: contract.Ledger, forecasts: bool = False) -> str:
+    """The ledger's figures per horizon, its drift state and, with ``forecasts``, every
+    scored forecast: what `milkprice accuracy` and `milkprice replay` print."""
+    rows = [
+        [
+            f.horizon,
+            f.count,
+            _fmt(f.forecast.rmse),
+            _fmt(f.forecast.mae),
+            f"{f.forecast.bias:+.2f}",
+            _fmt(f.naive.rmse),
+            _fmt(f.rmse_to_naive) if f.rmse_to_naive is not None else "-",
+            _pct(f.coverage),
+            (f"{f.coverage_band[0]:.0%}-{f.coverage_band[1]:.0%}" if f.coverage_band else "-"),
+            _fmt(f.backtest_rmse) if f.backtest_rmse is not None else "-",
+            _pct(f.backtest_coverage),
+        ]
+        for f in doc.horizons
+    ]
+    header = ["ahead", "scored", "rmse", "mae", "bias", "naive rmse", "/naive", "coverage"]
+    header += ["90% band", "backtest rmse", "backtest cov"]
+    lines = [
+        "served forecasts against the prices that arrived, per months ahead "
+        "(CLP per litre; 80% intervals)",
+        _table(rows, header),
+        "",
+        live.summary(doc.drift),
+    ]
+    if doc.revisions:
+        lines.append(f"{len(doc.revisions)} revised price(s): the scores keep the first")
+    if forecasts:
+        rows = [
+            [
+                f.month,
+                f.horizon,
+                f.version,
+                _fmt(f.price),
+                _fmt(f.lower) if f.lower is not None else "-",
+                _fmt(f.upper) if f.upper is not None else "-",
+                _fmt(f.actual),
+                f"{f.error:+.2f}",
+                {True: "yes", False: "no", None: "-"}[f.inside],
+            ]
+            for f in doc.forecasts
+        ]
+        head = ["month", "ahead", "version", "forecast", "lower", "upper", "actual", "error"]
+        lines += ["", _table(rows, [*head, "inside"])]
+    return "\n".join(lines)
+
+
+def cmd_accuracy(settings: Settings, args: argparse.Namespace) -> int:
+    """The forecast ledger as a table: every served forecast scored, per months ahead."""
+    doc, _ = contract.read_ledger(settings)
+    if not doc.forecasts:
+        print(f"{settings.bucket}: {live.summary(doc.drift)}")
+        return 0
+    print(accuracy_text(doc, args.forecasts))
+    return 0
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    """The system run month by month on a folder's data, on an emulator of its own."""
+    from milkprice.local import replay
+
+    return replay.main(settings, args)
 
 
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
@@ -369,6 +444,11 @@ COMMANDS = {
     "predict": (cmd_predict, "POST a JSON file to /predict"),
     "forecast": (cmd_forecast, "the forecast path of the next months, as a table"),
     "evaluate": (cmd_evaluate, "score every candidate on local CSVs (no bucket, nothing written)"),
+    "accuracy": (cmd_accuracy, "live accuracy: served forecasts against the prices that arrived"),
+    "replay": (
+        cmd_replay,
+        "train month by month on a folder's data; its ledger beside the backtest",
+    ),
     "events": (cmd_events, "run the scheduler and the upload bridge (used by up)"),
 }
 
@@ -417,6 +497,19 @@ def parser() -> argparse.ArgumentParser:
                 type=int,
                 help="how many months of the path (default: all of it)",
             )
+        elif name == "accuracy":
+            c.add_argument(
+                "--forecasts", action="store_true", help="also list every scored forecast"
+            )
+        elif name == "replay":
+            c.add_argument("--data", required=True, help="folder with the three CSVs")
+            c.add_argument("--from", dest="first", default="2018-05", help="first month (YYYY-MM)")
+            c.add_argument(
+                "--quick",
+                action="store_true",
+                help="the tests' quick backtest (6 months, no long view) instead of the settings'",
+            )
+            c.add_argument("--json", metavar="FILE", help="also write the tables as JSON")
         elif name == "status":
             c.add_argument("--last", type=int, default=5, help="how many runs to list")
     return p
@@ -426,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        if args.command not in ("up", "evaluate"):
+        if args.command not in ("up", "evaluate", "replay"):
             from milkprice.local import storage
 
             storage.use_local(settings)  # the local stack's, unless the environment says else

@@ -20,6 +20,7 @@ import numpy as np
 from milkprice import logs, store
 from milkprice import settings as settings_module
 from milkprice.errors import MilkPriceError, NotReady
+from milkprice.predict.ledger import Ledgers
 from milkprice.predict.snapshot import Loaded, LoadError, load
 from milkprice.predict.versions import Versions
 
@@ -51,6 +52,7 @@ class Server:
         self._outages = 0  # storage failures in a row: the checks back off while serving
         self._lock = threading.Lock()
         self.versions = Versions(self.settings)  # the versions routes name, loaded on first use
+        self.ledger = Ledgers(self.settings)  # the forecast ledger, read on first use
 
     @property
     def loaded(self) -> Loaded | None:

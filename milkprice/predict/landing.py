@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from milkprice import accuracy as live
+from milkprice import contract
 from milkprice.errors import NotFound
 from milkprice.predict.snapshot import Loaded
 
@@ -29,8 +31,9 @@ def _template() -> Any:
     return env.from_string(text)
 
 
-def context(loaded: Loaded, base: str) -> dict[str, Any]:
-    """What the template shows: the snapshot's manifest and the examples' bodies."""
+def context(loaded: Loaded, base: str, ledger: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What the template shows: the snapshot's manifest, the examples' bodies and the
+    ledger's live accuracy (None: it could not be read)."""
     manifest = loaded.manifest
     models = {role: dict(m.entry) for role, m in loaded.models.items()}
     forecast = loaded.models["forecast"]
@@ -70,6 +73,73 @@ def context(loaded: Loaded, base: str) -> dict[str, Any]:
         "path_chart": path_chart(manifest.get("path")),
         "predict_body": orjson.dumps({"data": [row]}).decode(),
         "v2_body": orjson.dumps({"id": "1", "inputs": [tensor]}).decode(),
+        "ledger": ledger,
+        "level": live.LEVEL,
+        **_drift_text(ledger),
+        "ledger_chart": ledger_chart(ledger),
+    }
+
+
+def _drift_text(ledger: Mapping[str, Any] | None) -> dict[str, str]:
+    """The drift state's line, its first word (ok, drift) apart to show it in bold."""
+    if ledger is None:
+        return {"drift_state": "", "drift_detail": ""}
+    text = live.summary(contract.convert(ledger["drift"], contract.Drift, "the ledger's drift"))
+    state, _, detail = text.partition(":")
+    return {"drift_state": state.capitalize(), "drift_detail": ":" + detail}
+
+
+def ledger_chart(
+    ledger: Mapping[str, Any] | None, width: int = 900, height: int = 280
+) -> dict[str, Any] | None:
+    """The geometry of the live accuracy chart: the price of every scored month, and each
+    one-month forecast served for it with its interval (None: none scored yet)."""
+    forecasts = (ledger or {}).get("forecasts") or []
+    one = sorted((f for f in forecasts if f["horizon"] == 1), key=lambda f: f["month"])
+    if not one:
+        return None
+    actual = {f["month"]: f["actual"] for f in forecasts}
+    first, last = min(actual), max(actual)
+    months = [
+        live.month_name(i) for i in range(live.month_index(first), live.month_index(last) + 1)
+    ]
+    values = [
+        *actual.values(),
+        *(x for f in one for x in (f["price"], f.get("lower"), f.get("upper")) if x is not None),
+    ]
+    low, high = min(values), max(values)
+    pad = (high - low) * 0.08 or 1.0
+    low, high = low - pad, high + pad
+    left, right, top, bottom = 56, 12, 12, 28
+    where = {m: i for i, m in enumerate(months)}
+
+    def x(month: str) -> float:
+        return round(left + where[month] * (width - left - right) / max(1, len(months) - 1), 1)
+
+    def y(v: float) -> float:
+        return round(top + (high - v) * (height - top - bottom) / (high - low), 1)
+
+    step = (high - low) / 4
+    return {
+        "width": width,
+        "height": height,
+        "actual": " ".join(f"{x(m)},{y(v)}" for m, v in sorted(actual.items())),
+        "served": [
+            {
+                "x": x(f["month"]),
+                "y": y(f["price"]),
+                "low": y(f["lower"]) if f.get("lower") is not None else None,
+                "high": y(f["upper"]) if f.get("upper") is not None else None,
+                "miss": f.get("inside") is False,
+                "title": f"{f['month']}: {f['price']:.2f} by {f['version']}, actual "
+                f"{f['actual']:.2f}",
+            }
+            for f in one
+        ],
+        "yticks": [(y(low + k * step), f"{low + k * step:.0f}") for k in range(5)],
+        "xticks": [(x(m), m) for m in months if m.endswith("-01") or m == first],
+        "bottom": height - bottom,
+        "left": left,
     }
 
 
@@ -140,9 +210,9 @@ def path_chart(path: Any, width: int = 900, height: int = 320) -> dict[str, Any]
     }
 
 
-def page(loaded: Loaded, base: str) -> str:
+def page(loaded: Loaded, base: str, ledger: Mapping[str, Any] | None = None) -> str:
     """The landing page of ``loaded``, its examples addressed to ``base``."""
-    return str(_template().render(context(loaded, base)))
+    return str(_template().render(context(loaded, base, ledger)))
 
 
 def chart(loaded: Loaded) -> tuple[bytes, str, str]:

@@ -172,6 +172,140 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "ErrorFigures": {
+        "type": "object",
+        "required": ["rmse", "mae", "bias"],
+        "properties": {
+            "rmse": {"type": "number"},
+            "mae": {"type": "number"},
+            "bias": {"type": "number", "description": "mean of forecast minus actual"},
+        },
+    },
+    "Accuracy": {
+        "type": "object",
+        "description": "The forecast ledger: every forecast users were served (the version "
+        "serving when it was the forecast of that month at that horizon), scored against the "
+        "price that arrived; figures per horizon beside the naive forecast (the last price the "
+        "version knew) on the same months; the interval's coverage with the central 90% band "
+        "of a binomial at 80% for its count; and the drift state. Empty before any forecast "
+        "is scored.",
+        "required": ["forecasts", "revisions", "horizons", "served", "drift"],
+        "properties": {
+            "updated": {"type": "string", "description": "when a training run last wrote it"},
+            "run_id": {"type": "string", "description": "the run that wrote it"},
+            "forecasts": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": [
+                        "month",
+                        "horizon",
+                        "version",
+                        "promoted",
+                        "source",
+                        "price",
+                        "actual",
+                        "naive",
+                        "error",
+                    ],
+                    "properties": {
+                        "month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                        "horizon": {"type": "integer", "minimum": 1, "maximum": 12},
+                        "version": {"type": "string"},
+                        "promoted": {"type": "string"},
+                        "source": {"type": "string", "enum": ["path", "model"]},
+                        "price": {"type": "number", "description": "the forecast served"},
+                        "lower": {"type": "number"},
+                        "upper": {"type": "number"},
+                        "level": {"type": "number"},
+                        "actual": {
+                            "type": "number",
+                            "description": "the price first read for the month",
+                        },
+                        "naive": {"type": "number"},
+                        "error": {"type": "number", "description": "price minus actual"},
+                        "inside": {"type": "boolean"},
+                        "scored": {"type": "string"},
+                        "run_id": {"type": "string"},
+                    },
+                },
+            },
+            "revisions": {
+                "type": "array",
+                "description": "scored months whose price changed in a later upload",
+                "items": {
+                    "type": "object",
+                    "required": ["month", "previous", "actual", "seen"],
+                    "properties": {
+                        "month": {"type": "string"},
+                        "previous": {"type": "number"},
+                        "actual": {"type": "number"},
+                        "seen": {"type": "string"},
+                        "run_id": {"type": "string"},
+                        "token": {"type": "string"},
+                    },
+                },
+            },
+            "horizons": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["horizon", "count", "forecast", "naive"],
+                    "properties": {
+                        "horizon": {"type": "integer", "minimum": 1, "maximum": 12},
+                        "count": {"type": "integer", "minimum": 1},
+                        "forecast": _ref("ErrorFigures"),
+                        "naive": _ref("ErrorFigures"),
+                        "rmse_to_naive": {"type": "number"},
+                        "intervals": {"type": "integer", "minimum": 0},
+                        "inside": {"type": "integer", "minimum": 0},
+                        "coverage": {"type": "number", "minimum": 0, "maximum": 1},
+                        "coverage_band": {
+                            "type": "array",
+                            "items": {"type": "number"},
+                            "minItems": 2,
+                            "maxItems": 2,
+                        },
+                        "backtest_rmse": {"type": "number"},
+                        "backtest_coverage": {"type": "number"},
+                    },
+                },
+            },
+            "served": {
+                "type": "array",
+                "description": "every promotion and rollback, oldest first",
+                "items": {
+                    "type": "object",
+                    "required": ["version", "run_id", "promoted"],
+                    "properties": {
+                        "version": {"type": "string"},
+                        "run_id": {"type": "string"},
+                        "promoted": {"type": "string"},
+                        "source": {"type": "string", "enum": ["pointer", "run"]},
+                    },
+                },
+            },
+            "drift": {
+                "type": "object",
+                "required": ["state"],
+                "properties": {
+                    "state": {"type": "string", "enum": ["none", "ok", "drift"]},
+                    "signals": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["horizon", "kind", "message"],
+                            "properties": {
+                                "horizon": {"type": "integer"},
+                                "kind": {"type": "string", "enum": ["coverage", "misses"]},
+                                "message": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
     "TensorMetadata": {
         "type": "object",
         "required": ["name", "datatype", "shape"],
@@ -391,6 +525,19 @@ def _paths() -> dict[str, Any]:
                     "400": _error("months is not a whole number from 1 to the path's horizon"),
                     "409": _error("The serving model predates the forecast path"),
                     "503": NOT_READY,
+                },
+            }
+        },
+        "/accuracy": {
+            "get": {
+                "summary": "Live accuracy: every served forecast against the price that "
+                "arrived, figures per horizon beside the naive forecast, and the drift state",
+                "responses": {
+                    "200": _json("The forecast ledger", _ref("Accuracy")),
+                    "503": _error(
+                        "The ledger cannot be read (the bucket is unreachable, or the object "
+                        "does not match the contract until a training run writes it again)"
+                    ),
                 },
             }
         },

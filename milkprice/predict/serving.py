@@ -77,6 +77,11 @@ def _months(text: str, horizon: int) -> int:
     return int(value)
 
 
+def accuracy() -> dict[str, Any]:
+    """The forecast ledger: every served forecast scored, figures per horizon, the drift."""
+    return dict(cache.server().ledger.current())
+
+
 def chart() -> tuple[bytes, str, str]:
     """The backtest chart's PNG, the version and an ETag; 404 if the model has none."""
     return landing.chart(cache.current())
@@ -88,8 +93,14 @@ def trusted_forwarded() -> str:
 
 
 def landing_page(base: str) -> str:
-    """The landing page of the serving model, its examples addressed to ``base``."""
-    return landing.page(cache.current(), base)
+    """The landing page of the serving model, its examples addressed to ``base``, with the
+    ledger's live accuracy when it can be read (the page does not wait on it otherwise)."""
+    loaded = cache.current()
+    try:
+        ledger = cache.server().ledger.current()
+    except MilkPriceError:
+        ledger = None
+    return landing.page(loaded, base, ledger)
 
 
 def v2_server() -> dict[str, Any]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from milkprice import accuracy
 from milkprice.train.backtest import metrics
 
 LEVEL = 0.8
@@ -37,7 +38,7 @@ GAMMA = 0.05  # the step of the interval's level after each resolved forecast
 MAX_LEVEL = 0.95  # beyond it a few extreme errors (2008's) would set the interval alone
 RECENT = 3  # the one-step errors that measure the recent volatility
 PERSISTENCE = 0.8  # the share of the recent variance's excess that persists a month on
-BAND = 0.9  # the share of chance outcomes a coverage band holds
+BAND = accuracy.BAND  # the share of chance outcomes a coverage band holds
 SEASON = 12
 METHOD = (
     "rolling origin, expanding window, refit at every origin, 1..H months ahead; at each "
@@ -340,11 +341,7 @@ def coverage_band(n: int, level: float = LEVEL) -> tuple[float, float]:
         raise ValueError(f"a coverage band needs at least one forecast, not {n}")
     if not 0 < level < 1:
         raise ValueError(f"a coverage band needs a level between 0 and 1, not {level}")
-    from scipy.stats import binom  # training side only: the manifest carries the band
-
-    tail = (1 - BAND) / 2
-    low, high = binom.ppf([tail, 1 - tail], n, level)
-    return float(low) / n, float(high) / n
+    return accuracy.coverage_band(n, level, BAND)
 
 
 def first_origin(models: list[PathModel], first_target: pd.Period, start: pd.Period) -> int:

@@ -35,7 +35,7 @@ from milkprice.errors import (
     retryable,
 )
 from milkprice.settings import Settings
-from milkprice.train import artifacts, data
+from milkprice.train import artifacts, data, ledger
 from milkprice.train import features as F
 from milkprice.train.core import Timer, Trained, train
 
@@ -364,6 +364,7 @@ def run(
         with _heartbeat(settings, inputs, record, claimed):
             with rec.timer("archive"):
                 _archive(settings, inputs, record)
+            ledger.step(settings, inputs.blobs[data.MILK], record, rec.timer, today or date.today())
             _train_and_write(settings, rec, inputs, today or date.today())
     return record
 

@@ -13,6 +13,7 @@ from urllib.parse import urljoin
 import jsonschema
 import pytest
 
+from milkprice import contract, store
 from milkprice.errors import ConfigError
 from milkprice.predict import cache
 from milkprice.settings import Settings
@@ -233,6 +234,7 @@ def test_every_documented_answer_happens(
         "/",
         "/backtest.png",
         "/forecast",
+        "/accuracy",  # no ledger yet: an empty one, no model needed
         "/v2/health/ready",
         "/v2/models/forecast",
         "/v2/models/forecast/ready",
@@ -244,6 +246,12 @@ def test_every_documented_answer_happens(
     client.post(INFER, json=tensor)
     client.post("/v2/models/forecast/versions/v1/infer", json=tensor)
     client.post("/v2/repository/index")
+    seen |= client.seen
+    # a ledger that does not match the contract
+    cache.reset()
+    store.write(settings, contract.LEDGER, b'{"forecasts": 3}')
+    client = Client()
+    assert "does not match" in client.get("/accuracy").get_json()["error"]
     seen |= client.seen
     # a model without a chart
     cache.reset()
