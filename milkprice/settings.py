@@ -22,6 +22,7 @@ PREFIX = "MILKPRICE_"
 LOG_FORMATS = ("auto", "text", "json")
 CLOUDS = ("gcp", "aws", "azure")
 STORAGES = ("emulator", "cloud")
+RUNTIMES = ("functions", "lambda")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,14 @@ class Settings:
         metadata={
             "doc": "whose object store holds the bucket: gcp, aws or azure",
             "choices": CLOUDS,
+        },
+    )
+    runtime: str = field(
+        default="functions",
+        metadata={
+            "doc": "what runs the functions in `make up`: functions (the Functions Framework) "
+            "or lambda (AWS Lambda's Runtime Interface Emulator; with cloud aws)",
+            "choices": RUNTIMES,
         },
     )
     host: str = field(default="127.0.0.1", metadata={"doc": "address the local stack binds to"})
