@@ -29,12 +29,13 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from milkprice.local import http as client
-from milkprice.local import lambda_rie
+from milkprice.local import lambda_rie, processes
 
 log = logging.getLogger("milkprice.local.lambda_front")
 
@@ -174,16 +175,19 @@ class Front:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         status, headers, body = self.respond(environ)
-        # a HEAD's answer keeps the length the function gave it; any other is its body's
-        given = [v for k, v in headers if k.lower() == "content-length"]
+        # a HEAD's answer, a 204's and a 304's keep the length the function gave them, if any;
+        # any other's is its body's
         kept = [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP]
-        length = given[0] if environ["REQUEST_METHOD"] == "HEAD" and given else str(len(body))
-        start_response(_reason(status), [*kept, ("Content-Length", length)])
+        length = [("Content-Length", str(len(body)))]
+        if environ["REQUEST_METHOD"] == "HEAD" or status in (204, 304):
+            length = [(k, v) for k, v in headers if k.lower() == "content-length"][:1]
+        start_response(_reason(status), [*kept, *length])
         return [body]
 
     def respond(self, environ: dict[str, Any]) -> Response:
         declared = int(environ.get("CONTENT_LENGTH") or 0)
         if declared > MAX_PAYLOAD:
+            _drain(environ["wsgi.input"], declared)
             return _too_large()
         body = environ["wsgi.input"].read(MAX_PAYLOAD + 1)
         event = json.dumps(function_url_event(environ, body)).encode()
@@ -195,6 +199,14 @@ class Front:
             headers = {"Content-Type": "application/json"}
             answer = client.request(url, event, headers, self.timeout)
         return response_of(answer)
+
+
+def _drain(stream: Any, declared: int) -> None:
+    """Read a refused body (up to a bound) so that the client, still sending, reads the 413
+    instead of a reset connection."""
+    left = min(declared, 8 * MAX_PAYLOAD)
+    while left > 0 and (chunk := stream.read(min(left, 1 << 20))):
+        left -= len(chunk)
 
 
 def _too_large() -> Response:
@@ -223,6 +235,34 @@ def serve(app: Front, bind: str, threads: int) -> None:
             return app
 
     Server().run()
+
+
+def command(urls: list[str], bind: str, timeout: float) -> list[str]:
+    """The command of a front on ``bind`` (host:port) for the emulators at ``urls``."""
+    args = [sys.executable, "-m", "milkprice.local.lambda_front", "--bind", bind]
+    for url in urls:
+        args += ["--emulator", url]
+    return [*args, "--timeout", str(timeout)]
+
+
+def start(
+    name: str,
+    urls: list[str],
+    env: Mapping[str, str],
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    timeout: float = 900.0,
+    log: Path | None = None,
+) -> tuple[processes.Process, str]:
+    """A front for the emulators at ``urls`` (tests, the bench), and its base URL, once it
+    listens (no request is sent: the emulators' first invocation stays the caller's)."""
+    from milkprice.local import emulator
+
+    port = port or emulator.free_port(host)
+    proc = processes.start(name, command(urls, f"{host}:{port}", timeout), env, log=log)
+    base = emulator.url(host, port)
+    processes.wait_until(lambda: lambda_rie.listening(host, port), proc)
+    return proc, base
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -177,11 +177,12 @@ def start(
     args = command(handler, port, api_port, python, host)
     proc = processes.start(name, args, env, cwd=task_root, output=output, log=log)
     url = emulator.url(host, port) + INVOCATIONS
-    processes.wait_until(lambda: _listening(host, port), proc, limit=30.0)
+    processes.wait_until(lambda: listening(host, port), proc, limit=30.0)
     return Emulator(proc, url)
 
 
-def _listening(host: str, port: int) -> bool:
+def listening(host: str, port: int) -> bool:
+    """Whether something accepts connections on ``port``."""
     import socket
 
     with socket.socket() as s:

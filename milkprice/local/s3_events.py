@@ -85,7 +85,8 @@ class QueueRelay:
     min_backoff: float = 1.0
     max_backoff: float = 30.0
     delivered: list[int] = field(default_factory=list)  # the statuses answered
-    reported: list[list[str]] = field(default_factory=list)  # each batch's failed message ids
+    batches: list[list[str]] = field(default_factory=list)  # each batch's message ids
+    reported: list[list[str]] = field(default_factory=list)  # those of them to deliver again
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -123,6 +124,7 @@ class QueueRelay:
         status, failed = deliver(body, keys)
         self.delivered.append(status)
         ids = {m["MessageId"] for m in messages}
+        self.batches.append(sorted(ids))
         failed = ids if failed is None else failed & ids
         self.reported.append(sorted(failed))
         done = [m for m in messages if m["MessageId"] not in failed]

@@ -30,7 +30,16 @@ from typing import IO
 
 from milkprice import contract, store
 from milkprice.errors import MilkPriceError, StackError
-from milkprice.local import console, http, lambda_rie, processes, s3_events, sample, storage
+from milkprice.local import (
+    console,
+    http,
+    lambda_front,
+    lambda_rie,
+    processes,
+    s3_events,
+    sample,
+    storage,
+)
 from milkprice.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: up runs from one
@@ -331,11 +340,7 @@ def _emulator(
 
 def _front(function: str, port: int, urls: list[str], settings: Settings) -> list[str]:
     """The command of a Function URL's stand-in on ``port`` for these emulators."""
-    bind = f"{settings.host}:{port}"
-    args = [sys.executable, "-m", "milkprice.local.lambda_front", "--bind", bind]
-    for url in urls:
-        args += ["--emulator", url]
-    return [*args, "--timeout", str(LAMBDA_TIMEOUTS[function])]
+    return lambda_front.command(urls, f"{settings.host}:{port}", LAMBDA_TIMEOUTS[function])
 
 
 def _start_lambda(
