@@ -17,6 +17,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -36,6 +38,7 @@ from tests.support.buckets import manifest, new_settings, promote, upload
 from tests.support.paths import ROOT
 from tests.support.rows import next_row, perturbed
 from tests.support.servers import Function, env_for
+from tests.support.stack import Stack, held_ports
 
 pytestmark = pytest.mark.slow
 
@@ -334,3 +337,71 @@ def test_stopping_an_emulator_mid_invocation_leaves_none_of_its_processes(
     invoking.join(timeout=30)
     assert _alive(runtime | {rie.process.pid}) == set(), "left running after the stop"
     assert answers == [0]  # the invocation was cut short: no answer
+
+
+# ---------------------------------------------------------------- make up RUNTIME=lambda
+
+
+def test_up_on_lambda_trains_serves_retrains_on_upload_and_leaves_nothing(
+    tmp_path: Path, sample_raw: dict[str, bytes], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import boto3
+
+    stack = Stack(tmp_path, cloud="aws", runtime="lambda")
+    try:
+        stack.wait_for("ready.", timeout=600)
+        assert any("Runtime Interface Emulator" in line for line in stack.lines)
+        status, forecast, _ = stack.get("/forecast")
+        assert status == 200 and forecast["price"] > 0
+        cli = subprocess.run(
+            [sys.executable, "-m", "milkprice.local.cli", "train"],
+            cwd=ROOT,
+            env=stack.env,  # the train token and the ports: as a user runs it after up
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert cli.returncode == 0 and "promoted" in cli.stdout, cli.stdout + cli.stderr
+        manual = cli.stdout.split("run ", 1)[1].split(":", 1)[0]
+        _served(stack, manual)
+
+        s3 = boto3.client("s3", **_boto_args(stack.bucket_port))
+        started = time.monotonic()
+        changed = sample_raw["precio_leche.csv"] + b"\n"
+        s3.put_object(Bucket="milk-price", Key=store.RAW_PREFIX + "precio_leche.csv", Body=changed)
+        newer = _served(stack, None, other_than=manual)
+        took = time.monotonic() - started
+        with capsys.disabled():
+            print(f"\nupload to the new model served under the emulator: {took:.1f} s")
+        assert newer != manual
+
+        under = stack.descendants()
+        assert len(under) >= 8  # the bucket, 4 emulators and their runtimes, 2 fronts, events
+        stack.proc.send_signal(signal.SIGTERM)
+        assert stack.proc.wait(timeout=60) == 0
+        assert _alive(under) == set(), "left running after the stop"
+        assert not held_ports(stack.ports)
+    finally:
+        stack.close()
+
+
+def _boto_args(port: int) -> dict[str, str]:
+    env = emulators.moto_env(port)
+    return {
+        "endpoint_url": env["AWS_ENDPOINT_URL"],
+        "region_name": env["AWS_DEFAULT_REGION"],
+        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+    }
+
+
+def _served(stack: Stack, version: str | None, other_than: str = "", limit: float = 300) -> str:
+    """Wait until predict serves ``version`` (None: any other than ``other_than``)."""
+    deadline = time.monotonic() + limit
+    while True:
+        status, doc, _ = stack.get("/forecast")
+        found = str(doc.get("model_version", "")) if status == 200 else ""
+        if found == version or (version is None and found and found != other_than):
+            return found
+        assert time.monotonic() < deadline, "\n".join(stack.lines[-40:])
+        time.sleep(0.3)
