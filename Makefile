@@ -10,6 +10,7 @@ LOCKED := $(shell cat pyproject.toml uv.lock | cksum | cut -d' ' -f1)
 STAMP  := $(VENV)/.installed-$(LOCKED)
 DATA   ?=
 CLOUD  ?=
+RUNTIME ?=
 ARIMA  ?=
 EVAL_STAMP := .venv-eval/.installed-$(LOCKED)
 BENCH_SECONDS ?= 10
@@ -28,7 +29,7 @@ $(UV): infra/uv-requirements.txt
 	@touch $@
 
 $(STAMP): pyproject.toml uv.lock $(UV)
-	$(SYNC) --extra train --extra local --extra dev --extra aws --extra azure
+	$(SYNC) --extra train --extra local --extra dev --extra aws --extra azure --extra lambda
 	@rm -f $(VENV)/.installed-*; touch $@
 
 install: $(STAMP)
@@ -38,9 +39,11 @@ lock: $(UV)
 	$(UV) lock
 
 ## make up: the whole local stack (bucket, train, predict), trained and serving;
-## CLOUD=aws or CLOUD=azure runs it on that cloud's local object store (default: gcp)
+## CLOUD=aws or CLOUD=azure runs it on that cloud's local object store (default: gcp);
+## RUNTIME=lambda runs both functions under the Lambda Runtime Interface Emulator
 up: install
-	$(if $(CLOUD),MILKPRICE_CLOUD=$(CLOUD)) $(BIN)/milkprice up $(if $(DATA),--data $(DATA))
+	$(if $(CLOUD),MILKPRICE_CLOUD=$(CLOUD)) $(if $(RUNTIME),MILKPRICE_RUNTIME=$(RUNTIME)) \
+	  $(BIN)/milkprice up $(if $(DATA),--data $(DATA))
 
 ## make test: the whole suite, against the real fake-gcs-server
 test: install
@@ -72,9 +75,10 @@ bench: install
 	$(BIN)/python bench/run.py
 
 ## make bundle: deployable function source folders in dist/train and dist/predict
-## (CLOUD=aws or azure: with that cloud's SDK instead of Cloud Storage's)
+## (CLOUD=aws or azure: with that cloud's SDK instead of Cloud Storage's;
+## CLOUD=aws RUNTIME=lambda: AWS Lambda zip packages, dist/*-lambda.zip)
 bundle: install
-	$(BIN)/python infra/bundle.py $(if $(CLOUD),--cloud $(CLOUD))
+	$(BIN)/python infra/bundle.py $(if $(CLOUD),--cloud $(CLOUD)) $(if $(RUNTIME),--runtime $(RUNTIME))
 
 clean:
 	rm -rf $(VENV) .venv-eval var dist .pytest_cache .mypy_cache .ruff_cache

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if __name__ == "__main__":  # run as a script: import milkprice from this checkout
     sys.path.insert(0, str(ROOT))
 
-from bench import clouds  # noqa: E402
+from bench import clouds, lambdas  # noqa: E402
 from milkprice import contract, store  # noqa: E402
 from milkprice.local import emulator, http, processes, sample  # noqa: E402
 from milkprice.settings import Settings  # noqa: E402
@@ -701,7 +701,7 @@ def table(r: dict[str, Any]) -> str:
     label = f"cold start s, median of {runs}"
     row(label, cold["predict"], cold["reference"], "(scikit-learn reference)", "cold start")
     row(label, cold["predict"], cold["ceiling"], "(bare function)")
-    for measure, mine, ref, ref_name in clouds.rows(r["clouds"]):
+    for measure, mine, ref, ref_name in clouds.rows(r["clouds"]) + lambdas.rows(r["lambda"]):
         row(measure, mine, ref, ref_name)
     fresh, train = r["freshness"], r["training"]
     row(
@@ -777,6 +777,7 @@ def run(tmp: Path, config: Config) -> int:
         bench.serving()
         bench.cold_start()
         r["clouds"] = clouds.run(bench)
+        r["lambda"] = lambdas.run(bench)
         bench.freshness(raw)
         return report(bench, config)
     finally:

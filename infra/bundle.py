@@ -6,6 +6,15 @@ the SDK of the cloud asked for among them (``--cloud gcp|aws|azure``, default gc
 pinned with the hashes of its files, so that ``pip install -r`` checks every download against
 the lock. Exactly what ``gcloud functions deploy --source dist/<name>`` uploads, or what any
 platform installs.
+
+``--runtime lambda`` (with ``--cloud aws``) writes AWS Lambda zip packages instead,
+``dist/<name>-lambda.zip``: the same folder with the Lambda handler (``lambda_function.py``)
+and every package of its requirements installed beside it by uv, each hash checked, as
+manylinux wheels for Lambda's ``python3.12`` on x86_64 (``manylinux_2_28``: numpy's wheels
+need glibc 2.28, and python3.12 runs on Amazon Linux 2023, glibc 2.34). A package must fit
+Lambda's limit of 250 MB unzipped: the predict function's does; the train function's (pandas,
+scipy, scikit-learn, onnx, matplotlib) is twice that, so train stays on its container image
+and only its size is reported.
 """
 
 from __future__ import annotations
@@ -14,6 +23,8 @@ import argparse
 import shutil
 import subprocess
 import sys
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from uv import find_uv_bin
@@ -28,6 +39,11 @@ SIDES = {"predict": ((), "predict"), "train": (("train",), "train")}
 
 
 SIDE_FOLDERS = ("predict", "train", "local")
+# AWS Lambda: the runtime and machine the zip packages are built for, and their size limits
+LAMBDA_PYTHON = "3.12"
+LAMBDA_PLATFORM = "x86_64-manylinux_2_28"
+UNZIPPED_LIMIT = 250 * 2**20  # the function and its layers, unzipped
+UPLOAD_LIMIT = 50 * 2**20  # a zip uploaded directly; a larger one goes through S3
 
 
 def package_files(side: str) -> list[Path]:
@@ -54,28 +70,105 @@ def requirements(extras: tuple[str, ...]) -> str:
     return done.stdout
 
 
-def bundle(name: str, out: Path, cloud: str = "gcp") -> Path:
-    target = out / name
+def bundle(name: str, out: Path, cloud: str = "gcp", runtime: str = "functions") -> Path:
+    """The source folder of function ``name`` (``runtime`` lambda: with its Lambda handler,
+    and apig-wsgi among its requirements) in ``out``."""
+    target = out / (name if runtime == "functions" else f"{name}-lambda")
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    shutil.copy(ROOT / "functions" / name / "main.py", target / "main.py")
+    entries = ["main.py"] + (["lambda_function.py"] if runtime == "lambda" else [])
+    for entry in entries:
+        shutil.copy(ROOT / "functions" / name / entry, target / entry)
     extras, side = SIDES[name]
     for relative in package_files(side):
         (target / "milkprice" / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(PACKAGE / relative, target / "milkprice" / relative)
     # the cloud's extra: its SDK (Cloud Storage's is a core dependency, its extra empty)
-    (target / "requirements.txt").write_text(requirements((*extras, cloud)))
+    lambda_extra = ("lambda",) if runtime == "lambda" else ()
+    (target / "requirements.txt").write_text(requirements((*extras, cloud, *lambda_extra)))
     return target
+
+
+@dataclass(frozen=True)
+class Package:
+    """A Lambda zip package and its sizes in bytes."""
+
+    path: Path | None  # None: not written, over the limit
+    zipped: int
+    unzipped: int
+
+
+def install(folder: Path, python: str = LAMBDA_PYTHON, platform: str = LAMBDA_PLATFORM) -> int:
+    """Every package of ``folder``'s requirements, installed into it for ``python`` on
+    ``platform`` from wheels only, each hash checked; the folder's size in bytes."""
+    command = [find_uv_bin(), "pip", "install", "--quiet", "--require-hashes", "--no-deps"]
+    command += ["--only-binary", ":all:", "--python-version", python]
+    command += ["--python-platform", platform, "--link-mode", "copy", "--target", str(folder)]
+    done = subprocess.run(
+        [*command, "-r", str(folder / "requirements.txt")], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"uv pip install into {folder} failed:\n{done.stderr}")
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def write_zip(folder: Path, path: Path) -> int:
+    """``folder`` as a zip at ``path``, the same bytes for the same files (sorted, dated
+    1980-01-01, modes kept); its size in bytes."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        for file in files:
+            info = zipfile.ZipInfo(file.relative_to(folder).as_posix(), (1980, 1, 1, 0, 0, 0))
+            info.external_attr = (0o100000 | (file.stat().st_mode & 0o777)) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, file.read_bytes(), compresslevel=9)
+    return path.stat().st_size
+
+
+def lambda_zip(
+    name: str, out: Path, python: str = LAMBDA_PYTHON, platform: str = LAMBDA_PLATFORM
+) -> Package:
+    """``out/<name>-lambda.zip``, if the function with its packages fits Lambda's 250 MB."""
+    folder = bundle(name, out / "lambda", "aws", "lambda")
+    unzipped = install(folder, python, platform)
+    path = out / f"{name}-lambda.zip"
+    if path.exists():
+        path.unlink()
+    if unzipped > UNZIPPED_LIMIT:
+        return Package(None, 0, unzipped)
+    return Package(path, write_zip(folder, path), unzipped)
+
+
+def _report(name: str, found: Package) -> str:
+    mb = 2**20
+    if found.path is None:
+        return (
+            f"{name}: {found.unzipped / mb:.0f} MB unzipped with its packages, over Lambda's "
+            f"{UNZIPPED_LIMIT / mb:.0f} MB: no zip; deploy its container image (README)"
+        )
+    how = "direct upload" if found.zipped <= UPLOAD_LIMIT else "upload through S3"
+    return (
+        f"wrote {found.path.relative_to(ROOT)}: {found.zipped / mb:.1f} MB zipped ({how}), "
+        f"{found.unzipped / mb:.1f} MB unzipped of Lambda's {UNZIPPED_LIMIT / mb:.0f} MB"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cloud", choices=("gcp", "aws", "azure"), default="gcp")
-    cloud = parser.parse_args(argv).cloud
+    parser.add_argument("--runtime", choices=("functions", "lambda"), default="functions")
+    args = parser.parse_args(argv)
     out = ROOT / "dist"
+    if args.runtime == "lambda":
+        if args.cloud != "aws":
+            parser.error("--runtime lambda packages for AWS Lambda: use it with --cloud aws")
+        found = {name: lambda_zip(name, out) for name in ("predict", "train")}
+        for name, package in found.items():
+            print(_report(name, package))
+        return 0 if found["predict"].path else 1
     for name in ("train", "predict"):
-        print(f"wrote {bundle(name, out, cloud).relative_to(ROOT)}/ ({cloud})")
+        print(f"wrote {bundle(name, out, args.cloud).relative_to(ROOT)}/ ({args.cloud})")
     return 0
 
 

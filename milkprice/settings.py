@@ -23,6 +23,7 @@ LOG_FORMATS = ("auto", "text", "json")
 CLOUDS = ("gcp", "aws", "azure")
 STORAGES = ("emulator", "cloud")
 FORWARDED = ("none", "proto", "all")
+RUNTIMES = ("functions", "lambda")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,14 @@ class Settings:
         metadata={
             "doc": "whose object store holds the bucket: gcp, aws or azure",
             "choices": CLOUDS,
+        },
+    )
+    runtime: str = field(
+        default="functions",
+        metadata={
+            "doc": "what runs the functions in `make up`: functions (the Functions Framework) "
+            "or lambda (AWS Lambda's Runtime Interface Emulator; with cloud aws)",
+            "choices": RUNTIMES,
         },
     )
     host: str = field(default="127.0.0.1", metadata={"doc": "address the local stack binds to"})

@@ -92,9 +92,14 @@ def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
 def _upload_events(settings: Settings) -> events.Bridge | s3_events.QueueRelay:
     """What plays the cloud's upload events: S3's own notifications through a queue, or a
     bridge that lists raw/ and sends the event the cloud's event service would."""
-    from milkprice.local import events, s3_events
+    from milkprice.local import events, lambda_rie, s3_events
 
     target = settings.event_endpoint()
+    if settings.cloud == "aws" and settings.runtime == "lambda":
+        # the train handler under the emulator at the event endpoint, invoked as an event
+        # source mapping does, its batchItemFailures honoured
+        invocations = target.rstrip("/") + lambda_rie.INVOCATIONS
+        return s3_events.QueueRelay(settings, invocations, invoke=True)
     if settings.cloud == "aws":
         return s3_events.QueueRelay(settings, target)
     # each cloud's bridge remembers its own deliveries (tokens mean nothing across clouds)

@@ -3,8 +3,10 @@
 A function server is a gunicorn master with workers; a worker busy in a request (a training)
 outlives its master when only the master is signalled, and keeps the port. So every server is
 started as the leader of a new session and stopped by signalling its whole process group: first
-SIGTERM, then, after a grace period, SIGKILL to whatever of the group is left. The stack, the
-bench and the tests all start and stop servers through this module.
+SIGTERM, then, after a grace period, SIGKILL to whatever of the group is left. A descendant
+that made a group of its own (the Lambda Runtime Interface Emulator starts its runtime so) is
+found through /proc before the first signal, and its group is stopped with its leader's. The
+stack, the bench and the tests all start and stop servers through this module.
 """
 
 from __future__ import annotations
@@ -73,21 +75,44 @@ def start(
     return Process(name, popen, log)
 
 
-def group_members(pgid: int) -> list[int]:
-    """Pids of the live processes in process group ``pgid`` (zombies are not alive)."""
-    found = []
+def _stat(pid: str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, pgid, ...)."""
+    try:
+        stat = (Path("/proc") / pid / "stat").read_text()
+    except OSError:
+        return None
+    # the command name may hold spaces and parentheses: fields start after the last ')'
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _live() -> dict[int, list[str]]:
+    """Every live process (zombies are not alive) and its stat fields."""
+    found = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # the command name may hold spaces and parentheses: fields start after the last ')'
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            found.append(int(entry.name))
+        if entry.name.isdigit() and (fields := _stat(entry.name)) and fields[0] != "Z":
+            found[int(entry.name)] = fields
     return found
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of the live processes in process group ``pgid``."""
+    return [pid for pid, fields in _live().items() if int(fields[2]) == pgid]
+
+
+def groups_under(pid: int) -> set[int]:
+    """The process groups of ``pid`` and of all its live descendants: a child that moved to
+    a group of its own is still found through its parent, as long as the parent lives."""
+    live = _live()
+    children: dict[int, list[int]] = {}
+    for child, fields in live.items():
+        children.setdefault(int(fields[1]), []).append(child)
+    groups, todo = {pid}, [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            groups.add(int(live[child][2]))
+            todo.append(child)
+    groups.discard(os.getpgrp())  # a child left in our own group must not take us with it
+    return groups
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -96,26 +121,29 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 
 def stop(processes: Iterable[Process], grace: float = GRACE) -> None:
-    """Stop every process and everything in its group: SIGTERM, then SIGKILL after ``grace``.
+    """Stop every process and everything in its group, and the groups its descendants made
+    for themselves: SIGTERM, then SIGKILL after ``grace``.
 
     All groups share one deadline, so stopping five servers takes ``grace`` at most, not five
     times it. Returns once no member of any group is alive.
     """
     procs = list(processes)
-    for proc in procs:
-        _signal_group(proc.pid, signal.SIGTERM)
+    # read before any signal: a leader that exits leaves its children to init, out of reach
+    groups = sorted({g for p in procs for g in groups_under(p.pid)})
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     for proc in procs:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
-    while time.monotonic() < deadline and any(group_members(p.pid) for p in procs):
+    while time.monotonic() < deadline and any(group_members(g) for g in groups):
         time.sleep(0.05)  # the leaders are gone; their workers may still be finishing
-    for proc in procs:
-        _signal_group(proc.pid, signal.SIGKILL)  # whatever is left, leader or orphaned worker
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGKILL)  # whatever is left, leader or orphaned worker
     for proc in procs:
         proc.popen.wait()
     end = time.monotonic() + 5.0
-    while any(group_members(p.pid) for p in procs) and time.monotonic() < end:
+    while any(group_members(g) for g in groups) and time.monotonic() < end:
         time.sleep(0.02)  # SIGKILL is asynchronous: wait until the kernel has reaped them
 
 

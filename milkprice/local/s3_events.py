@@ -7,6 +7,12 @@ plays the event source: it takes up to ten messages at a time, POSTs them as one
 (``{"Records": [{"eventSource": "aws:sqs", "body": ...}]}``) to the train function's event
 endpoint and deletes them once answered. A delivery that got no answer or a 5xx stays in the
 queue and comes back after a backoff: at least once, as on AWS.
+
+With ``invoke``, the relay invokes the train function's Lambda handler under the Runtime
+Interface Emulator instead, with the same event, as an event source mapping with
+``ReportBatchItemFailures`` does: the messages the answer lists in ``batchItemFailures`` go
+back to the queue, the others are deleted; a failed invocation, or an answer that names a
+message not in the batch, sends the whole batch back.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from milkprice import store
-from milkprice.local import event_shapes, http
+from milkprice.local import event_shapes, http, lambda_rie
 from milkprice.settings import Settings
 
 log = logging.getLogger("milkprice.local.s3_events")
@@ -68,15 +74,19 @@ def subscribe(settings: Settings) -> tuple[str, str]:
 
 @dataclass
 class QueueRelay:
-    """Lambda's queue event source, locally: queue messages POSTed in batches to ``url``."""
+    """Lambda's queue event source, locally: queue messages POSTed in batches to ``url``, or
+    with ``invoke`` the invocations URL of an emulator running the train handler."""
 
     settings: Settings
     url: str
+    invoke: bool = False
     deadline: float = 900.0  # seconds one delivery may take (a training)
     window: float = 2.0  # after a first message, gather more for this long
     min_backoff: float = 1.0
     max_backoff: float = 30.0
     delivered: list[int] = field(default_factory=list)  # the statuses answered
+    batches: list[list[str]] = field(default_factory=list)  # each batch's message ids
+    reported: list[list[str]] = field(default_factory=list)  # those of them to deliver again
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -109,24 +119,58 @@ class QueueRelay:
         if not messages:
             return -1
         body = json.dumps(event_shapes.sqs_event(messages, self._arn, self._region)).encode()
-        headers = {"Content-Type": "application/json", **event_shapes.authorization(self.settings)}
-        answer = http.request(self.url, body, headers, self.deadline, method="POST")
-        status = answer.status
-        self.delivered.append(status)
         keys = ", ".join(_keys(messages))
-        if 0 < status < 500:  # handled, or a shape it will never take: either way not resent
-            level = logging.INFO if status < 300 else logging.ERROR
-            log.log(level, "delivered %s: %s %s", keys, status, _reason(answer.body))
+        deliver = self._invoke if self.invoke else self._post
+        status, failed = deliver(body, keys)
+        self.delivered.append(status)
+        ids = {m["MessageId"] for m in messages}
+        self.batches.append(sorted(ids))
+        failed = ids if failed is None else failed & ids
+        self.reported.append(sorted(failed))
+        done = [m for m in messages if m["MessageId"] not in failed]
+        if done:
             self._sqs.delete_message_batch(
                 QueueUrl=self._queue,
                 Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                    for i, m in enumerate(messages)
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)
                 ],
             )
-        else:
-            self._later(messages, status, keys, answer.error)
+        again = [m for m in messages if m["MessageId"] in failed]
+        if again:
+            self._later(again, status, ", ".join(_keys(again)), "")
         return status
+
+    def _post(self, body: bytes, keys: str) -> tuple[int, set[str] | None]:
+        """POST the event; handled, or a shape it will never take: not resent (no failures);
+        no answer or a 5xx: all of it again (None)."""
+        headers = {"Content-Type": "application/json", **event_shapes.authorization(self.settings)}
+        answer = http.request(self.url, body, headers, self.deadline, method="POST")
+        if 0 < answer.status < 500:
+            level = logging.INFO if answer.status < 300 else logging.ERROR
+            log.log(level, "delivered %s: %s %s", keys, answer.status, _reason(answer.body))
+            return answer.status, set()
+        log.warning("%s answered %s for %s", self.url, answer.status or answer.error, keys)
+        return answer.status, None
+
+    def _invoke(self, body: bytes, keys: str) -> tuple[int, set[str] | None]:
+        """Invoke the handler; the messages its batchItemFailures name (None: all of them)."""
+        answer = http.request(self.url, body, {"Content-Type": "application/json"}, self.deadline)
+        try:
+            doc = json.loads(answer.body) if answer.status == 200 else None
+        except ValueError:
+            doc = None
+        failed = lambda_rie.function_error(doc)
+        if answer.status != 200 or failed or (doc is not None and not isinstance(doc, dict)):
+            why = failed or answer.error or f"{answer.status} {answer.body[:200]!r}"
+            log.warning("invoking the train function for %s failed: %s", keys, why)
+            return answer.status, None
+        items = (doc or {}).get("batchItemFailures") or []
+        named = [i.get("itemIdentifier") if isinstance(i, dict) else None for i in items]
+        if not all(isinstance(n, str) and n for n in named):
+            log.warning("the train function answered %s for %s: all of it again", doc, keys)
+            return answer.status, None
+        log.info("delivered %s: %d of the batch to retry", keys, len(named))
+        return answer.status, set(map(str, named))
 
     def _later(self, messages: list[dict[str, Any]], status: int, keys: str, why: str) -> None:
         """Back in the queue after a backoff that grows with each receive."""
@@ -136,7 +180,7 @@ class QueueRelay:
             self._sqs.change_message_visibility(
                 QueueUrl=self._queue, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=int(delay)
             )
-        log.warning("%s answered %s for %s; back in the queue", self.url, status or why, keys)
+        log.warning("%s back in the queue (%s)", keys or "the messages", status or why)
 
     def run(self) -> None:
         log.info("relay: queue %s (raw/ of %s) -> %s", self._queue, self.settings.bucket, self.url)

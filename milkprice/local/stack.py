@@ -3,7 +3,10 @@
 The emulator of ``MILKPRICE_CLOUD`` plays the bucket (``storage``: fake-gcs-server, moto's S3
 server or Azurite), two Functions Framework processes play the train function (its HTTP
 trigger and its event trigger) and one the predict function, and an ``events`` process plays
-the scheduler and the cloud's upload events. Every child's lines are printed prefixed with its
+the scheduler and the cloud's upload events. With ``MILKPRICE_RUNTIME=lambda`` (on aws) the
+functions run as on AWS Lambda instead: their handlers under the Runtime Interface Emulator,
+HTTP through a Function URL's stand-in (``lambda_front``), S3's notifications invoked as an
+event source mapping does (``s3_events``). Every child's lines are printed prefixed with its
 name; Ctrl-C or SIGTERM stops them all.
 """
 
@@ -13,6 +16,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -26,11 +30,24 @@ from typing import IO
 
 from milkprice import contract, store
 from milkprice.errors import MilkPriceError, StackError
-from milkprice.local import console, http, processes, s3_events, sample, storage
+from milkprice.local import (
+    console,
+    http,
+    lambda_front,
+    lambda_rie,
+    processes,
+    s3_events,
+    sample,
+    storage,
+)
 from milkprice.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: up runs from one
 FUNCTIONS = ROOT / "functions"
+# Emulators of the predict function under RUNTIME=lambda: each serves one request at a time,
+# the front lends them out (a request waits for a free one); one per core of a small machine
+PREDICT_EMULATORS = 2
+LAMBDA_TIMEOUTS = {"predict": 30, "train": 900}  # seconds: each function's time-out
 
 
 # How lines are shown; ``milkprice up`` picks it before starting, JSON keeps a collector's form.
@@ -46,18 +63,37 @@ def say(message: str) -> None:
     console.emit(console.say(message, shown))
 
 
-def _pump(name: str, stream: IO[bytes]) -> None:
+def _pump(name: str, stream: IO[bytes], skip: Callable[[str], bool] = lambda _: False) -> None:
     for raw in iter(stream.readline, b""):
         line = raw.decode(errors="replace").rstrip()
-        if line:
+        if line and not skip(line):
             console.emit(console.render(name, line, shown))
+
+
+def invocation_bookkeeping(line: str) -> bool:
+    """The emulator's START and END lines of every invocation, and the REPORT of a quick
+    one (a health check each second while the first model trains): left out of the
+    console. A cold start's REPORT (its Init Duration) and a long invocation's are kept."""
+    if line.startswith(("START RequestId:", "END RequestId:")):
+        return True
+    if not line.startswith("REPORT RequestId:") or "Init Duration" in line:
+        return False
+    took = re.search(r"\tDuration: ([\d.]+) ms", line)
+    return took is not None and float(took.group(1)) < 1000.0
 
 
 def spawn(name: str, args: list[str], env: dict[str, str]) -> processes.Process:
     """A child in a process group of its own, its lines shown behind its name."""
-    child = processes.start(name, args, env, cwd=ROOT, output=subprocess.PIPE)
+    return shown_lines(processes.start(name, args, env, cwd=ROOT, output=subprocess.PIPE))
+
+
+def shown_lines(
+    child: processes.Process, skip: Callable[[str], bool] = lambda _: False
+) -> processes.Process:
+    """Show a child's lines (its output a pipe) behind its name, but those ``skip`` takes."""
     assert child.popen.stdout is not None
-    threading.Thread(target=_pump, args=(name, child.popen.stdout), daemon=True).start()
+    args = (child.name, child.popen.stdout, skip)
+    threading.Thread(target=_pump, args=args, daemon=True).start()
     return child
 
 
@@ -305,6 +341,47 @@ def _start_functions(settings: Settings, env: dict[str, str]) -> list[processes.
     ]
 
 
+def _emulator(
+    name: str, function: str, env: dict[str, str], settings: Settings, port: int | None = None
+) -> lambda_rie.Emulator:
+    """One emulator running ``function``'s Lambda handler, its lines shown behind ``name``."""
+    timeout = LAMBDA_TIMEOUTS[function]
+    own = {**env, **lambda_rie.function_env(f"milk-price-{function}", timeout)}
+    handler, root = "lambda_function.handler", FUNCTIONS / function
+    found = lambda_rie.start(name, handler, root, own, port, settings.host, output=subprocess.PIPE)
+    shown_lines(found.process, invocation_bookkeeping)
+    return found
+
+
+def _front(function: str, port: int, urls: list[str], settings: Settings) -> list[str]:
+    """The command of a Function URL's stand-in on ``port`` for these emulators."""
+    return lambda_front.command(urls, f"{settings.host}:{port}", LAMBDA_TIMEOUTS[function])
+
+
+def _start_lambda(
+    settings: Settings, env: dict[str, str], children: list[processes.Process]
+) -> None:
+    """Both functions as on AWS Lambda: each handler under the Runtime Interface Emulator,
+    HTTP through a Function URL's stand-in, the bucket's notifications invoked by the relay
+    in ``events`` as an event source mapping does (on the emulator at the event port).
+    Each child joins ``children`` as it starts, so a failure midway stops those started."""
+    say(f"AWS Lambda's Runtime Interface Emulator: {lambda_rie.binary()}")
+    urls: dict[str, list[str]] = {"predict": [], "train": []}
+    serving = {**env, "OMP_NUM_THREADS": "1"}
+    for i in range(PREDICT_EMULATORS):
+        found = _emulator(f"predict-rie-{i + 1}", "predict", serving, settings)
+        children.append(found.process)
+        urls["predict"].append(found.url)
+    found = _emulator("train-rie", "train", env, settings)
+    children.append(found.process)
+    urls["train"].append(found.url)
+    # the queue's deliveries: the relay invokes this one at the event port
+    children.append(_emulator("train-events", "train", env, settings, settings.event_port).process)
+    for name, port in (("predict", settings.predict_port), ("train", settings.train_port)):
+        children.append(spawn(name, _front(name, port, urls[name], settings), env))
+    children.append(spawn("events", [sys.executable, "-m", "milkprice.local.cli", "events"], env))
+
+
 def _announce(settings: Settings, state: Path) -> None:
     base = f"http://{settings.host}:{settings.predict_port}"
     say(f"ready. predict: {base}/   train: http://{settings.host}:{settings.train_port}/")
@@ -316,6 +393,8 @@ def _announce(settings: Settings, state: Path) -> None:
 
 def up(settings: Settings, data_dir: str | None = None) -> int:
     """The whole stack until Ctrl-C or SIGTERM; then nothing of it is left running."""
+    if settings.runtime == "lambda" and settings.cloud != "aws":
+        raise StackError("MILKPRICE_RUNTIME=lambda runs on AWS's S3: set MILKPRICE_CLOUD=aws")
     state = settings.state_path().resolve()
     handle = lock(state)
     check_ports(settings)
@@ -326,7 +405,10 @@ def up(settings: Settings, data_dir: str | None = None) -> int:
     try:
         children.append(_start_bucket(settings, state))
         _prepare_bucket(settings, data_dir)
-        children += _start_functions(settings, env)
+        if settings.runtime == "lambda":
+            _start_lambda(settings, env, children)
+        else:
+            children += _start_functions(settings, env)
         if wait_ready(settings, children, stop.event.is_set):
             _announce(settings, state)
             while not stop.event.wait(1.0):

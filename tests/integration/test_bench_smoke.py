@@ -29,11 +29,11 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        out, err = bench.communicate(timeout=300)  # a smoke run takes about 75 s
+        out, err = bench.communicate(timeout=420)  # a smoke run takes about 110 s
     except subprocess.TimeoutExpired:
         bench.terminate()  # on SIGTERM the bench stops every process it started
         out, err = bench.communicate()
-        pytest.fail(f"the smoke run took over 300 s:\n{err[-5000:]}")
+        pytest.fail(f"the smoke run took over 420 s:\n{err[-5000:]}")
     assert bench.returncode == 0, out[-3000:] + err[-5000:]
     doc = json.loads(results.read_text())
     assert doc["mode"] == "smoke"
@@ -54,5 +54,17 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
             found["cold_start_s"] / found["bare_cold_start_s"], abs=1e-3
         )
         assert f"| {cloud}: cold start s |" in out
+    lam = doc["lambda"]  # the predict handler under the emulator, beside a bare handler
+    assert lam["cold_start_s"] > lam["bare_cold_start_s"] > 0
+    assert lam["cold_start_ratio"] == pytest.approx(
+        lam["cold_start_s"] / lam["bare_cold_start_s"], abs=1e-3
+    )
+    for name in ("predict", "bare"):
+        warm = lam["warm"][name]
+        assert warm["n"] > 0 and 0 < warm["p50_ms"] <= warm["p99_ms"], (name, warm)
+    assert lam["p50_ratio"] == pytest.approx(
+        lam["warm"]["predict"]["p50_ms"] / lam["warm"]["bare"]["p50_ms"], abs=1e-3
+    )
+    assert "| lambda: warm 1 row p99 ms |" in out
     assert doc["freshness"]["seconds"] > doc["freshness"]["training_seconds"] > 0
     assert set(doc["targets"]) and "| measure |" in out

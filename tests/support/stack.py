@@ -30,7 +30,13 @@ SET_BY_UP = (
 class Stack:
     """``milkprice up`` as a user starts it, on free ports, its lines collected."""
 
-    def __init__(self, tmp: Path, ports: dict[str, int] | None = None, cloud: str = "gcp") -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        ports: dict[str, int] | None = None,
+        cloud: str = "gcp",
+        runtime: str = "functions",
+    ) -> None:
         bucket_port = {"gcp": "GCS", "aws": "S3", "azure": "AZURE"}[cloud]
         names = (bucket_port, "PREDICT", "TRAIN", "EVENT")
         self.ports = ports or dict(zip(names, emulator.free_ports(len(names)), strict=True))
@@ -39,6 +45,7 @@ class Stack:
             **{k: v for k, v in os.environ.items() if not k.startswith(SET_BY_UP)},
             **{f"MILKPRICE_{k}_PORT": str(v) for k, v in self.ports.items()},
             "MILKPRICE_CLOUD": cloud,
+            "MILKPRICE_RUNTIME": runtime,
             "MILKPRICE_STATE_DIR": str(tmp / "state"),
             "MILKPRICE_BUCKET": "milk-price",
             "MILKPRICE_BACKTEST_MONTHS": "6",

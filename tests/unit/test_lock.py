@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
@@ -116,6 +117,18 @@ def test_every_bundle_s_requirements_are_the_lock_s_with_hashes(name: str, cloud
     assert not EMULATORS & set(pins) and "apscheduler" not in pins
     if name == "predict":
         assert not {"pandas", "scikit-learn", "scipy"} & set(pins)
+
+
+def test_the_lambda_zip_s_requirements_are_the_lock_s_with_hashes(tmp_path: Path) -> None:
+    """What `make bundle CLOUD=aws RUNTIME=lambda` installs into the predict zip: the lock's
+    pins with their hashes, apig-wsgi among them; no runtime interface client (Lambda's
+    runtime has its own), no emulator, nothing of the training side."""
+    folder = bundle.bundle("predict", tmp_path, "aws", "lambda")
+    assert (folder / "lambda_function.py").is_file() and (folder / "main.py").is_file()
+    direct = PYPROJECT["project"]["dependencies"] + EXTRAS["aws"] + EXTRAS["lambda"]
+    pins = _from_the_lock((folder / "requirements.txt").read_text(), direct)
+    assert "apig-wsgi" in pins and "boto3" in pins
+    assert not (EMULATORS | {"pandas", "scikit-learn", "scipy"}) & set(pins)
 
 
 def _image(name: str, cloud: str) -> dockerfile.Image:
