@@ -20,6 +20,7 @@ from milkprice import contract, store
 from milkprice.local import emulator
 from milkprice.settings import Settings
 from tests.support.paths import ROOT, SHARED
+from tests.support.servers import call
 from tests.support.stack import Stack, held_ports, parents
 
 pytestmark = pytest.mark.slow
@@ -49,7 +50,18 @@ def test_up_serves_trains_on_upload_and_stops_cleanly(stack: Stack) -> None:
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as r:
-        assert r.status == 200 and json.loads(r.read())[0] == pytest.approx(forecast["price"])
+        printed_price = json.loads(r.read())[0]
+        assert r.status == 200
+    # it is next month's feature row, priced by the served model as V2 infer prices it
+    row = json.loads(body)["data"][0]
+    status, meta = call(stack.url("/v2/models/forecast"), method="GET")
+    assert status == 200, meta
+    names = meta["parameters"]["feature_names"]
+    tensor = {"name": "X", "shape": [1, len(names)], "datatype": "FP64"}
+    tensor["data"] = [row[n] for n in names]
+    status, inferred = call(stack.url("/v2/models/forecast/infer"), {"inputs": [tensor]})
+    assert status == 200, inferred
+    assert printed_price == pytest.approx(inferred["outputs"][0]["data"][0], rel=1e-12)
 
     # a second `up` fails at once with a clear message, not a port traceback
     second = subprocess.run(
