@@ -87,6 +87,13 @@ class Settings:
             "range": (1, 12),
         },
     )
+    candidates: str = field(
+        default="",
+        metadata={
+            "doc": "the candidates backtested, comma-separated (empty: all; naive always): "
+            "fewer make a quicker training, for tests and demos"
+        },
+    )
     reload_seconds: float = field(
         default=5.0, metadata={"doc": "how often predict checks the pointer"}
     )

@@ -77,7 +77,7 @@ def trained_sample(gcs: str, sample_raw: dict[str, bytes]) -> tuple[Settings, di
 @pytest.fixture(scope="session")
 def trained_real(gcs: str, real_raw: dict[str, bytes]) -> tuple[Settings, dict[str, object]]:
     """A bucket holding a model promoted from the real data: the full 24 and 60-month views."""
-    return trained_bucket(real_raw, 24, 60)
+    return trained_bucket(real_raw, 24, 60, candidates="")
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from milkprice.errors import DataError
+from milkprice.errors import ConfigError, DataError
 from milkprice.settings import Settings
 from milkprice.train import artifacts, data, horizons, report
 from milkprice.train import features as F
@@ -95,7 +95,7 @@ def train(raw: dict[str, bytes], settings: Settings, timer: Timer, today: date) 
         scored = F.evaluation_months(frame, settings.backtest_months)
         target = F.next_month(frame)
     months = _months(frame, settings, scored, target)
-    scores = score(frame, months, timer)
+    scores = score(frame, months, timer, chosen_names(settings.candidates))
     naive = scores.results["naive"].metrics
     chosen, passed_over = choose(frame, scores, months.target)
     notes = {**scores.notes, **passed_over}
@@ -147,9 +147,31 @@ def _months(
 # ---------------------------------------------------------------- score and choose
 
 
-def score(frame: pd.DataFrame, months: Months, timer: Timer) -> Scores:
-    """Backtest every candidate that has the history, each once, on both views."""
+def chosen_names(setting: str) -> frozenset[str] | None:
+    """The candidates ``MILKPRICE_CANDIDATES`` names (None: all of them); naive is always
+    among them, since every figure is judged against it. An unknown name is a ConfigError
+    that lists the catalogue."""
+    names = frozenset(n.strip() for n in setting.split(",") if n.strip())
+    if not names:
+        return None
+    known = [c.name for c in {c.name: c for p in candidates().values() for c in p}.values()]
+    unknown = sorted(names - set(known))
+    if unknown:
+        raise ConfigError(
+            f"MILKPRICE_CANDIDATES names no candidate {', '.join(unknown)}; "
+            f"the candidates are {', '.join(known)}"
+        )
+    return names | {"naive"}
+
+
+def score(
+    frame: pd.DataFrame, months: Months, timer: Timer, only: frozenset[str] | None = None
+) -> Scores:
+    """Backtest every candidate that has the history (of ``only``, when given), each once,
+    on both views."""
     pools, notes = candidates(), {}
+    if only is not None:
+        pools = {role: [c for c in pool if c.name in only] for role, pool in pools.items()}
     every = list({c.name: c for pool in pools.values() for c in pool}.values())
     for c in every:  # a candidate whose features are too recent to train on is left out
         why = unscorable(frame, c, months.scored[0])

@@ -53,6 +53,7 @@ def serve(tmp_path: Path, gcs: str) -> Iterator[Any]:
             "MILKPRICE_BUCKET": settings.bucket,
             "MILKPRICE_BACKTEST_MONTHS": str(settings.backtest_months),
             "MILKPRICE_LONG_BACKTEST_MONTHS": str(settings.long_backtest_months),
+            "MILKPRICE_CANDIDATES": settings.candidates,
         }
         command = processes.function_command(target, None, port, bin_dir=binary)
         procs.append(processes.start(target, command, env, cwd=folder))

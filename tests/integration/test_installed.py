@@ -34,6 +34,7 @@ from google.cloud import storage
 
 from milkprice.local import emulator, sample
 from tests.support import dockerfile, lock
+from tests.support.buckets import QUICK_CANDIDATES
 from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.slow
@@ -43,6 +44,7 @@ BUCKET_SERVICE = "gcs"  # played by the bundled binary, started by the test itse
 QUICK = {
     "MILKPRICE_BACKTEST_MONTHS": "6",
     "MILKPRICE_LONG_BACKTEST_MONTHS": "0",
+    "MILKPRICE_CANDIDATES": QUICK_CANDIDATES,
     "MILKPRICE_RELOAD_SECONDS": "1",
 }
 

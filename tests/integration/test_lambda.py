@@ -84,6 +84,7 @@ def function_env(settings: Settings, store_env: dict[str, str], name: str) -> di
         "MILKPRICE_BUCKET": settings.bucket,
         "MILKPRICE_BACKTEST_MONTHS": "6",
         "MILKPRICE_LONG_BACKTEST_MONTHS": "0",
+        "MILKPRICE_CANDIDATES": settings.candidates,
         "MILKPRICE_RELOAD_SECONDS": "0.3",
         **lambda_rie.function_env(name, 900),
     }

@@ -167,7 +167,8 @@ def test_an_upload_whose_run_died_is_redelivered_until_taken_over_and_trained(
     with Retry-After while the claim is fresh (never a 200 that drops the event), and once its
     heartbeat has lapsed, a redelivery takes the claim over and a model of those versions
     serves."""
-    settings = new_settings(backtest_months=6)
+    # every candidate: a run long enough to be killed in the middle of its backtest
+    settings = new_settings(backtest_months=6, candidates="")
     tokens = upload(settings, sample_raw)
     env = env_for(settings, gcs, tmp_path, MILKPRICE_CLAIM_TIMEOUT=str(CLAIM_TIMEOUT))
     doomed = Function("train_events", "train", env)

@@ -131,7 +131,8 @@ def _train_and_interrupt(stack: Stack, sig: signal.Signals) -> str:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_during_training_leaves_nothing_behind(tmp_path: Path, sig: signal.Signals) -> None:
-    first = Stack(tmp_path)
+    # every candidate: a training long enough to be stopped in the middle of its backtest
+    first = Stack(tmp_path, candidates="")
     try:
         first.wait_for("ready.", timeout=300)
         served = first.get("/forecast")[1]["model_version"]
@@ -150,7 +151,8 @@ def test_a_stop_during_training_leaves_nothing_behind(tmp_path: Path, sig: signa
     finally:
         first.close()
 
-    second = Stack(tmp_path, first.ports)  # the same state and ports: starts, serves as before
+    # the same state and ports: starts, serves as before
+    second = Stack(tmp_path, first.ports, candidates="")
     try:
         second.wait_for("ready.", timeout=120)
         assert second.get("/forecast")[1]["model_version"] == served  # the pointer never moved

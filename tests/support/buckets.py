@@ -13,14 +13,23 @@ from milkprice import contract, store
 from milkprice.settings import Settings
 
 TODAY = date(2026, 11, 27)  # the day every test's training takes as today
-# Small backtests keep function tests quick; the real-data tests use the full 24 months.
-QUICK = {"MILKPRICE_BACKTEST_MONTHS": "6", "MILKPRICE_LONG_BACKTEST_MONTHS": "0"}
+# Small backtests of a few quick candidates keep a training to a couple of seconds: tests of
+# what a run does with its model (events, claims, promotion, serving) need a model, not the
+# whole catalogue. The tests of the training core and the real-data tests score every
+# candidate (``candidates=""``).
+QUICK_CANDIDATES = "seasonal_naive,ridge_ratio_5y,ridge_ratio_seasonal,ridge_change_legacy"
+QUICK = {
+    "MILKPRICE_BACKTEST_MONTHS": "6",
+    "MILKPRICE_LONG_BACKTEST_MONTHS": "0",
+    "MILKPRICE_CANDIDATES": QUICK_CANDIDATES,
+}
 
 
 def new_settings(**overrides: object) -> Settings:
     """A new bucket of its own, named in MILKPRICE_BUCKET too."""
     bucket = f"test-{uuid.uuid4().hex[:12]}"
     overrides.setdefault("long_backtest_months", 0)  # the long view has tests of its own
+    overrides.setdefault("candidates", QUICK_CANDIDATES)
     settings = Settings(bucket=bucket, **overrides)  # type: ignore[arg-type]
     store.ensure_bucket(settings)
     os.environ["MILKPRICE_BUCKET"] = bucket
@@ -36,12 +45,15 @@ def upload(settings: Settings, files: dict[str, bytes]) -> dict[str, str]:
 
 
 def trained_bucket(
-    raw: dict[str, bytes], months: int, long: int = 0
+    raw: dict[str, bytes], months: int, long: int = 0, candidates: str = QUICK_CANDIDATES
 ) -> tuple[Settings, dict[str, Any]]:
-    """A new bucket holding ``raw`` and a model promoted from it."""
+    """A new bucket holding ``raw`` and a model promoted from it (of ``candidates``; ""
+    scores every one)."""
     from milkprice.train import runner
 
-    settings = new_settings(backtest_months=months, long_backtest_months=long)
+    settings = new_settings(
+        backtest_months=months, long_backtest_months=long, candidates=candidates
+    )
     upload(settings, raw)
     record = contract.to_builtins(runner.run(settings, "http", today=TODAY))
     assert record["outcome"] == "promoted", record

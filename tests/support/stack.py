@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from milkprice.local import emulator
+from tests.support.buckets import QUICK_CANDIDATES
 from tests.support.paths import ROOT
 
 # what up chooses itself: the settings, and each cloud SDK's endpoint variables
@@ -36,6 +37,7 @@ class Stack:
         ports: dict[str, int] | None = None,
         cloud: str = "gcp",
         runtime: str = "functions",
+        candidates: str = QUICK_CANDIDATES,
     ) -> None:
         bucket_port = {"gcp": "GCS", "aws": "S3", "azure": "AZURE"}[cloud]
         names = (bucket_port, "PREDICT", "TRAIN", "EVENT")
@@ -50,6 +52,7 @@ class Stack:
             "MILKPRICE_BUCKET": "milk-price",
             "MILKPRICE_BACKTEST_MONTHS": "6",
             "MILKPRICE_LONG_BACKTEST_MONTHS": "0",
+            "MILKPRICE_CANDIDATES": candidates,
             "MILKPRICE_RELOAD_SECONDS": "1",
         }
         self.lines: list[str] = []
