@@ -16,6 +16,7 @@ from milkprice.local import emulator, sample
 from milkprice.settings import Settings
 from tests.support.buckets import QUICK, new_settings, trained_bucket
 from tests.support.paths import SHARED
+from tests.support.platform_events import left_out
 
 KINDS = ("unit", "function", "integration")
 HERE = Path(__file__).resolve().parent
@@ -36,6 +37,14 @@ def _isolated_environ() -> Iterator[None]:
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture
+def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs read, claim, archive and record as usual, and leave the training out."""
+    from milkprice.train import runner
+
+    monkeypatch.setattr(runner, "_train_and_write", left_out)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import pytest
 
 from milkprice import store
 from milkprice.settings import Settings
-from tests.function.test_train_events import (
+from tests.support.platform_events import (
     CLOUDEVENT,
     PING_ATTRIBUTES,
     PRICE,
@@ -27,7 +27,6 @@ from tests.function.test_train_events import (
     binary,
     blob_cloudevent,
     eventbridge,
-    no_training,  # noqa: F401  (the fixture, used by pytestmark)
     post,
     runs,
     s3_notification,

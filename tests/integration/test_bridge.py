@@ -19,8 +19,11 @@ from werkzeug.serving import make_server
 from milkprice.local import processes
 from milkprice.local.bridge import sink
 from milkprice.settings import Settings
-from tests.function.test_train_events import no_training, runs, upload  # noqa: F401
 from tests.support.paths import TRAIN_MAIN
+from tests.support.platform_events import (
+    runs,
+    upload,
+)
 
 pytestmark = pytest.mark.usefixtures("no_training")
 
@@ -37,14 +40,15 @@ def train_url() -> Iterator[str]:
 
 
 def until_runs(settings: Settings, count: int, bridge: processes.Process) -> list[dict[str, Any]]:
+    """The finished runs, once ``count`` of them are (a run's record is written as it starts)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        found = runs(settings)
+        found = [r for r in runs(settings) if r.get("outcome", "running") != "running"]
         if len(found) >= count:
             return found
         assert bridge.alive(), bridge.tail()
         time.sleep(0.2)
-    raise AssertionError(f"{count} runs not seen within 60 s\n{bridge.tail()}")
+    raise AssertionError(f"{count} finished runs not seen within 60 s\n{bridge.tail()}")
 
 
 def test_the_bridge_delivers_every_new_version_to_its_sink(
