@@ -20,7 +20,7 @@ export UV_PYTHON_DOWNLOADS := never
 # --locked: a lock that no longer matches pyproject.toml is an error, never silently redone
 SYNC := $(UV) sync --locked --quiet
 
-.PHONY: install lock up test test-unit lint evaluate bench bundle clean
+.PHONY: install lock up test test-bench test-unit lint evaluate bench bundle clean
 
 $(UV): infra/uv-requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,9 +45,15 @@ up: install
 	$(if $(CLOUD),MILKPRICE_CLOUD=$(CLOUD)) $(if $(RUNTIME),MILKPRICE_RUNTIME=$(RUNTIME)) \
 	  $(BIN)/milkprice up $(if $(DATA),--data $(DATA))
 
-## make test: the whole suite, against the real fake-gcs-server
-test: install
-	$(BIN)/python -m pytest
+## make test: the whole suite but the benchmark's smoke run, on as many workers as the
+## machine has cores (at most 4; each test file stays on one worker, its servers with it)
+test: install $(EVAL_STAMP)
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile -m "not bench"
+
+## make test-bench: the benchmark's smoke run (make bench BENCH_SECONDS=1), checked; CI runs
+## it after make test
+test-bench: install
+	$(BIN)/python -m pytest -m bench
 
 ## make test-unit: the quick part, no emulator and no server (tests/unit)
 test-unit: install

@@ -85,8 +85,9 @@ def trained_sample(gcs: str, sample_raw: dict[str, bytes]) -> tuple[Settings, di
 
 @pytest.fixture(scope="session")
 def trained_real(gcs: str, real_raw: dict[str, bytes]) -> tuple[Settings, dict[str, object]]:
-    """A bucket holding a model promoted from the real data: the full 24 and 60-month views."""
-    return trained_bucket(real_raw, 24, 60, candidates="")
+    """A bucket holding a model promoted from the real data, of the quick candidates (shared:
+    do not change it); ``tests/function/test_real_data.py`` trains the full views itself."""
+    return trained_bucket(real_raw, 6)
 
 
 @pytest.fixture

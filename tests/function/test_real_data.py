@@ -12,6 +12,13 @@ from milkprice import contract, store
 from milkprice.settings import Settings
 from milkprice.train import features as F
 from milkprice.train import horizons
+from tests.support.buckets import trained_bucket
+
+
+@pytest.fixture(scope="module")
+def trained_real(gcs: str, real_raw: dict[str, bytes]) -> tuple[Settings, dict[str, Any]]:
+    """The real data trained as a deployment trains it: every candidate, both views."""
+    return trained_bucket(real_raw, 24, 60, candidates="")
 
 
 @pytest.fixture(scope="module")

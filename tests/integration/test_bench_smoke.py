@@ -15,6 +15,7 @@ from tests.support.paths import ROOT
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_bench_smoke_run(tmp_path: Path) -> None:
     if shutil.which("wrk") is None and os.geteuid() != 0:
         pytest.skip("wrk is not installed and installing it (apt-get install -y wrk) needs root")
