@@ -48,7 +48,7 @@ up: install
 ## make test: the whole suite but the benchmark's smoke run, on as many workers as the
 ## machine has cores (at most 4; each test file stays on one worker, its servers with it)
 test: install $(EVAL_STAMP)
-	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile -m "not bench"
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile -m "not bench" --durations=15
 
 ## make test-bench: the benchmark's smoke run (make bench BENCH_SECONDS=1), checked; CI runs
 ## it after make test
