@@ -15,7 +15,7 @@ import statistics
 from typing import TYPE_CHECKING, Any
 
 from milkprice import contract, store
-from milkprice.local import emulators, storage
+from milkprice.local import object_stores, processes
 from milkprice.settings import Settings
 
 if TYPE_CHECKING:
@@ -27,18 +27,18 @@ CASE = "1 row /predict c=1"
 
 def _serve_from(cloud: str, bench: Bench, env: dict[str, str]) -> None:
     """The main run's serving version, promoted in a bucket of the same name on ``cloud``."""
-    version, files = storage.export_version(bench.settings)
+    version, files = object_stores.export_version(bench.settings)
     os.environ.update(env)  # this process's own store calls; the SDKs read only their own
     target = Settings(bucket=bench.settings.bucket, cloud=cloud)
     store.ensure_bucket(target)
-    storage.import_version(target, version, files)
+    object_stores.import_version(target, version, files)
     seen = contract.read_pointer(target)
     contract.promote(target, version, "bench", seen[1] if seen else None)
 
 
 def measure(bench: Bench, cloud: str) -> dict[str, Any]:
     """Cold start and 1-row serving of predict on ``cloud``, each beside the bare function."""
-    proc, env = storage.start_free(cloud, bench.procs.tmp / cloud)
+    proc, env = object_stores.start_free(cloud, bench.procs.tmp / cloud)
     extra = {"MILKPRICE_CLOUD": cloud, **env}
     try:
         _serve_from(cloud, bench, env)
@@ -52,7 +52,7 @@ def measure(bench: Bench, cloud: str) -> dict[str, Any]:
             )
         served = bench.serve_one(CASE, extra)
     finally:
-        emulators.stop(proc)
+        processes.stop([proc])
     predict_s, ceiling_s = (
         round(statistics.median(v), 3) for v in (cold["predict"], cold["ceiling"])
     )

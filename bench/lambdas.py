@@ -15,7 +15,8 @@ import statistics
 import time
 from typing import TYPE_CHECKING, Any
 
-from milkprice.local import http, lambda_rie
+from milkprice import http_client as http
+from milkprice.local import lambda_rie
 
 if TYPE_CHECKING:
     from bench.run import Bench, Case

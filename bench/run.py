@@ -38,7 +38,9 @@ if __name__ == "__main__":  # run as a script: import milkprice from this checko
 
 from bench import clouds, lambdas  # noqa: E402
 from milkprice import contract, store  # noqa: E402
-from milkprice.local import emulator, http, processes, sample  # noqa: E402
+from milkprice import http_client as http  # noqa: E402
+from milkprice.local import processes, sample  # noqa: E402
+from milkprice.local.object_stores import fake_gcs  # noqa: E402
 from milkprice.settings import Settings  # noqa: E402
 from milkprice.train.features import LEGACY_FEATURES as LEGACY  # noqa: E402
 
@@ -404,7 +406,7 @@ class Bench:
     # ---- 1 and 5: serving, then the soak on the same predict process
 
     def serving(self) -> None:
-        port = {"predict": emulator.free_port(), "ceiling": emulator.free_port()}
+        port = {"predict": processes.free_port(), "ceiling": processes.free_port()}
         url = {name: f"http://{HOST}:{p}" for name, p in port.items()}
         server = {name: self.start(name, p) for name, p in port.items()}
         health = url["predict"] + "/v2/health/ready"
@@ -456,7 +458,7 @@ class Bench:
     def cold_once(self, name: str, **extra: str) -> float:
         """Process start to the first correct prediction (the bare function: first 200)."""
         case = self.plan[0]
-        port = emulator.free_port()
+        port = processes.free_port()
         url = f"http://{HOST}:{port}" + ("/predict" if name == "predict" else "/")
         started = time.perf_counter()
         proc = self.start(name, port, **extra)
@@ -490,7 +492,7 @@ class Bench:
     def serve_one(self, case_name: str, extra: dict[str, str]) -> dict[str, float]:
         """req/s of one case on a predict started with ``extra`` and on the bare function."""
         [case] = [c for c in self.plan if c.name == case_name]
-        port = {"predict": emulator.free_port(), "ceiling": emulator.free_port()}
+        port = {"predict": processes.free_port(), "ceiling": processes.free_port()}
         url = {name: f"http://{HOST}:{p}" for name, p in port.items()}
         server = {
             "predict": self.start("predict", port["predict"], **extra),
@@ -530,11 +532,11 @@ class Bench:
         # The bridge has seen the raw generations the serving model was trained on.
         seen = dict(store.list_names(self.settings, store.RAW_PREFIX))
         (state / "bridge-state.json").write_text(json.dumps(seen))
-        predict_port, train_port = emulator.free_port(), emulator.free_port()
+        predict_port, train_port = processes.free_port(), processes.free_port()
         env = {
             "MILKPRICE_EVENT_URL": f"http://{HOST}:{train_port}/",
             # The scheduler's target: it fires at 03:00 only, so nothing needs to listen.
-            "MILKPRICE_TRAIN_URL": f"http://{HOST}:{emulator.free_port()}/",
+            "MILKPRICE_TRAIN_URL": f"http://{HOST}:{processes.free_port()}/",
             "MILKPRICE_RELOAD_SECONDS": "1",
             "MILKPRICE_STATE_DIR": str(state),
             "MILKPRICE_BACKTEST_MONTHS": str(months),
@@ -750,9 +752,9 @@ def report(bench: Bench, config: Config) -> int:
 
 
 def run(tmp: Path, config: Config) -> int:
-    port = emulator.free_port()
-    gcs = emulator.start(tmp / "gcs", port)
-    gcs_url = emulator.url(HOST, port)
+    port = processes.free_port()
+    gcs = fake_gcs.start(tmp / "gcs", port)
+    gcs_url = fake_gcs.url(HOST, port)
     os.environ["STORAGE_EMULATOR_HOST"] = gcs_url  # for this process's own store calls
     procs = Processes(tmp, gcs_url)
     try:
@@ -782,7 +784,7 @@ def run(tmp: Path, config: Config) -> int:
         return report(bench, config)
     finally:
         procs.stop_all()
-        emulator.stop(gcs)
+        fake_gcs.stop(gcs)
 
 
 def main() -> int:

@@ -38,7 +38,7 @@ PACKAGE = ROOT / "milkprice"
 SIDES = {"predict": ((), "predict"), "train": (("train",), "train")}
 
 
-SIDE_FOLDERS = ("predict", "train", "local")
+SIDE_FOLDERS = ("predict", "train", "bridge", "local")
 # AWS Lambda: the runtime and machine the zip packages are built for, and their size limits
 LAMBDA_PYTHON = "3.12"
 LAMBDA_PLATFORM = "x86_64-manylinux_2_28"

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from milkprice import store
-from milkprice.local import emulator, sample
+from milkprice.local import processes, sample
+from milkprice.local.object_stores import fake_gcs
 from milkprice.settings import Settings
 from tests.support.buckets import QUICK, new_settings, trained_bucket
 from tests.support.paths import SHARED
@@ -50,12 +51,12 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real fake-gcs-server on a free port; STORAGE_EMULATOR_HOST points at it."""
-    port = emulator.free_port()
-    proc = emulator.start(tmp_path_factory.mktemp("gcs"), port)
-    host = emulator.url("127.0.0.1", port)
+    port = processes.free_port()
+    proc = fake_gcs.start(tmp_path_factory.mktemp("gcs"), port)
+    host = fake_gcs.url("127.0.0.1", port)
     os.environ["STORAGE_EMULATOR_HOST"] = host
     yield host
-    emulator.stop(proc)
+    fake_gcs.stop(proc)
 
 
 @pytest.fixture

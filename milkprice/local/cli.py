@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from milkprice import accuracy as live
 from milkprice import contract, store
+from milkprice import http_client as http
 from milkprice.errors import MilkPriceError
-from milkprice.local import http
+from milkprice.local import processes
 from milkprice.settings import LOG_FORMATS, Settings
 
 if TYPE_CHECKING:  # imported where used: each command loads only what it needs
-    from milkprice.local import events, s3_events
+    from milkprice.bridge import watcher
+    from milkprice.local import s3_queue
 
 
 def _token(settings: Settings) -> str:
@@ -69,7 +71,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
     """The scheduler and the upload events (a child of ``up``, a service in compose)."""
     from milkprice import logs
-    from milkprice.local import events, processes
+    from milkprice.local import scheduler
 
     logs.setup("events")
     for attempt in range(30):  # the bucket may still be starting (compose starts all at once)
@@ -80,32 +82,33 @@ def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
             if attempt == 29:
                 raise
             time.sleep(1.0)
-    scheduler = events.start_scheduler(settings, settings.train_endpoint())
+    jobs = scheduler.start_scheduler(settings, settings.train_endpoint())
     uploads = _upload_events(settings)
     uploads.start()
     processes.wait_for_stop()
     uploads.stop()
-    scheduler.shutdown(wait=False)
+    jobs.shutdown(wait=False)
     return 0
 
 
-def _upload_events(settings: Settings) -> events.Bridge | s3_events.QueueRelay:
+def _upload_events(settings: Settings) -> watcher.Bridge | s3_queue.QueueRelay:
     """What plays the cloud's upload events: S3's own notifications through a queue, or a
     bridge that lists raw/ and sends the event the cloud's event service would."""
-    from milkprice.local import events, lambda_rie, s3_events
+    from milkprice.bridge import watcher
+    from milkprice.local import lambda_rie, s3_queue
 
     target = settings.event_endpoint()
     if settings.cloud == "aws" and settings.runtime == "lambda":
         # the train handler under the emulator at the event endpoint, invoked as an event
         # source mapping does, its batchItemFailures honoured
         invocations = target.rstrip("/") + lambda_rie.INVOCATIONS
-        return s3_events.QueueRelay(settings, invocations, invoke=True)
+        return s3_queue.QueueRelay(settings, invocations, invoke=True)
     if settings.cloud == "aws":
-        return s3_events.QueueRelay(settings, target)
+        return s3_queue.QueueRelay(settings, target)
     # each cloud's bridge remembers its own deliveries (tokens mean nothing across clouds)
     suffix = "" if settings.cloud == "gcp" else f"-{settings.cloud}"
     state = settings.state_path(f"bridge-state{suffix}.json")
-    return events.Bridge(settings, target, state_file=state)
+    return watcher.Bridge(settings, target, state_file=state)
 
 
 def cmd_upload(settings: Settings, args: argparse.Namespace) -> int:
@@ -525,9 +528,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         if args.command not in ("up", "evaluate", "replay"):
-            from milkprice.local import storage
+            from milkprice.local import object_stores
 
-            storage.use_local(settings)  # the local stack's, unless the environment says else
+            object_stores.use_local(settings)  # the local stack's, unless the environment says else
         handler = COMMANDS[args.command][0]
         status = handler(settings, args)
         sys.stdout.flush()  # here, where a reader gone away is caught below, not at exit

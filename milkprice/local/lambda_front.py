@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from milkprice.local import http as client
+from milkprice import http_client as client
 from milkprice.local import lambda_rie, processes
 
 log = logging.getLogger("milkprice.local.lambda_front")
@@ -256,11 +256,9 @@ def start(
 ) -> tuple[processes.Process, str]:
     """A front for the emulators at ``urls`` (tests, the bench), and its base URL, once it
     listens (no request is sent: the emulators' first invocation stays the caller's)."""
-    from milkprice.local import emulator
-
-    port = port or emulator.free_port(host)
+    port = port or processes.free_port(host)
     proc = processes.start(name, command(urls, f"{host}:{port}", timeout), env, log=log)
-    base = emulator.url(host, port)
+    base = f"http://{host}:{port}"
     processes.wait_until(lambda: lambda_rie.listening(host, port), proc)
     return proc, base
 

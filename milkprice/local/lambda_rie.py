@@ -36,8 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from milkprice import http_client as http
 from milkprice.errors import StackError
-from milkprice.local import http, processes
+from milkprice.local import processes
 from milkprice.settings import Settings
 
 # the release whose wheel carries the emulator, and the sha256 of that wheel (pip checks it)
@@ -170,13 +171,11 @@ def start(
     """An emulator for ``handler`` (``module.function``) in ``task_root`` (its working folder,
     as /var/task on Lambda), answering once its port is open; the runtime starts at the
     first invocation."""
-    from milkprice.local import emulator  # the tooling's, not the event relay's (train image)
-
-    api_port, free = emulator.free_ports(2, host)
+    api_port, free = processes.free_ports(2, host)
     port = port or free
     args = command(handler, port, api_port, python, host)
     proc = processes.start(name, args, env, cwd=task_root, output=output, log=log)
-    url = emulator.url(host, port) + INVOCATIONS
+    url = f"http://{host}:{port}{INVOCATIONS}"
     processes.wait_until(lambda: listening(host, port), proc, limit=30.0)
     return Emulator(proc, url)
 

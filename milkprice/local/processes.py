@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -158,6 +159,33 @@ def wait_until(
         if time.monotonic() > deadline:
             raise RuntimeError(f"{proc.name} not ready within {limit:.0f} s:\n{proc.tail()}")
         time.sleep(poll)
+
+
+def wait_ready(proc: Process, ready: Callable[[], bool], limit: float) -> None:
+    """Return once ``ready()``; if ``proc`` exits first or ``limit`` passes, stop it and raise
+    ``StackError`` (a server that never answered is the stack's to report)."""
+    from milkprice.errors import StackError
+
+    try:
+        wait_until(ready, proc, limit=limit, poll=0.1)
+    except RuntimeError as exc:
+        stop([proc])
+        raise StackError(str(exc)) from None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` different free ports: each held until all are chosen, so none repeats."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in sockets]
 
 
 def function_command(

@@ -168,13 +168,13 @@ def main(settings: Settings, args: Any) -> int:
     import uuid
     from pathlib import Path
 
-    from milkprice.local import emulators, sample, storage
+    from milkprice.local import object_stores, processes, sample
 
     raw = sample.read_folder(args.data)
     if args.quick:
         settings = dataclasses.replace(settings, backtest_months=6, long_backtest_months=0)
     folder = Path(tempfile.mkdtemp(prefix="milkprice-replay-"))
-    proc, env = storage.start_free(settings.cloud, folder)
+    proc, env = object_stores.start_free(settings.cloud, folder)
     try:
         os.environ.update(env)
         store.reset()
@@ -186,7 +186,7 @@ def main(settings: Settings, args: Any) -> int:
         runs = replay(settings, raw, args.first, today, lambda line: print(line, flush=True))
         doc, _ = contract.read_ledger(settings)
     finally:
-        emulators.stop(proc)
+        processes.stop([proc])
     if not doc.forecasts:
         print("no forecast was scored")
         return 1

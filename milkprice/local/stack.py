@@ -1,12 +1,12 @@
 """``milkprice up``: the whole system on one machine, no Docker, on any of the three clouds.
 
-The emulator of ``MILKPRICE_CLOUD`` plays the bucket (``storage``: fake-gcs-server, moto's S3
+The emulator of ``MILKPRICE_CLOUD`` plays the bucket (``object_stores``: fake-gcs-server, moto's S3
 server or Azurite), two Functions Framework processes play the train function (its HTTP
 trigger and its event trigger) and one the predict function, and an ``events`` process plays
 the scheduler and the cloud's upload events. With ``MILKPRICE_RUNTIME=lambda`` (on aws) the
 functions run as on AWS Lambda instead: their handlers under the Runtime Interface Emulator,
 HTTP through a Function URL's stand-in (``lambda_front``), S3's notifications invoked as an
-event source mapping does (``s3_events``). Every child's lines are printed prefixed with its
+event source mapping does (``s3_queue``). Every child's lines are printed prefixed with its
 name; Ctrl-C or SIGTERM stops them all.
 """
 
@@ -29,16 +29,16 @@ from pathlib import Path
 from typing import IO
 
 from milkprice import contract, store
+from milkprice import http_client as http
 from milkprice.errors import MilkPriceError, StackError
 from milkprice.local import (
     console,
-    http,
     lambda_front,
     lambda_rie,
+    object_stores,
     processes,
-    s3_events,
+    s3_queue,
     sample,
-    storage,
 )
 from milkprice.settings import Settings
 
@@ -104,8 +104,8 @@ def stop_all(children: list[processes.Process], settings: Settings, signal_name:
     master and hold the port. The bucket goes last so that the runs the stop cut short can be
     marked as such.
     """
-    bucket = [c for c in children if c.name in storage.NAMES]
-    processes.stop([c for c in children if c.name not in storage.NAMES])
+    bucket = [c for c in children if c.name in object_stores.NAMES]
+    processes.stop([c for c in children if c.name not in object_stores.NAMES])
     if bucket and bucket[0].alive():
         with contextlib.suppress(MilkPriceError):
             for run_id in interrupted_runs(settings, signal_name):
@@ -157,7 +157,7 @@ def lock(state: Path) -> IO[str]:
 
 def check_ports(settings: Settings) -> None:
     wanted = {
-        storage.local(settings).port_variable: storage.port(settings),
+        object_stores.local(settings).port_variable: object_stores.port(settings),
         "MILKPRICE_PREDICT_PORT": settings.predict_port,
         "MILKPRICE_TRAIN_PORT": settings.train_port,
         "MILKPRICE_EVENT_PORT": settings.event_port,
@@ -295,7 +295,7 @@ def _environment(settings: Settings, state: Path) -> dict[str, str]:
     """What every child gets: the bucket, the train token and up's own state folder."""
     return {
         **os.environ,
-        **storage.client_env(settings),
+        **object_stores.client_env(settings),
         "MILKPRICE_TRAIN_TOKEN": train_token(settings, state),
         # the children run in the checkout: the absolute folder keeps them on up's own state
         "MILKPRICE_STATE_DIR": str(state),
@@ -304,9 +304,10 @@ def _environment(settings: Settings, state: Path) -> dict[str, str]:
 
 
 def _start_bucket(settings: Settings, state: Path) -> processes.Process:
-    own = storage.local(settings)
-    say(f"starting {own.what} on {storage.url(settings)} ({storage.where(settings, state)})")
-    bucket = storage.start(settings, state)
+    own = object_stores.local(settings)
+    where = object_stores.where(settings, state)
+    say(f"starting {own.what} on {object_stores.url(settings)} ({where})")
+    bucket = object_stores.start(settings, state)
     if bucket.popen.stdout is not None:
         threading.Thread(target=_pump, args=(own.name, bucket.popen.stdout), daemon=True).start()
     return bucket
@@ -316,10 +317,10 @@ def _prepare_bucket(settings: Settings, data_dir: str | None) -> None:
     """The bucket, its upload events (S3 sends its own: ask it first), then the raw data."""
     store.ensure_bucket(settings)
     if settings.cloud == "aws":
-        s3_events.subscribe(settings)
+        s3_queue.subscribe(settings)
         say(
             f"bucket {settings.bucket}: new objects under raw/ notify queue "
-            f"{s3_events.queue_name(settings)}"
+            f"{s3_queue.queue_name(settings)}"
         )
     say(f"bucket {settings.bucket}: {seed_data(settings, data_dir)}")
 
@@ -400,7 +401,7 @@ def up(settings: Settings, data_dir: str | None = None) -> int:
     check_ports(settings)
     stop = Stopper()
     env = _environment(settings, state)
-    os.environ.update(storage.client_env(settings))
+    os.environ.update(object_stores.client_env(settings))
     children: list[processes.Process] = []
     try:
         children.append(_start_bucket(settings, state))

@@ -23,7 +23,9 @@ import pytest
 
 from milkprice import contract, store
 from milkprice.errors import ConfigError, Conflict, MilkPriceError, StorageUnavailable
-from milkprice.local import emulator, emulators
+from milkprice.local import processes
+from milkprice.local.object_stores import azurite as azurite_server
+from milkprice.local.object_stores import moto_server
 from milkprice.settings import Settings
 from tests.support import clouds
 from tests.support.buckets import new_settings
@@ -38,7 +40,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """moto's S3 server on a free port; the variables boto3 needs to reach it."""
     proc, env = clouds.start("aws", tmp_path_factory.mktemp("moto"))
     yield env
-    emulators.stop(proc)
+    processes.stop([proc])
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +48,7 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     """Azurite's blob service on a free port (installed with npm on first use)."""
     proc, env = clouds.start("azure", tmp_path_factory.mktemp("azurite"))
     yield env
-    emulators.stop(proc)
+    processes.stop([proc])
 
 
 @pytest.fixture(params=CLOUDS)
@@ -305,8 +307,8 @@ def test_a_manifest_round_trips(bucket: Settings) -> None:
 
 @pytest.mark.parametrize("cloud", ["aws", "azure"])
 def test_a_store_that_does_not_answer_is_unavailable_soon(cloud: str) -> None:
-    port = emulator.free_port()  # nothing listens there
-    env = emulators.moto_env(port) if cloud == "aws" else emulators.azurite_env(port)
+    port = processes.free_port()  # nothing listens there
+    env = moto_server.env(port) if cloud == "aws" else azurite_server.env(port)
     os.environ.update(env)
     store.reset()
     settings = Settings(bucket="test-nobody", cloud=cloud)
@@ -406,5 +408,5 @@ def test_reading_from_cloud_storage_imports_no_other_cloud_sdk(gcs: str, tmp_pat
 def test_without_node_the_error_says_what_to_install(tmp_path: Path) -> None:
     os.environ["PATH"] = str(tmp_path)  # neither node nor npm here
     with pytest.raises(MilkPriceError, match=r"apt-get install nodejs npm") as caught:
-        emulators.install_azurite(tmp_path / "node")
+        azurite_server.install(tmp_path / "node")
     assert "\n" not in caught.value.message

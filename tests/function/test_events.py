@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from milkprice import store
-from milkprice.local import events
+from milkprice.bridge import watcher
+from milkprice.local import scheduler
 from milkprice.settings import Settings
 from tests.support.buckets import upload
 
@@ -79,7 +80,7 @@ def test_bridge_posts_eventarc_cloudevents(
     settings: Settings, sample_raw: dict[str, bytes], receiver_factory: Callable[..., Receiver]
 ) -> None:
     receiver = receiver_factory()
-    bridge = events.Bridge(settings, receiver.url, quiet=0.3, poll=0.1)
+    bridge = watcher.Bridge(settings, receiver.url, quiet=0.3, poll=0.1)
     generations = upload(settings, sample_raw)
     store.write(settings, "models/unrelated.json", b"{}")
     assert sorted(n for n, _ in bridge.step()) == [f"raw/{n}" for n in sorted(sample_raw)]
@@ -135,7 +136,7 @@ def test_bridge_retries_a_failed_delivery_until_it_is_answered_holding_up_no_oth
 
     receiver = receiver_factory(answer=answer)
     state = tmp_path / "bridge.json"
-    bridge = events.Bridge(
+    bridge = watcher.Bridge(
         settings,
         receiver.url,
         state_file=state,
@@ -175,10 +176,10 @@ def test_bridge_state_survives_a_restart(
     receiver = receiver_factory()
     state = tmp_path / "bridge.json"
     upload(settings, sample_raw)
-    first = events.Bridge(settings, receiver.url, state_file=state, quiet=0.1, poll=0.05)
+    first = watcher.Bridge(settings, receiver.url, state_file=state, quiet=0.1, poll=0.05)
     assert len(first.step()) == 3
     first.drain()
-    again = events.Bridge(settings, receiver.url, state_file=state, quiet=0.1, poll=0.05)
+    again = watcher.Bridge(settings, receiver.url, state_file=state, quiet=0.1, poll=0.05)
     assert again.step() == []
     first.stop()
 
@@ -194,13 +195,13 @@ def test_a_delivery_not_answered_is_delivered_again_after_a_restart(
     failing = receiver_factory(answer=lambda n: 503)
     state = tmp_path / "bridge.json"
     upload(settings, sample_raw)
-    first = events.Bridge(settings, failing.url, state_file=state, quiet=0.1, poll=0.05)
+    first = watcher.Bridge(settings, failing.url, state_file=state, quiet=0.1, poll=0.05)
     assert len(first.step()) == 3
     first.drain()
     first.stop()
     assert len(failing.requests) == 3 and not state.exists()
     working = receiver_factory()
-    again = events.Bridge(settings, working.url, state_file=state, quiet=0.1, poll=0.05)
+    again = watcher.Bridge(settings, working.url, state_file=state, quiet=0.1, poll=0.05)
     assert len(again.step()) == 3
     again.drain()
     again.stop()
@@ -216,12 +217,12 @@ def test_scheduler_retries_and_never_overlaps(
     schedule = Settings(
         bucket=settings.bucket, schedule="* * * * * *", timezone="UTC", train_token="tok"
     )
-    retry = events.Retry(attempts=3, deadline=10, min_backoff=0.2, max_backoff=0.5)
-    scheduler = events.start_scheduler(schedule, receiver.url, retry)
+    retry = scheduler.Retry(attempts=3, deadline=10, min_backoff=0.2, max_backoff=0.5)
+    jobs = scheduler.start_scheduler(schedule, receiver.url, retry)
     try:
         time.sleep(5.5)
     finally:
-        scheduler.shutdown(wait=True)
+        jobs.shutdown(wait=True)
     assert receiver.most_active == 1  # never two runs at once
     assert len(receiver.requests) >= 3
     first, second = receiver.requests[0], receiver.requests[1]
@@ -236,8 +237,8 @@ def test_scheduled_training_gives_up_after_its_attempts(
 ) -> None:
     receiver = receiver_factory(answer=lambda n: 500)
     slept: list[float] = []
-    retry = events.Retry(attempts=4, deadline=5, min_backoff=1, max_backoff=3)
-    assert events.scheduled_training(receiver.url, "", retry, slept.append) == 500
+    retry = scheduler.Retry(attempts=4, deadline=5, min_backoff=1, max_backoff=3)
+    assert scheduler.scheduled_training(receiver.url, "", retry, slept.append) == 500
     assert slept == [1, 2, 3] and len(receiver.requests) == 4
 
 
@@ -245,7 +246,7 @@ def test_a_bad_crontab_names_the_variable() -> None:
     from milkprice.errors import ConfigError
 
     with pytest.raises(ConfigError, match="MILKPRICE_SCHEDULE"):
-        events.cron("every day", "UTC")
+        scheduler.cron("every day", "UTC")
 
 
 def _until(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
@@ -261,8 +262,10 @@ def _count(receiver: Receiver, n: int) -> Callable[[], bool]:
     return lambda: len(receiver.requests) == n
 
 
-def _tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "milkprice.local.events" and r.exc_info]
+def _tracebacks(
+    caplog: pytest.LogCaptureFixture, logger: str = "milkprice.bridge"
+) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == logger and r.exc_info]
 
 
 def test_bridge_survives_a_step_that_raises(
@@ -273,7 +276,7 @@ def test_bridge_survives_a_step_that_raises(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     receiver = receiver_factory()
-    bridge = events.Bridge(settings, receiver.url, quiet=0.1, poll=0.05, backoff=0.05)
+    bridge = watcher.Bridge(settings, receiver.url, quiet=0.1, poll=0.05, backoff=0.05)
     looks = {"n": 0}
     real_changes = bridge.changes
 
@@ -305,7 +308,7 @@ def test_bridge_survives_a_state_file_it_cannot_write(
     blocker = tmp_path / "a-file"
     blocker.write_text("")  # a folder cannot be made under a file
     state = blocker / "var" / "bridge-state.json"
-    bridge = events.Bridge(
+    bridge = watcher.Bridge(
         settings, receiver.url, state_file=state, quiet=0.1, poll=0.05, backoff=0.05
     )
     thread = bridge.start()
@@ -328,7 +331,7 @@ def test_state_paths_are_taken_against_the_working_directory(
     assert Settings(state_dir="state").state_path() == tmp_path / "state"
     elsewhere = tmp_path / "elsewhere"
     assert Settings(state_dir=str(elsewhere)).state_path("x") == elsewhere / "x"
-    package = Path(events.__file__).resolve().parents[1]
+    package = Path(scheduler.__file__).resolve().parents[1]
     assert not Settings().state_path().is_relative_to(package)
 
 
@@ -342,7 +345,7 @@ def test_bridge_creates_its_state_folder_under_the_working_directory(
     monkeypatch.chdir(tmp_path)
     receiver = receiver_factory()
     state = settings.state_path("bridge-state.json")
-    bridge = events.Bridge(settings, receiver.url, state_file=state, quiet=0.1, poll=0.05)
+    bridge = watcher.Bridge(settings, receiver.url, state_file=state, quiet=0.1, poll=0.05)
     upload(settings, sample_raw)
     assert len(bridge.step()) == 3
     bridge.drain()
@@ -356,18 +359,18 @@ def test_a_scheduled_job_that_raises_is_logged_and_the_schedule_goes_on(
 ) -> None:
     calls: list[float] = []
 
-    def training_failing_once(url: str, token: str, retry: events.Retry) -> int:
+    def training_failing_once(url: str, token: str, retry: scheduler.Retry) -> int:
         calls.append(time.monotonic())
         if len(calls) == 1:
             raise RuntimeError("unexpected")
         return 200
 
-    monkeypatch.setattr(events, "scheduled_training", training_failing_once)
+    monkeypatch.setattr(scheduler, "scheduled_training", training_failing_once)
     schedule = Settings(schedule="* * * * * *", timezone="UTC")
-    scheduler = events.start_scheduler(schedule, "http://127.0.0.1:9/")
+    jobs = scheduler.start_scheduler(schedule, "http://127.0.0.1:9/")
     try:
         assert _until(lambda: len(calls) >= 2, timeout=10), "the schedule stopped"
     finally:
-        scheduler.shutdown(wait=True)
-    logged = _tracebacks(caplog)
+        jobs.shutdown(wait=True)
+    logged = _tracebacks(caplog, "milkprice.local.scheduler")
     assert logged and "scheduled training failed" in logged[0].getMessage()

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from milkprice import store
-from milkprice.local import emulator
+from milkprice.local import processes
+from milkprice.local.object_stores import fake_gcs
 from milkprice.predict import cache
 from milkprice.settings import Settings
 from tests.support.buckets import artifact, clone, manifest, promote
@@ -207,27 +208,27 @@ def test_the_bucket_away(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Down before any model: 503 with Retry-After. Down later: the loaded model serves on."""
-    port = emulator.free_port()
+    port = processes.free_port()
     root = tmp_path / "gcs"
-    proc = emulator.start(root, port)
+    proc = fake_gcs.start(root, port)
     try:
         # a client of its own (another project), on an emulator this test can stop
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.url("127.0.0.1", port))
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake_gcs.url("127.0.0.1", port))
         private = Settings(bucket="away", project=f"away-{uuid.uuid4().hex[:8]}")
         monkeypatch.setenv("MILKPRICE_PROJECT", private.project)
         monkeypatch.setenv("MILKPRICE_BUCKET", private.bucket)
         monkeypatch.setenv("MILKPRICE_RELOAD_SECONDS", "0.2")
         store.ensure_bucket(private)
-        emulator.stop(proc)
+        fake_gcs.stop(proc)
         client = Client()
         response = client.get("/forecast")
         assert response.status_code == 503 and response.headers["Retry-After"]
         assert "unavailable" in response.get_json()["error"]
-        proc = emulator.start(root, port)
+        proc = fake_gcs.start(root, port)
         version = clone(trained_sample[0], private, "v1")
         promote(private, version)
         wait_for_version(client, version, within=2.0)
-        emulator.stop(proc)
+        fake_gcs.stop(proc)
         time.sleep(0.3)
         # the one request that checks waits for the bucket, briefly; the others serve meanwhile
         checking: list[Any] = []
@@ -248,7 +249,7 @@ def test_the_bucket_away(
         assert checking[0].get_json()["model_version"] == version
         assert client.get("/v2/health/ready").status_code == 200
     finally:
-        emulator.stop(proc)
+        fake_gcs.stop(proc)
 
 
 def test_pointer_checks_back_off_while_storage_fails() -> None:

@@ -1,4 +1,4 @@
-"""The upload bridge as Knative runs it (``python -m milkprice.local.bridge``, a
+"""The upload bridge as Knative runs it (``python -m milkprice.bridge``, a
 ContainerSource): a real process watching raw/ in the real emulator, delivering to the sink
 in ``K_SINK``: the train image's target, served here over HTTP (the training left out)."""
 
@@ -16,8 +16,8 @@ import functions_framework
 import pytest
 from werkzeug.serving import make_server
 
+from milkprice.bridge.__main__ import sink
 from milkprice.local import processes
-from milkprice.local.bridge import sink
 from milkprice.settings import Settings
 from tests.support.paths import TRAIN_MAIN
 from tests.support.platform_events import (
@@ -62,7 +62,7 @@ def test_the_bridge_delivers_every_new_version_to_its_sink(
         "K_SINK": f"{train_url}/events",  # as Knative resolves the sink: ref plus uri
     }
     bridge = processes.start(
-        "bridge", [sys.executable, "-m", "milkprice.local.bridge"], env, log=tmp_path / "log"
+        "bridge", [sys.executable, "-m", "milkprice.bridge"], env, log=tmp_path / "log"
     )
     try:
         upload(settings, sample_raw)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from milkprice.local import emulator, emulators, processes, storage
+from milkprice.local import object_stores, processes
 from milkprice.settings import Settings
 from tests.support import clouds, lock
 from tests.support.buckets import new_settings, promote, upload
@@ -45,7 +45,7 @@ def serve(tmp_path: Path, gcs: str) -> Iterator[Any]:
     ) -> str:
         folder = bundle.bundle(name, tmp_path / "dist", settings.cloud)
         binary = _venv(folder, tmp_path)
-        port = emulator.free_port()
+        port = processes.free_port()
         env = {
             "PATH": os.environ["PATH"],
             **(store_env or {"STORAGE_EMULATOR_HOST": gcs}),
@@ -100,17 +100,17 @@ def test_each_cloud_s_predict_bundle_installs_and_serves_from_that_cloud(
     trained_sample: tuple[Settings, dict[str, Any]],
     tmp_path: Path,
 ) -> None:
-    version, files = storage.export_version(trained_sample[0])
+    version, files = object_stores.export_version(trained_sample[0])
     proc, env = clouds.start(cloud, tmp_path / "store")
     try:
         clouds.use(cloud, env)
         settings = new_settings(cloud=cloud, backtest_months=6)
-        promote(settings, storage.import_version(settings, version, files))
+        promote(settings, object_stores.import_version(settings, version, files))
         predict = serve("predict", "predict", settings, env)
         with urllib.request.urlopen(predict + "forecast", timeout=30) as r:
             assert json.loads(r.read())["model_version"] == version
     finally:
-        emulators.stop(proc)
+        processes.stop([proc])
     # that cloud's SDK and no other's
     reqs = (tmp_path / "dist" / "predict" / "requirements.txt").read_text()
     sdk, other = ("boto3==", "azure-storage-blob==")[:: 1 if cloud == "aws" else -1]

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from milkprice import contract, store
-from milkprice.local import emulators, storage
+from milkprice.local import object_stores, processes
+from milkprice.local.object_stores import azurite, moto_server
 from milkprice.settings import Settings
 from tests.support import clouds
 from tests.support.buckets import new_settings, promote
@@ -45,13 +46,13 @@ def _serving(predict: Function) -> tuple[int, str]:
 def test_predict_keeps_serving_while_the_store_is_frozen(
     cloud: str, tmp_path: Path, trained_sample: tuple[Settings, dict[str, Any]]
 ) -> None:
-    version, files = storage.export_version(trained_sample[0])
+    version, files = object_stores.export_version(trained_sample[0])
     proc, env = clouds.start(cloud, tmp_path / "store")
     predict: Function | None = None
     try:
         clouds.use(cloud, env)
         settings = new_settings(cloud=cloud, backtest_months=6)
-        promote(settings, storage.import_version(settings, version, files))
+        promote(settings, object_stores.import_version(settings, version, files))
         extra = {"MILKPRICE_CLOUD": cloud, **env}
         predict = Function("predict", "predict", env_for(settings, "", tmp_path / "fn", **extra))
         assert _serving(predict) == (200, version)
@@ -67,7 +68,7 @@ def test_predict_keeps_serving_while_the_store_is_frozen(
             os.killpg(proc.pid, signal.SIGCONT)
         assert answers.count(200) == len(answers) and len(answers) > 20, answers[-5:]
 
-        newer = storage.import_version(settings, version + "-b", files)
+        newer = object_stores.import_version(settings, version + "-b", files)
         promote(settings, newer)  # thawed: the next pointer check finds it
         deadline = time.monotonic() + 60
         while _serving(predict)[1] != newer and time.monotonic() < deadline:
@@ -76,7 +77,7 @@ def test_predict_keeps_serving_while_the_store_is_frozen(
     finally:
         if predict:
             predict.stop()
-        emulators.stop(proc)
+        processes.stop([proc])
         store.reset()
 
 
@@ -96,7 +97,7 @@ def _put(cloud: str, port: int) -> Callable[[str, bytes], None]:
         return put_object
     from azure.storage.blob import BlobServiceClient
 
-    service = BlobServiceClient.from_connection_string(emulators.connection_string(port))
+    service = BlobServiceClient.from_connection_string(azurite.connection_string(port))
     container = service.get_container_client("milk-price")
 
     def upload_blob(name: str, data: bytes) -> None:
@@ -106,7 +107,7 @@ def _put(cloud: str, port: int) -> Callable[[str, bytes], None]:
 
 
 def _boto_args(port: int) -> dict[str, str]:
-    env = emulators.moto_env(port)
+    env = moto_server.env(port)
     return {
         "endpoint_url": env["AWS_ENDPOINT_URL"],
         "region_name": env["AWS_DEFAULT_REGION"],
@@ -158,7 +159,7 @@ def test_up_on_each_cloud_trains_serves_and_retrains_on_upload(
 
     put = _put(cloud, stack.bucket_port)
     settings = Settings.from_env(stack.env)
-    storage.use_local(settings)
+    object_stores.use_local(settings)
     store.reset()
     chosen = ("empty file", "semicolon delimiter", "renamed column", "text in a numeric column")
     for case, name, payload, words in bad_files(sample_raw):

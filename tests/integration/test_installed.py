@@ -32,7 +32,8 @@ import pytest
 import yaml
 from google.cloud import storage
 
-from milkprice.local import emulator, sample
+from milkprice.local import processes, sample
+from milkprice.local.object_stores import fake_gcs
 from tests.support import dockerfile, lock
 from tests.support.buckets import QUICK_CANDIDATES
 from tests.support.paths import ROOT
@@ -109,7 +110,7 @@ def services(base_env: dict[str, str]) -> tuple[dict[str, Service], int]:
     """Every compose service built from the project, on free local ports; the bucket's port."""
     compose = _compose()["services"]
     published = [name for name, s in compose.items() if _published(s)]
-    ports = dict(zip(published, emulator.free_ports(len(published)), strict=True))
+    ports = dict(zip(published, processes.free_ports(len(published)), strict=True))
     addresses = {
         f"http://{name}:{_published(s)}": f"http://127.0.0.1:{ports[name]}"
         for name, s in compose.items()
@@ -265,13 +266,13 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
     logs = tmp_path / "logs"
     logs.mkdir()
     found, gcs_port = services(base_environment(bin_dir))
-    gcs = emulator.start(tmp_path / "gcs", gcs_port)
+    gcs = fake_gcs.start(tmp_path / "gcs", gcs_port)
     running: list[Service] = []
     try:
         for service in found.values():
             start(service, app, bin_dir, logs)
             running.append(service)
-        os.environ["STORAGE_EMULATOR_HOST"] = emulator.url("127.0.0.1", gcs_port)
+        os.environ["STORAGE_EMULATOR_HOST"] = fake_gcs.url("127.0.0.1", gcs_port)
         settings = found["events"].env
         client = storage.Client(project=settings["MILKPRICE_PROJECT"])
         bucket = client.bucket(settings["MILKPRICE_BUCKET"])
@@ -280,7 +281,7 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
         yield Deployment(app, bin_dir, found, bucket)
     finally:
         stop(running)
-        emulator.stop(gcs)
+        fake_gcs.stop(gcs)
 
 
 def test_installed_services_train_on_every_upload(deployment: Deployment) -> None:

@@ -31,7 +31,8 @@ import pytest
 import tritonclient.http as triton
 
 from milkprice import contract, store
-from milkprice.local import emulators, lambda_front, lambda_rie, processes, s3_events, storage
+from milkprice.local import lambda_front, lambda_rie, object_stores, processes, s3_queue
+from milkprice.local.object_stores import moto_server
 from milkprice.settings import Settings
 from tests.support import clouds, lambdas
 from tests.support.buckets import manifest, new_settings, promote, upload
@@ -64,15 +65,15 @@ def moto(
     tmp_path: Path, trained_sample: tuple[Settings, dict[str, Any]]
 ) -> Iterator[tuple[Settings, dict[str, str]]]:
     """The local S3 with its own bucket, the sample-trained model promoted in it."""
-    version, files = storage.export_version(trained_sample[0])
+    version, files = object_stores.export_version(trained_sample[0])
     proc, env = clouds.start("aws", tmp_path / "moto")
     try:
         clouds.use("aws", env)
         settings = new_settings(cloud="aws", backtest_months=6)
-        promote(settings, storage.import_version(settings, version, files))
+        promote(settings, object_stores.import_version(settings, version, files))
         yield settings, env
     finally:
-        emulators.stop(proc)
+        processes.stop([proc])
         store.reset()
 
 
@@ -229,7 +230,7 @@ def bucket(tmp_path: Path) -> Iterator[tuple[Settings, dict[str, str], int]]:
         settings = new_settings(cloud="aws", backtest_months=6)
         yield settings, env, int(env["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])
     finally:
-        emulators.stop(proc)
+        processes.stop([proc])
         store.reset()
 
 
@@ -240,7 +241,7 @@ def _put(settings: Settings, name: str, data: bytes) -> None:
     boto3.client("s3").put_object(Bucket=settings.bucket, Key=name, Body=data)
 
 
-def _step(relay: s3_events.QueueRelay, timeout: float = 60) -> None:
+def _step(relay: s3_queue.QueueRelay, timeout: float = 60) -> None:
     """Deliver the next batch, once one is in the queue."""
     deadline = time.monotonic() + timeout
     while relay.step() == -1:
@@ -262,7 +263,7 @@ def test_uploads_retrain_through_the_queue_and_a_failed_item_comes_back_alone(
     link = lambdas.Link(port)  # the function's way to the store, which the test can cut
     rie = _train_emulator(settings, store_env, tmp_path, AWS_ENDPOINT_URL=link.url)
     try:
-        relay = s3_events.QueueRelay(settings, rie.url, invoke=True)
+        relay = s3_queue.QueueRelay(settings, rie.url, invoke=True)
         _step(relay)  # S3's test event, sent when the queue was subscribed: nothing to train
         assert relay.reported == [[]] and contract.read_pointer(settings) is None
         for name, data in sample_raw.items():
@@ -387,7 +388,7 @@ def test_up_on_lambda_trains_serves_retrains_on_upload_and_leaves_nothing(
 
 
 def _boto_args(port: int) -> dict[str, str]:
-    env = emulators.moto_env(port)
+    env = moto_server.env(port)
     return {
         "endpoint_url": env["AWS_ENDPOINT_URL"],
         "region_name": env["AWS_DEFAULT_REGION"],

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from milkprice import contract
-from milkprice.local import emulator, processes
+from milkprice.local import processes
 from milkprice.settings import Settings
 from tests.support.paths import ROOT
 
@@ -46,7 +46,7 @@ def served(
 ) -> Iterator[str]:
     """The predict function as a real HTTP server on a trained bucket; its base URL."""
     settings, _ = trained_sample
-    port = emulator.free_port()
+    port = processes.free_port()
     env = {
         **os.environ,
         "STORAGE_EMULATOR_HOST": gcs,

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from milkprice import contract, store
-from milkprice.local import emulators, http, processes
+from milkprice import http_client as http
+from milkprice.local import processes
 from milkprice.settings import Settings
 from tests.support import clouds, deliveries
 from tests.support.buckets import new_settings, upload
@@ -83,7 +84,7 @@ def test_the_newest_inputs_serve_whichever_run_finishes_first(
         for trainer in trainers:
             os.killpg(trainer.proc.pid, signal.SIGCONT)
         processes.stop([t.proc for t in trainers])
-        emulators.stop(proc)
+        processes.stop([proc])
         store.reset()
 
 

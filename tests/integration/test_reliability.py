@@ -21,7 +21,9 @@ from typing import Any
 import pytest
 
 from milkprice import contract, store
-from milkprice.local import emulator, events
+from milkprice.bridge import watcher
+from milkprice.local import processes
+from milkprice.local.object_stores import fake_gcs
 from milkprice.settings import Settings
 from tests.support import deliveries
 from tests.support.buckets import new_settings, runs, trained_bucket, upload
@@ -60,7 +62,7 @@ def test_bad_uploads_fail_clearly_and_lose_nothing(
     predict = Function("predict", "predict", env)
     functions += [trainer, predict]
     assert serving_version(predict) == good["version"]
-    bridge = events.Bridge(settings, trainer.url, quiet=0.2, poll=0.1)
+    bridge = watcher.Bridge(settings, trainer.url, quiet=0.2, poll=0.1)
     bridge.seen = dict(store.list_names(settings, store.RAW_PREFIX))
     survived = 0
     cases = bad_files(sample_raw)
@@ -105,7 +107,7 @@ def test_two_trainings_at_once_promote_exactly_once(
     http = Function("train_http", "train", env)
     event = Function("train_event", "train", env, "cloudevent")
     functions += [http, event]
-    bridge = events.Bridge(settings, event.url, quiet=0.1, poll=0.05)
+    bridge = watcher.Bridge(settings, event.url, quiet=0.1, poll=0.05)
     answers: list[tuple[int, Any]] = []
     thread = threading.Thread(target=lambda: answers.append(call(http.url, {"trigger": "http"})))
     thread.start()
@@ -213,10 +215,10 @@ def test_an_upload_whose_run_died_is_redelivered_until_taken_over_and_trained(
 def test_storage_outage_keeps_serving_and_recovers(
     tmp_path: Path, sample_raw: dict[str, bytes], functions: list[Function]
 ) -> None:
-    port = emulator.free_port()
+    port = processes.free_port()
     root = tmp_path / "gcs"
-    own = emulator.start(root, port)
-    host = emulator.url("127.0.0.1", port)
+    own = fake_gcs.start(root, port)
+    host = fake_gcs.url("127.0.0.1", port)
     try:
         settings = Settings(
             bucket="outage", project="outage-test", backtest_months=6, long_backtest_months=0
@@ -234,7 +236,7 @@ def test_storage_outage_keeps_serving_and_recovers(
         functions.append(predict)
         assert serving_version(predict) == first["version"]
 
-        emulator.stop(own)  # the bucket goes away
+        fake_gcs.stop(own)  # the bucket goes away
         failures = served = 0
         until = time.monotonic() + 15  # longer than one storage call's retry deadline
         while time.monotonic() < until:
@@ -248,7 +250,7 @@ def test_storage_outage_keeps_serving_and_recovers(
         assert status >= 500 and record["outcome"] == "failed"
         assert "storage unavailable" in record["reason"]
 
-        own = emulator.start(root, port)  # back, with everything it held
+        own = fake_gcs.start(root, port)  # back, with everything it held
         status, second = call(trainer.url, {"trigger": "http"})
         assert status == 200 and second["outcome"] == "promoted", second
         deadline = time.monotonic() + 30
@@ -269,7 +271,7 @@ def test_storage_outage_keeps_serving_and_recovers(
         ]
         assert len(waits) >= 2 and waits[1] > waits[0]
     finally:
-        emulator.stop(own)
+        fake_gcs.stop(own)
         store.reset()
 
 

@@ -17,7 +17,7 @@ import pytest
 from google.cloud import storage
 
 from milkprice import contract, store
-from milkprice.local import emulator
+from milkprice.local.object_stores import fake_gcs
 from milkprice.settings import Settings
 from tests.support.paths import ROOT, SHARED
 from tests.support.servers import call
@@ -95,7 +95,7 @@ def test_up_serves_trains_on_upload_and_stops_cleanly(stack: Stack) -> None:
     stack.proc.send_signal(signal.SIGTERM)
     assert stack.proc.wait(timeout=30) == 0
     for port in stack.ports.values():  # every child is gone
-        assert emulator.is_up("127.0.0.1", port, timeout=0.2) is False
+        assert fake_gcs.is_up("127.0.0.1", port, timeout=0.2) is False
 
 
 def _runs(stack: Stack) -> list[dict[str, Any]]:

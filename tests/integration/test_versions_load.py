@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from milkprice import store
-from milkprice.local import emulator
+from milkprice.local import processes
+from milkprice.local.object_stores import fake_gcs
 from milkprice.predict.versions import KEPT, LOADS
 from milkprice.settings import Settings
 from tests.support.buckets import pointer, promote
@@ -79,16 +80,16 @@ def copy_serving(source: Settings, host: str, target: Settings, names: list[str]
 def bucket(
     trained_sample: tuple[Settings, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Bucket]:
-    port = emulator.free_port()
-    proc = emulator.start(tmp_path_factory.mktemp("own-gcs"), port)
-    host = emulator.url("127.0.0.1", port)
+    port = processes.free_port()
+    proc = fake_gcs.start(tmp_path_factory.mktemp("own-gcs"), port)
+    host = fake_gcs.url("127.0.0.1", port)
     try:
         target = Settings(bucket="versions", backtest_months=6, long_backtest_months=0)
         copy_serving(trained_sample[0], host, target, [*OLD, SERVED])
         yield Bucket(proc, host, target)
     finally:
         os.kill(proc.pid, signal.SIGCONT)
-        emulator.stop(proc)
+        fake_gcs.stop(proc)
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from milkprice import store
-from milkprice.local import processes, storage
+from milkprice.local import object_stores, processes
 
 CLOUDS = ("gcp", "aws", "azure")
 
@@ -21,7 +21,7 @@ def start(cloud: str, tmp: Path) -> tuple[processes.Process, dict[str, str]]:
         missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
         if missing:
             pytest.skip(f"Azurite needs Node.js and npm; {', '.join(missing)} not installed here")
-    return storage.start_free(cloud, tmp)
+    return object_stores.start_free(cloud, tmp)
 
 
 def use(cloud: str, env: dict[str, str]) -> None:

@@ -8,8 +8,9 @@ import time
 from collections.abc import Callable
 
 from milkprice import contract, store
-from milkprice.local import event_shapes, http
-from milkprice.local.event_shapes import Delivery
+from milkprice import http_client as http
+from milkprice.bridge import shapes as event_shapes
+from milkprice.bridge.shapes import Delivery
 from milkprice.settings import Settings
 
 

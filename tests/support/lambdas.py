@@ -19,7 +19,8 @@ from pathlib import Path
 
 from uv import find_uv_bin
 
-from milkprice.local import emulator
+from milkprice.local import processes
+from milkprice.local.object_stores import fake_gcs
 from tests.support import lock
 from tests.support.paths import ROOT
 
@@ -118,7 +119,7 @@ class Link:
 
     def __init__(self, target: int) -> None:
         self.target = target
-        self.port = emulator.free_port()
+        self.port = processes.free_port()
         self._server: socket.socket | None = None
         self._open: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -126,7 +127,7 @@ class Link:
 
     @property
     def url(self) -> str:
-        return emulator.url("127.0.0.1", self.port)
+        return fake_gcs.url("127.0.0.1", self.port)
 
     def mend(self) -> None:
         server = socket.socket()

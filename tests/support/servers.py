@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from milkprice.local import emulator, http, processes
+from milkprice import http_client as http
+from milkprice.local import processes
 from milkprice.settings import Settings
 from tests.support.paths import ROOT
 
@@ -20,7 +21,7 @@ class Function:
     """One function served by functions-framework in its own process."""
 
     def __init__(self, target: str, source: str, env: dict[str, str], signature: str = "http"):
-        self.port = emulator.free_port()
+        self.port = processes.free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = Path(env["MILKPRICE_STATE_DIR"]) / f"{target}-{self.port}.log"
         command = processes.function_command(

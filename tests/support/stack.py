@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from milkprice.local import emulator
+from milkprice.local import processes
 from tests.support.buckets import QUICK_CANDIDATES
 from tests.support.paths import ROOT
 
@@ -41,7 +41,7 @@ class Stack:
     ) -> None:
         bucket_port = {"gcp": "GCS", "aws": "S3", "azure": "AZURE"}[cloud]
         names = (bucket_port, "PREDICT", "TRAIN", "EVENT")
-        self.ports = ports or dict(zip(names, emulator.free_ports(len(names)), strict=True))
+        self.ports = ports or dict(zip(names, processes.free_ports(len(names)), strict=True))
         self.bucket_port = self.ports[bucket_port]
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(SET_BY_UP)},

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from milkprice.local import emulator, emulators
+from milkprice.local.object_stores import azurite, fake_gcs
 from milkprice.settings import PREFIX, Settings
 from tests.support import dockerfile
 from tests.support.paths import ROOT
@@ -49,7 +49,7 @@ def _bundled_release() -> str:
     """The release of the bundled binary, from the module version its build recorded."""
     found = re.search(
         rb"mod\tgithub\.com/fsouza/fake-gcs-server\tv(\d+\.\d+\.\d+)",
-        emulator.binary().read_bytes(),
+        fake_gcs.binary().read_bytes(),
     )
     assert found, "the bundled binary records no fake-gcs-server version"
     return found.group(1).decode()  # without build metadata such as '+dirty'
@@ -145,12 +145,12 @@ def test_each_cloud_s_emulator_is_a_profile_pinned_to_the_release_the_tests_run(
     assert services["s3"]["profiles"] == ["aws"]
     assert services["s3"]["environment"]["MOTO_PORT"] == str(s.s3_port)
     assert _ports(services["s3"]) == {s.s3_port}
-    azurite = services["azurite"]
-    assert azurite["image"].endswith(f"/azurite:{emulators.AZURITE_VERSION}")
-    assert azurite["profiles"] == ["azure"]
-    assert _ports(azurite) == {s.azure_port}
+    blob = services["azurite"]
+    assert blob["image"].endswith(f"/azurite:{azurite.VERSION}")
+    assert blob["profiles"] == ["azure"]
+    assert _ports(blob) == {s.azure_port}
     for flag in ("--disableTelemetry", "--skipApiVersionCheck"):
-        assert flag in azurite["command"]
+        assert flag in blob["command"]
     for name in ("train", "train-events", "predict", "events"):  # one image per cloud
         assert "profiles" not in services[name]
         assert services[name]["build"]["args"]["CLOUD"] == "${CLOUD:-gcp}", name

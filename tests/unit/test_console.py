@@ -12,7 +12,7 @@ import pytest
 
 from milkprice import logs
 from milkprice.errors import ConfigError
-from milkprice.local import cli, console, events
+from milkprice.local import cli, console, scheduler
 from milkprice.settings import Settings
 
 STAMP = "2026-12-02T11:41:02.123Z"
@@ -135,7 +135,7 @@ def test_setup_quiets_libraries_and_keeps_the_project_at_info() -> None:
         assert logging.getLogger("apscheduler").getEffectiveLevel() == logging.WARNING
         assert logging.getLogger("apscheduler.scheduler").isEnabledFor(logging.INFO) is False
         assert logging.getLogger("milkprice").getEffectiveLevel() == logging.INFO
-        assert logging.getLogger("milkprice.local.events").isEnabledFor(logging.INFO)
+        assert logging.getLogger("milkprice.local.scheduler").isEnabledFor(logging.INFO)
 
 
 def test_starting_the_scheduler_shows_no_library_chatter(
@@ -143,11 +143,11 @@ def test_starting_the_scheduler_shows_no_library_chatter(
 ) -> None:
     with fresh_logging():
         logs.setup("events")
-        scheduler = events.start_scheduler(Settings(), "http://127.0.0.1:9/")
+        jobs = scheduler.start_scheduler(Settings(), "http://127.0.0.1:9/")
         try:
             out = capsys.readouterr().out
         finally:
-            scheduler.shutdown(wait=False)
+            jobs.shutdown(wait=False)
     lines = [json.loads(line) for line in out.splitlines()]
     assert any(e["message"].startswith("scheduler: training on") for e in lines), out
     assert not any("Adding job" in e["message"] for e in lines), out

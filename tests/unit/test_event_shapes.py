@@ -8,7 +8,7 @@ import json
 import pytest
 
 from milkprice import store
-from milkprice.local import event_shapes
+from milkprice.bridge import shapes as event_shapes
 from milkprice.settings import CLOUDS, Settings
 from milkprice.train import triggers
 

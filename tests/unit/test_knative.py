@@ -18,7 +18,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from milkprice.local import cli, event_shapes
+from milkprice.bridge import shapes as event_shapes
+from milkprice.local import cli
 from milkprice.settings import PREFIX, Settings
 from milkprice.train import endpoint
 from tests.support import dockerfile
@@ -203,7 +204,7 @@ def test_the_upload_bridge_runs_from_the_train_image() -> None:
     assert importlib.util.find_spec(module) is not None
     # the bridge's own extra; the emulators' (local) stays out of the image
     extras = _image("train").extras
-    assert module.startswith("milkprice.local") and "events" in extras and "local" not in extras
+    assert module == "milkprice.bridge" and "events" in extras and "local" not in extras
     # its state where a container may write
     assert Path(_env(UPLOADS)["MILKPRICE_STATE_DIR"]).is_relative_to("/tmp")
 

@@ -8,8 +8,9 @@ import io
 import json
 from typing import Any
 
+from milkprice import http_client as http
 from milkprice import lambda_http
-from milkprice.local import http, lambda_front
+from milkprice.local import lambda_front
 
 
 def environ(

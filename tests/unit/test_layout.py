@@ -1,7 +1,8 @@
 """The tree shows the architecture, and the imports keep to it.
 
 The top of the package is the contract both functions share; ``predict/`` is the predict side,
-``train/`` the training side, ``local/`` the local tooling. The predict side must stay light
+``train/`` the training side, ``bridge/`` the upload bridge (deployed beside the functions,
+from the train image), ``local/`` the local tooling. The predict side must stay light
 (no pandas or scikit-learn) and must not reach into the training side or the local tooling;
 the contract reaches into no side at all. These tests read every import, lazy ones included.
 """
@@ -55,18 +56,24 @@ def predict_side() -> list[Path]:
 
 
 def test_the_predict_side_imports_nothing_heavy_nor_the_other_sides() -> None:
-    forbidden = ("milkprice.train", "milkprice.local", *HEAVY)
+    forbidden = ("milkprice.train", "milkprice.local", "milkprice.bridge", *HEAVY)
     assert offending(predict_side(), forbidden) == {}
 
 
 def test_the_contract_reaches_into_no_side() -> None:
-    sides = ("milkprice.train", "milkprice.local", "milkprice.predict")
+    sides = ("milkprice.train", "milkprice.local", "milkprice.predict", "milkprice.bridge")
     assert offending(sorted(PACKAGE.glob("*.py")), sides) == {}
 
 
 def test_the_training_side_does_not_depend_on_the_local_tooling() -> None:
     files = [*sorted((PACKAGE / "train").rglob("*.py")), ROOT / "functions" / "train" / "main.py"]
     assert offending(files, ("milkprice.local", "milkprice.predict")) == {}
+
+
+def test_the_bridge_is_deployed_so_it_needs_no_side_and_no_local_tooling() -> None:
+    files = sorted((PACKAGE / "bridge").rglob("*.py"))
+    sides = ("milkprice.local", "milkprice.train", "milkprice.predict")
+    assert files and offending(files, sides) == {}
 
 
 def test_the_check_can_fail() -> None:
@@ -79,11 +86,11 @@ def test_the_predict_bundle_is_the_contract_and_the_predict_side() -> None:
     files = {str(p) for p in bundle.package_files("predict")}
     assert "predict/serving.py" in files and "predict/landing.html" in files
     assert ("settings.py" in files and "store.py" in files) or "store/__init__.py" in files
-    assert not any(f.startswith(("train/", "local/")) for f in files)
+    assert not any(f.startswith(("train/", "local/", "bridge/")) for f in files)
     assert {str(p.relative_to(PACKAGE)) for p in predict_side()[:-1]} <= files
 
 
 def test_every_module_is_in_a_known_place() -> None:
     """A new module lands in the contract or in one of the three sides, nowhere else."""
     folders = {p.parent.relative_to(PACKAGE).parts[:1] for p in PACKAGE.rglob("*.py")}
-    assert folders <= {(), ("predict",), ("train",), ("local",), ("store",)}
+    assert folders <= {(), ("predict",), ("train",), ("bridge",), ("local",), ("store",)}

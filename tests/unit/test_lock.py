@@ -16,7 +16,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from milkprice.local import emulators, event_shapes
+from milkprice.bridge import shapes as event_shapes
+from milkprice.local.object_stores import azurite
 from tests.support import dockerfile, lock
 from tests.support.paths import ROOT
 
@@ -183,10 +184,10 @@ def test_each_image_runs_as_a_user_of_its_own_on_a_pinned_base(name: str) -> Non
 # what `milkprice events` and the upload bridge import, in the train image
 BRIDGE_MODULES = (
     "milkprice.local.cli",
-    "milkprice.local.bridge",
-    "milkprice.local.events",
+    "milkprice.bridge",
+    "milkprice.local.scheduler",
     "milkprice.local.processes",
-    "milkprice.local.s3_events",
+    "milkprice.local.s3_queue",
 )
 
 
@@ -218,4 +219,4 @@ def test_the_bridge_and_the_scheduler_need_only_the_train_image_s_packages() -> 
     assert "apscheduler" in needed  # the check sees third-party imports at all
     image = lock.pins(lock.export(*_requirements_export(_image("train", "gcp"))))
     assert needed <= set(image), f"not in the train image: {needed - set(image)}"
-    assert event_shapes.ACCOUNT == emulators.ACCOUNT
+    assert event_shapes.ACCOUNT == azurite.ACCOUNT

@@ -1,20 +1,15 @@
-"""Local stand-ins for a cloud scheduler and for storage events.
+"""The upload bridge's watcher: lists ``raw/`` by object version and, for every new one, POSTs
+the event its cloud's event service would (``shapes``): Eventarc's binary-mode CloudEvent for
+Cloud Storage, Event Grid's ``BlobCreated`` for Blob Storage, an S3 event notification for an
+S3-compatible store. (S3 itself sends its own notifications: locally, ``milkprice.local.s3_queue``.)
 
-* :func:`start_scheduler`: APScheduler with a cron trigger that POSTs to the train function the
-  way Cloud Scheduler does: an attempt deadline, retries with exponential backoff on failure or
-  5xx, never two runs of the job at once, missed runs coalesced into one.
-* :class:`Bridge`: watches ``raw/`` by listing object versions and, for every new one, POSTs
-  the event its cloud's event service would (``event_shapes``): Eventarc's binary-mode
-  CloudEvent for Cloud Storage, Event Grid's ``BlobCreated`` for Blob Storage. (S3 sends its
-  own notifications: see ``s3_events``.) Delivery is at least once: a delivery that gets no
-  answer or a 5xx is sent again after a backoff that grows up to a cap, as often as it takes,
-  while other versions are delivered meanwhile; the train function is idempotent on the set
-  of raw versions.
+Delivery is at least once: a delivery that gets no answer or a 5xx is sent again after a
+backoff that grows up to a cap, as often as it takes, while other versions are delivered
+meanwhile; the train function is idempotent on the set of raw versions.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import threading
@@ -25,28 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
-
+from milkprice import http_client as http
 from milkprice import store
-from milkprice.errors import ConfigError, MilkPriceError
-from milkprice.local import event_shapes, http
+from milkprice.bridge import shapes
+from milkprice.errors import MilkPriceError
 from milkprice.settings import Settings
 
-log = logging.getLogger("milkprice.local.events")
-
-
-@dataclass(frozen=True)
-class Retry:
-    """Cloud Scheduler's retry config: attempts, deadline per attempt and backoff."""
-
-    attempts: int = 4
-    deadline: float = 600.0
-    min_backoff: float = 5.0
-    max_backoff: float = 60.0
-
-    def delays(self) -> list[float]:
-        return [min(self.min_backoff * 2**i, self.max_backoff) for i in range(self.attempts - 1)]
+log = logging.getLogger("milkprice.bridge")
 
 
 def post(url: str, body: bytes, headers: dict[str, str], deadline: float) -> tuple[int, bytes]:
@@ -55,114 +35,12 @@ def post(url: str, body: bytes, headers: dict[str, str], deadline: float) -> tup
     return answer.status, answer.body or answer.error.encode()
 
 
-def with_retries(
-    call: Callable[[], tuple[int, bytes]],
-    retry: Retry,
-    what: str,
-    sleep: Callable[[float], object] = time.sleep,
-) -> tuple[int, bytes]:
-    """Call until an answer that is not 5xx (nor no answer at all), backing off in between."""
-    status, body = call()
-    for delay in retry.delays():
-        if 0 < status < 500:
-            break
-        log.warning("%s answered %s; retrying in %.1f s", what, status or "nothing", delay)
-        sleep(delay)
-        status, body = call()
-    return status, body
-
-
-# ---------------------------------------------------------------- scheduler
-
-
-def scheduled_training(
-    url: str, token: str, retry: Retry, sleep: Callable[[float], object] = time.sleep
-) -> int:
-    """One scheduled call to the train function; returns the final HTTP status."""
-    headers = {"Content-Type": "application/json", "User-Agent": "milkprice-scheduler"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    body = json.dumps({"trigger": "schedule"}).encode()
-    status, answer = with_retries(
-        lambda: post(url, body, headers, retry.deadline), retry, "scheduled training", sleep
-    )
-    outcome = _outcome(answer)
-    level = logging.INFO if 0 < status < 500 else logging.ERROR
-    log.log(level, "scheduled training answered %s: %s", status or "nothing", outcome)
-    return status
-
-
-def _outcome(answer: bytes) -> str:
+def outcome(answer: bytes) -> str:
     try:
         doc = json.loads(answer)
     except ValueError:
         return answer[:200].decode(errors="replace")
     return f"{doc.get('outcome')}: {doc.get('reason') or doc.get('error')}"
-
-
-def cron(expression: str, timezone: str) -> CronTrigger:
-    """A crontab line; six fields put seconds first (handy for tests and demos)."""
-    fields = expression.split()
-    if len(fields) == 6:
-        second, minute, hour, day, month, dow = fields
-        return CronTrigger(
-            second=second,
-            minute=minute,
-            hour=hour,
-            day=day,
-            month=month,
-            day_of_week=dow,
-            timezone=timezone,
-        )
-    try:
-        return CronTrigger.from_crontab(expression, timezone=timezone)
-    except ValueError as exc:
-        raise ConfigError(f"MILKPRICE_SCHEDULE={expression!r}: {exc}") from None
-
-
-def logged(job: Callable[..., Any], what: str) -> Callable[..., Any]:
-    """``job`` that logs an unexpected exception, traceback included, on our own logger.
-
-    The scheduler outlives a job that raises either way, but would report it on its own logger,
-    which is kept to warnings and may be routed elsewhere: the failure would go unnoticed.
-    """
-
-    @functools.wraps(job)  # the scheduler names and checks the job by what it wraps
-    def run(*args: Any) -> Any:
-        try:
-            return job(*args)
-        except Exception:
-            log.exception("%s failed; the next run is still scheduled", what)
-            return None
-
-    return run
-
-
-def start_scheduler(
-    settings: Settings, url: str, retry: Retry | None = None
-) -> BackgroundScheduler:
-    scheduler = BackgroundScheduler(timezone=settings.timezone)
-    scheduler.add_job(
-        logged(scheduled_training, "scheduled training"),
-        cron(settings.schedule, settings.timezone),
-        args=(url, settings.train_token, retry or Retry()),
-        id="train",
-        max_instances=1,  # never two runs at once
-        coalesce=True,  # missed runs become one
-        misfire_grace_time=None,
-    )
-    scheduler.start()
-    job = scheduler.get_job("train")
-    log.info(
-        "scheduler: training on '%s' (%s), next at %s",
-        settings.schedule,
-        settings.timezone,
-        job.next_run_time if job else None,
-    )
-    return scheduler
-
-
-# ---------------------------------------------------------------- bridge
 
 
 @dataclass
@@ -195,7 +73,7 @@ class Bridge:
     # after a failed look: wait this long, doubled while failures go on, up to the cap
     backoff: float = 5.0
     max_backoff: float = 60.0
-    shape: event_shapes.Shape | None = None  # the event to send; default: the cloud's own
+    shape: shapes.Shape | None = None  # the event to send; default: the cloud's own
     seen: dict[str, str] = field(default_factory=dict)  # name -> token delivered
     delivered: list[dict[str, Any]] = field(default_factory=list)
 
@@ -205,7 +83,7 @@ class Bridge:
         # what the state file holds: only deliveries that were answered for good, so one cut
         # short by a stop (or still waiting for its retry) is delivered again by the next bridge
         self._done = dict(self.seen)
-        self._shape = self.shape or event_shapes.SHAPES[self.settings.cloud]
+        self._shape = self.shape or shapes.SHAPES[self.settings.cloud]
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="deliver")
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -229,7 +107,7 @@ class Bridge:
         if meta is None or meta.token != generation:
             return 204  # replaced or deleted meanwhile: the newer generation has its own event
         headers, body = self._shape(self.settings, name, meta)
-        headers.update(event_shapes.authorization(self.settings))
+        headers.update(shapes.authorization(self.settings))
         return self._send(_Pending(name, generation, headers, body))
 
     def _send(self, pending: _Pending) -> int:
@@ -257,7 +135,7 @@ class Bridge:
                 )
                 return status
         level = logging.INFO if 200 <= status < 300 else logging.ERROR
-        log.log(level, "delivered %s#%s: %s %s", name, generation, status, _outcome(answer))
+        log.log(level, "delivered %s#%s: %s %s", name, generation, status, outcome(answer))
         return status
 
     def retry_due(self) -> list[tuple[str, str]]:

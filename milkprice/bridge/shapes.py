@@ -1,11 +1,12 @@
 """The upload events of each cloud, as its event service delivers them to an HTTP endpoint.
 
-The local bridge (``events.Bridge``) sees a new object version under ``raw/`` and asks for
+The upload bridge (``watcher.Bridge``) sees a new object version under ``raw/`` and asks for
 the event its cloud would send: Eventarc's ``google.cloud.storage.object.v1.finalized`` in
 binary mode for Cloud Storage, Event Grid's ``Microsoft.Storage.BlobCreated`` in the
 CloudEvents 1.0 schema (structured mode) for Blob Storage, an S3 event notification for an
-S3-compatible store. S3 itself (and moto) sends its own notifications (``s3_events``); the
-relay wraps them as Lambda's queue event source does (:func:`sqs_event`).
+S3-compatible store. S3 itself (and moto) sends its own notifications; locally
+``milkprice.local.s3_queue`` relays them, wrapped as Lambda's queue event source does
+(:func:`sqs_event`).
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from milkprice.settings import Settings
 
 FINALIZED = "google.cloud.storage.object.v1.finalized"
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
-# The local Azure store's one account: Azurite's development account, as ``emulators.ACCOUNT``
-# (a test holds them equal). Named here, not imported, so that the bridge and the scheduler,
-# which the train image runs without the emulators' extra, never import the emulators' module.
+# The local Azure store's one account: Azurite's development account, as
+# ``milkprice.local.object_stores.azurite.ACCOUNT`` (a test holds them equal). Named here,
+# not imported, so that the bridge and the scheduler, which the train image runs without the
+# emulators' extra, never import the emulators' module.
 ACCOUNT = "devstoreaccount1"
 
 # (headers, body) of one delivery
@@ -104,7 +106,7 @@ def event_grid_blob_created(settings: Settings, name: str, meta: store.Meta) -> 
 
 def s3_notification(settings: Settings, name: str, meta: store.Meta) -> Delivery:
     """An S3 event notification of one new object, for an S3-compatible store that sends none
-    of its own (S3 itself, and moto, send theirs: see ``s3_events``)."""
+    of its own (S3 itself, and moto, send theirs: see ``milkprice.local.s3_queue``)."""
     record = {
         "eventVersion": "2.1",
         "eventSource": "aws:s3",

@@ -1,9 +1,9 @@
-"""The upload bridge alone, as a long-running container: ``python -m milkprice.local.bridge``.
+"""The upload bridge alone, as a long-running container: ``python -m milkprice.bridge``.
 
 Where the bucket has no event source of its own that reaches the train function (a
 self-hosted S3-compatible store on Kubernetes, say), this watches ``raw/`` in whichever store
 ``MILKPRICE_CLOUD`` names and POSTs every new version as a CloudEvent (the bridge of
-:mod:`milkprice.local.events`) to the sink: ``K_SINK``, as a Knative ContainerSource sets it,
+:mod:`milkprice.bridge.watcher`) to the sink: ``K_SINK``, as a Knative ContainerSource sets it,
 else ``MILKPRICE_EVENT_URL``, with the train token when ``MILKPRICE_TRAIN_TOKEN`` is set.
 Schedules come from elsewhere (a Kubernetes CronJob). Its state file only saves redeliveries:
 the train function skips an upload it has trained on.
@@ -12,18 +12,22 @@ the train function skips an upload it has trained on.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Mapping
 
 from milkprice import logs
+from milkprice.bridge import watcher
 from milkprice.errors import MilkPriceError
-from milkprice.local import events, processes
 from milkprice.settings import Settings
 
 
 def sink(settings: Settings, environ: Mapping[str, str]) -> str:
     """Where events go: Knative's injected sink first, then the settings."""
     return environ.get("K_SINK") or settings.event_endpoint()
+
+
+STOPS = {signal.SIGINT, signal.SIGTERM}
 
 
 def main() -> int:
@@ -34,9 +38,12 @@ def main() -> int:
         print(f"bridge: {exc.message}", file=sys.stderr)
         return 1
     state = settings.state_path("bridge-state.json")
-    bridge = events.Bridge(settings, sink(settings, os.environ), state_file=state)
+    bridge = watcher.Bridge(settings, sink(settings, os.environ), state_file=state)
+    # blocked before the watcher's threads start, which inherit the mask: the stop signals
+    # wait for this thread's sigwait, whichever thread the kernel picks
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
     bridge.start()
-    processes.wait_for_stop()
+    signal.sigwait(STOPS)
     bridge.stop()
     return 0
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from milkprice import contract, store
 from milkprice.errors import NotFound
-from milkprice.local import emulator, emulators, processes
+from milkprice.local import processes
+from milkprice.local.object_stores import azurite, fake_gcs, moto_server
 from milkprice.settings import Settings
 
 
@@ -57,15 +58,15 @@ def port(settings: Settings) -> int:
 
 
 def url(settings: Settings) -> str:
-    return emulator.url(settings.host, port(settings))
+    return fake_gcs.url(settings.host, port(settings))
 
 
 def client_env(settings: Settings) -> dict[str, str]:
     """The variables that point the cloud's SDK at the local emulator."""
     if settings.cloud == "aws":
-        return emulators.moto_env(settings.s3_port, settings.host)
+        return moto_server.env(settings.s3_port, settings.host)
     if settings.cloud == "azure":
-        return emulators.azurite_env(settings.azure_port, settings.host)
+        return azurite.env(settings.azure_port, settings.host)
     return {"STORAGE_EMULATOR_HOST": url(settings)}
 
 
@@ -89,23 +90,23 @@ def start(settings: Settings, state: Path, gcs_output: int = subprocess.PIPE) ->
 
     fake-gcs-server's lines are few and go to ``gcs_output`` (by default back to the caller,
     ``popen.stdout``); moto and Azurite log every request, so theirs go to a file in ``state``.
-    Azurite is installed once, into the state folder's ``node/`` (``emulators.node_folder``).
+    Azurite is installed once, into the state folder's ``node/`` (``azurite.node_folder``).
     """
     own = local(settings)
     if settings.cloud == "aws":  # in memory: nothing survives a restart
-        return emulators.start_moto(settings.s3_port, settings.host, log=state / "s3.log")
+        return moto_server.start(settings.s3_port, settings.host, log=state / "s3.log")
     if settings.cloud == "azure":
-        return emulators.start_azurite(
+        return azurite.start(
             state / "azurite", settings.azure_port, settings.host, log=state / "blob.log"
         )
-    gcs = emulator.start(state / "gcs", settings.gcs_port, settings.host, log=gcs_output)
+    gcs = fake_gcs.start(state / "gcs", settings.gcs_port, settings.host, log=gcs_output)
     return processes.Process(own.name, gcs)
 
 
 def start_free(cloud: str, folder: Path) -> tuple[processes.Process, dict[str, str]]:
     """``cloud``'s emulator on a free port, its data and log under ``folder``, and the
     variables its SDK needs to reach it (the tests and the bench start theirs so)."""
-    port = emulator.free_port()
+    port = processes.free_port()
     settings = Settings(cloud=cloud, gcs_port=port, s3_port=port, azure_port=port)
     folder.mkdir(parents=True, exist_ok=True)
     return start(settings, folder, gcs_output=subprocess.DEVNULL), client_env(settings)

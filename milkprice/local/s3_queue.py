@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
+from milkprice import http_client as http
 from milkprice import store
-from milkprice.local import event_shapes, http, lambda_rie
+from milkprice.bridge import shapes as event_shapes
+from milkprice.local import lambda_rie
 from milkprice.settings import Settings
 
-log = logging.getLogger("milkprice.local.s3_events")
+log = logging.getLogger("milkprice.local.s3_queue")
 
 BATCH = 10  # the most SQS hands out at once
 VISIBILITY = 900  # seconds a message taken stays hidden: longer than any training
