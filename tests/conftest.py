@@ -20,6 +20,7 @@ from tests.support.paths import SHARED
 from tests.support.platform_events import left_out
 
 KINDS = ("unit", "function", "integration")
+LONG = ("test_real_data.py",)  # trains the real data with every candidate: over a minute
 HERE = Path(__file__).resolve().parent
 
 
@@ -30,6 +31,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         path = item.path.resolve()
         if path.is_relative_to(HERE) and (kind := path.relative_to(HERE).parts[0]) in KINDS:
             item.add_marker(getattr(pytest.mark, kind))
+    # The longest first: parallel workers take whole files in this order, and short files
+    # last fill the gaps instead of one long file running alone at the end.
+    items.sort(key=lambda item: (item.path.name not in LONG, -KINDS.index(_kind(item))))
+
+
+def _kind(item: pytest.Item) -> str:
+    path = item.path.resolve()
+    return path.relative_to(HERE).parts[0] if path.is_relative_to(HERE) else ""
 
 
 @pytest.fixture(autouse=True)
