@@ -106,9 +106,6 @@ def _add_node_int_flags(*args: Any, **kwargs: Any) -> Any:
     return _add_node(*args, **kwargs)
 
 
-tree_ensemble.add_node = _add_node_int_flags
-
-
 def _convert_ratio(scope: Any, operator: Any, container: Any) -> None:
     op: RatioRegressor = operator.raw_operator
     opv = container.target_opset
@@ -128,24 +125,30 @@ def _convert_ratio(scope: Any, operator: Any, container: Any) -> None:
     total.add_to(scope, container)
 
 
-update_registered_converter(
-    RatioRegressor,
-    "MilkPriceRatioRegressor",
-    calculate_linear_regressor_output_shapes,
-    _convert_ratio,
-)
-update_registered_converter(
-    FixedLinear, "MilkPriceFixedLinear", calculate_linear_regressor_output_shapes, _convert_fixed
-)
-update_registered_converter(
-    ChangeRegressor,
-    "MilkPriceChangeRegressor",
-    calculate_linear_regressor_output_shapes,
-    _convert_change,
-)
+_set_up: list[bool] = []
+
+
+def set_up_export() -> None:
+    """The export's one change to skl2onnx, made explicitly and once (``to_onnx`` calls it):
+    the converters of our own estimators, and the tree flags' fix above. Importing this
+    module changes nothing."""
+    if _set_up:
+        return
+    tree_ensemble.add_node = _add_node_int_flags
+    ours = (
+        (RatioRegressor, "MilkPriceRatioRegressor", _convert_ratio),
+        (FixedLinear, "MilkPriceFixedLinear", _convert_fixed),
+        (ChangeRegressor, "MilkPriceChangeRegressor", _convert_change),
+    )
+    for estimator, alias, convert in ours:
+        update_registered_converter(
+            estimator, alias, calculate_linear_regressor_output_shapes, convert
+        )
+    _set_up.append(True)
 
 
 def to_onnx(model: Any, n_features: int) -> bytes:
+    set_up_export()
     onx = convert_sklearn(
         model,
         initial_types=[(INPUT, DoubleTensorType([None, n_features]))],

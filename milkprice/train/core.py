@@ -10,7 +10,6 @@ table the manifest keeps.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,9 +25,6 @@ from milkprice.train import features as F
 from milkprice.train.backtest import Backtest, backtest, fit_final, training_rows, unscorable, view
 from milkprice.train.candidates import Candidate, candidates
 from milkprice.train.intervals import INTERVAL_LEVEL, conformal_interval, rolling_bounds
-
-# The versions the manifest records: those that made the model files and can read them back.
-LIBRARIES = ("numpy", "pandas", "scikit-learn", "skl2onnx", "onnx", "onnxruntime", "skops")
 
 
 class Timer:
@@ -404,8 +400,3 @@ def _long_view(results: dict[str, Backtest]) -> dict[str, dict[str, Any]]:
         }
         for name, r in results.items()
     }
-
-
-def library_versions() -> dict[str, str]:
-    """The installed version of each library in ``LIBRARIES``."""
-    return {name: importlib.metadata.version(name) for name in LIBRARIES}

@@ -44,6 +44,7 @@ log = logging.getLogger("milkprice.train")
 TRIGGERS = ("schedule", "http", "upload")
 PROMOTE_TRIES = 5  # compare-and-swaps of the pointer a run on newer inputs makes
 READ_TRIES = 3  # reads of a raw object replaced while being read
+# The versions the manifest records: those that made the model files and can read them back.
 LIBRARIES = ("numpy", "pandas", "scikit-learn", "skl2onnx", "onnx", "onnxruntime", "skops")
 
 
