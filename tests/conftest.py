@@ -27,18 +27,16 @@ HERE = Path(__file__).resolve().parent
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test by its folder: tests/unit, tests/function, tests/integration."""
+    rank = {}
     for item in items:
         path = item.path.resolve()
-        if path.is_relative_to(HERE) and (kind := path.relative_to(HERE).parts[0]) in KINDS:
+        kind = path.relative_to(HERE).parts[0] if path.is_relative_to(HERE) else ""
+        if kind in KINDS:
             item.add_marker(getattr(pytest.mark, kind))
+        rank[item.nodeid] = (item.path.name not in LONG, -KINDS.index(kind) if kind in KINDS else 0)
     # The longest first: parallel workers take whole files in this order, and short files
     # last fill the gaps instead of one long file running alone at the end.
-    items.sort(key=lambda item: (item.path.name not in LONG, -KINDS.index(_kind(item))))
-
-
-def _kind(item: pytest.Item) -> str:
-    path = item.path.resolve()
-    return path.relative_to(HERE).parts[0] if path.is_relative_to(HERE) else ""
+    items.sort(key=lambda item: rank[item.nodeid])
 
 
 @pytest.fixture(autouse=True)

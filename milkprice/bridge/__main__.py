@@ -14,18 +14,11 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Mapping
 
 from milkprice import logs
 from milkprice.bridge import watcher
 from milkprice.errors import MilkPriceError
 from milkprice.settings import Settings
-
-
-def sink(settings: Settings, environ: Mapping[str, str]) -> str:
-    """Where events go: Knative's injected sink first, then the settings."""
-    return environ.get("K_SINK") or settings.event_endpoint()
-
 
 STOPS = {signal.SIGINT, signal.SIGTERM}
 
@@ -38,7 +31,7 @@ def main() -> int:
         print(f"bridge: {exc.message}", file=sys.stderr)
         return 1
     state = settings.state_path("bridge-state.json")
-    bridge = watcher.Bridge(settings, sink(settings, os.environ), state_file=state)
+    bridge = watcher.Bridge(settings, watcher.sink(settings, os.environ), state_file=state)
     # blocked before the watcher's threads start, which inherit the mask: the stop signals
     # wait for this thread's sigwait, whichever thread the kernel picks
     signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)

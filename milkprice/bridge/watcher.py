@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +27,11 @@ from milkprice.errors import MilkPriceError
 from milkprice.settings import Settings
 
 log = logging.getLogger("milkprice.bridge")
+
+
+def sink(settings: Settings, environ: Mapping[str, str]) -> str:
+    """Where events go: Knative's injected sink first, then the settings."""
+    return environ.get("K_SINK") or settings.event_endpoint()
 
 
 def post(url: str, body: bytes, headers: dict[str, str], deadline: float) -> tuple[int, bytes]:

@@ -16,7 +16,6 @@ from milkprice import accuracy as live
 from milkprice import contract, store
 from milkprice import http_client as http
 from milkprice.errors import MilkPriceError
-from milkprice.local import processes
 from milkprice.settings import LOG_FORMATS, Settings
 
 if TYPE_CHECKING:  # imported where used: each command loads only what it needs
@@ -71,7 +70,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
     """The scheduler and the upload events (a child of ``up``, a service in compose)."""
     from milkprice import logs
-    from milkprice.local import scheduler
+    from milkprice.local import processes, scheduler
 
     logs.setup("events")
     for attempt in range(30):  # the bucket may still be starting (compose starts all at once)

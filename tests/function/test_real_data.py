@@ -16,14 +16,14 @@ from tests.support.buckets import trained_bucket
 
 
 @pytest.fixture(scope="module")
-def trained_real(gcs: str, real_raw: dict[str, bytes]) -> tuple[Settings, dict[str, Any]]:
+def trained_real_full(gcs: str, real_raw: dict[str, bytes]) -> tuple[Settings, dict[str, Any]]:
     """The real data trained as a deployment trains it: every candidate, both views."""
     return trained_bucket(real_raw, 24, 60, candidates="")
 
 
 @pytest.fixture(scope="module")
-def manifest(trained_real: tuple[Settings, dict[str, Any]]) -> dict[str, Any]:
-    settings, record = trained_real
+def manifest(trained_real_full: tuple[Settings, dict[str, Any]]) -> dict[str, Any]:
+    settings, record = trained_real_full
     return dict(contract.to_builtins(contract.read_manifest(settings, record["version"])))
 
 
@@ -58,7 +58,7 @@ def test_forecast_interval_covers_about_80_percent(manifest: dict[str, Any]) -> 
 
 
 def test_the_long_view_scores_every_candidate_that_has_the_history(
-    manifest: dict[str, Any], trained_real: tuple[Settings, dict[str, Any]]
+    manifest: dict[str, Any], trained_real_full: tuple[Settings, dict[str, Any]]
 ) -> None:
     long = manifest["backtest"]["long_months"]
     assert (long[0], long[-1], len(long)) == ("2015-05", "2020-04", 60)
@@ -77,7 +77,7 @@ def test_the_long_view_scores_every_candidate_that_has_the_history(
         assert by_name[name]["rmse"] < 0.7 * by_name["naive"]["rmse"]
     # the backtest table holds the long view, marks the months the models were chosen on, and
     # gives each month an interval from earlier errors only (none in the first year)
-    settings, record = trained_real
+    settings, record = trained_real_full
     found = store.read(settings, store.model_path(record["version"], "backtest.csv"))
     assert found is not None
     table = pd.read_csv(io.BytesIO(found.data), index_col="month")

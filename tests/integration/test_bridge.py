@@ -16,7 +16,7 @@ import functions_framework
 import pytest
 from werkzeug.serving import make_server
 
-from milkprice.bridge.__main__ import sink
+from milkprice.bridge.watcher import sink
 from milkprice.local import processes
 from milkprice.settings import Settings
 from tests.support.paths import TRAIN_MAIN

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -15,9 +14,9 @@ import functions_framework
 from milkprice import contract, store
 from milkprice.settings import Settings
 from milkprice.train import runner
+from tests.support.paths import TRAIN_MAIN
 
-ROOT = Path(__file__).resolve().parents[2]
-SOURCE = str(ROOT / "functions" / "train" / "main.py")
+SOURCE = str(TRAIN_MAIN)
 PRICE = "raw/precio_leche.csv"
 CLOUDEVENT = "application/cloudevents+json; charset=utf-8"
 CLOUDEVENTS = "application/cloudevents-batch+json; charset=utf-8"

@@ -58,7 +58,7 @@ def port(settings: Settings) -> int:
 
 
 def url(settings: Settings) -> str:
-    return fake_gcs.url(settings.host, port(settings))
+    return f"http://{settings.host}:{port(settings)}"
 
 
 def client_env(settings: Settings) -> dict[str, str]:
