@@ -29,7 +29,7 @@ $(UV): infra/uv-requirements.txt
 	@touch $@
 
 $(STAMP): pyproject.toml uv.lock $(UV)
-	$(SYNC) --extra train --extra local --extra dev --extra aws --extra azure --extra lambda
+	$(SYNC) --extra train --extra local --extra dev --extra gcp --extra aws --extra azure --extra lambda
 	@rm -f $(VENV)/.installed-*; touch $@
 
 install: $(STAMP)
@@ -82,7 +82,7 @@ bench: install
 
 ## make bundle: deployable function source folders in dist/train and dist/predict
 ## (CLOUD=aws or azure: with that cloud's SDK instead of Cloud Storage's;
-## CLOUD=aws RUNTIME=lambda: AWS Lambda zip packages, dist/*-lambda.zip)
+## CLOUD=aws RUNTIME=lambda: AWS Lambda zip packages, dist/*-lambda.zip and dist/aws-sdk-layer.zip)
 bundle: install
 	$(BIN)/python infra/bundle.py $(if $(CLOUD),--cloud $(CLOUD)) $(if $(RUNTIME),--runtime $(RUNTIME))
 

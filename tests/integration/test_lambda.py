@@ -172,15 +172,23 @@ def test_the_predict_zip_answers_as_the_http_function(
     if release != bundle.LAMBDA_PYTHON:
         with capsys.disabled():
             print(f"\nno Python {bundle.LAMBDA_PYTHON} here: the zip is built for {release}")
-    package = bundle.lambda_zip("predict", tmp_path / "dist", python=release)
-    assert package.path is not None and package.unzipped <= bundle.UNZIPPED_LIMIT
-    task = tmp_path / "task"  # a clean folder, as /var/task
+    layer = bundle.lambda_layer(tmp_path / "dist", python=release)
+    package = bundle.lambda_zip("predict", tmp_path / "dist", release, layers=layer.unzipped)
+    assert package.path is not None and layer.path is not None
+    # each a direct upload; together within what Lambda unzips
+    assert max(package.zipped, layer.zipped) <= bundle.UPLOAD_LIMIT
+    assert package.unzipped + layer.unzipped <= bundle.UNZIPPED_LIMIT
+    task, opt = tmp_path / "task", tmp_path / "opt"  # clean folders, as /var/task and /opt
     with zipfile.ZipFile(package.path) as z:
         z.extractall(task)
+    with zipfile.ZipFile(layer.path) as z:
+        z.extractall(opt)
     assert not (task / "milkprice" / "train").exists() and (task / "onnxruntime").is_dir()
+    assert not (task / "boto3").exists() and (opt / "python" / "botocore").is_dir()
     runtime = lambdas.runtime_client(tmp_path / "runtime", release)
     env = function_env(settings, store_env, "milk-price-predict")
-    env |= {"PYTHONPATH": str(runtime), "PYTHONNOUSERSITE": "1"}
+    # Lambda's order: the function, then its layers' python/, then the runtime's own folder
+    env |= {"PYTHONPATH": f"{opt / 'python'}:{runtime}", "PYTHONNOUSERSITE": "1"}
     rie = lambda_rie.start(
         "predict-zip", "lambda_function.handler", task, env, python=python, log=tmp_path / "rie"
     )

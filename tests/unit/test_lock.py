@@ -123,13 +123,18 @@ def test_every_bundle_s_requirements_are_the_lock_s_with_hashes(name: str, cloud
 def test_the_lambda_zip_s_requirements_are_the_lock_s_with_hashes(tmp_path: Path) -> None:
     """What `make bundle CLOUD=aws RUNTIME=lambda` installs into the predict zip: the lock's
     pins with their hashes, apig-wsgi among them; no runtime interface client (Lambda's
-    runtime has its own), no emulator, nothing of the training side."""
+    runtime has its own), no emulator, nothing of the training side, no other cloud's SDK,
+    and not the AWS SDK either: that is the layer's, which holds it and nothing else."""
     folder = bundle.bundle("predict", tmp_path, "aws", "lambda")
     assert (folder / "lambda_function.py").is_file() and (folder / "main.py").is_file()
-    direct = PYPROJECT["project"]["dependencies"] + EXTRAS["aws"] + EXTRAS["lambda"]
+    direct = PYPROJECT["project"]["dependencies"] + EXTRAS["lambda"]
     pins = _from_the_lock((folder / "requirements.txt").read_text(), direct)
-    assert "apig-wsgi" in pins and "boto3" in pins
-    assert not (EMULATORS | {"pandas", "scikit-learn", "scipy"}) & set(pins)
+    assert "apig-wsgi" in pins and "onnxruntime" in pins
+    sdks = {"boto3", "botocore", "s3transfer", "google-cloud-storage", "azure-storage-blob"}
+    assert not (EMULATORS | sdks | {"pandas", "scikit-learn", "scipy"}) & set(pins)
+    layer = _from_the_lock(bundle.requirements(("aws",), bundle.core_dependencies()), EXTRAS["aws"])
+    assert {"boto3", "botocore", "s3transfer"} <= set(layer)
+    assert not set(layer) & set(pins), set(layer) & set(pins)  # each package in one place
 
 
 def _image(name: str, cloud: str) -> dockerfile.Image:
