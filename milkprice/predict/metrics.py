@@ -1,0 +1,100 @@
+"""The predict function's metrics (``GET /metrics``): its requests, the model it serves and how
+the model got there. Built once, on first use, in the process's registry
+(:func:`milkprice.metrics.registry`); updated by the router, the model cache and the scorers.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+from milkprice.metrics import LATENCY_BUCKETS, NAMESPACE, registry
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNROUTED = "unrouted"  # a path no route matches: one label, however many such paths come
+
+
+@dataclass(frozen=True)
+class PredictMetrics:
+    requests: Counter
+    duration: Histogram
+    rows: Counter
+    model: Info
+    reloads: Counter
+    pointer_checks: Counter
+    storage_errors: Counter
+    version_loads: Counter
+    versions_kept: Gauge
+
+
+@functools.cache
+def get() -> PredictMetrics:
+    """The metrics, registered once per process."""
+    r, ns = registry(), NAMESPACE
+    return PredictMetrics(
+        requests=Counter(
+            "predict_requests",
+            "Requests answered, by route (its template), method and status",
+            ["route", "method", "status"],
+            namespace=ns,
+            registry=r,
+        ),
+        duration=Histogram(
+            "predict_request_duration_seconds",
+            "Seconds from the request's arrival in the function to its answer, by route",
+            ["route"],
+            namespace=ns,
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        ),
+        rows=Counter(
+            "predict_rows_scored", "Rows priced, by model", ["model"], namespace=ns, registry=r
+        ),
+        model=Info(
+            "predict_model", "The model version served and its models", namespace=ns, registry=r
+        ),
+        reloads=Counter(
+            "predict_reloads",
+            "Loads of the version the pointer names, by outcome (loaded or failed)",
+            ["outcome"],
+            namespace=ns,
+            registry=r,
+        ),
+        pointer_checks=Counter(
+            "predict_pointer_checks",
+            "Checks of the pointer, by outcome (unchanged, moved, missing or failed)",
+            ["outcome"],
+            namespace=ns,
+            registry=r,
+        ),
+        storage_errors=Counter(
+            "predict_storage_errors",
+            "Calls to the bucket that failed, by what was asked",
+            ["operation"],
+            namespace=ns,
+            registry=r,
+        ),
+        version_loads=Counter(
+            "predict_version_loads",
+            "Loads of versions named by a V2 route (not the pointer's), by outcome",
+            ["outcome"],
+            namespace=ns,
+            registry=r,
+        ),
+        versions_kept=Gauge(
+            "predict_versions_kept",
+            "Versions named by V2 routes held in memory now",
+            namespace=ns,
+            registry=r,
+        ),
+    )
+
+
+def observe(route: str | None, method: str, status: int, seconds: float) -> None:
+    """One answered request: ``route`` is the matched template (None: no route matched)."""
+    m = get()
+    label = route or UNROUTED
+    m.requests.labels(label, method if method in METHODS else "other", str(status)).inc()
+    m.duration.labels(label).observe(seconds)

@@ -1,0 +1,187 @@
+"""Traces: a request's trace continued, never restarted, and spans exported only when asked.
+
+Every request and event may carry its caller's trace: W3C ``traceparent``, or the header a
+cloud sends instead (Google's ``X-Cloud-Trace-Context``, AWS's ``X-Amzn-Trace-Id``, which is
+also an SQS message's ``AWSTraceHeader``). :func:`incoming` reads whichever is there (in that
+order), and :func:`continued` makes it the current trace of what the function does next: the
+log lines and a run record carry its id (:func:`trace_id`) whether or not spans are exported.
+
+Spans are exported over OTLP/HTTP only when the standard variables name where
+(``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``; the SDK reads the
+rest of its ``OTEL_*`` settings itself). With neither set, no OpenTelemetry module is even
+imported: :func:`span` is then a context manager that does nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+W3C = re.compile(r"(?!ff)[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+GOOGLE = re.compile(r"([0-9a-fA-F]{32})(?:/(\d{1,20}))?(?:;o=([01]))?")
+AWS_ROOT = re.compile(r"1-([0-9a-fA-F]{8})-([0-9a-fA-F]{24})")
+AWS_PARENT = re.compile(r"[0-9a-fA-F]{16}")
+
+
+@dataclass(frozen=True)
+class TraceContext:
+    """A trace as the caller sent it: its id, the caller's span (``""``: none), sampled."""
+
+    trace_id: str  # 32 lower-case hex digits, never all zeros
+    span_id: str  # 16 lower-case hex digits, or ""
+    sampled: bool
+
+
+_current: ContextVar[TraceContext | None] = ContextVar("milkprice_trace", default=None)
+# the tracer of the current trace when spans are exported (None: no span is made)
+_tracer: ContextVar[Any] = ContextVar("milkprice_tracer", default=None)
+
+
+def _valid(trace: str, span: str) -> bool:
+    return int(trace, 16) != 0 and (span == "" or int(span, 16) != 0)
+
+
+def _w3c(value: str) -> TraceContext | None:
+    found = W3C.fullmatch(value.strip().lower())
+    if not found or not _valid(found[1], found[2]):
+        return None
+    return TraceContext(found[1], found[2], bool(int(found[3], 16) & 1))
+
+
+def _google(value: str) -> TraceContext | None:
+    found = GOOGLE.fullmatch(value.strip())
+    if not found:
+        return None
+    span = int(found[2] or 0)
+    trace, span_hex = found[1].lower(), f"{span:016x}" if 0 < span < 2**64 else ""
+    return TraceContext(trace, span_hex, found[3] == "1") if _valid(trace, span_hex) else None
+
+
+def _aws(value: str) -> TraceContext | None:
+    fields = dict(p.strip().partition("=")[::2] for p in value.split(";") if "=" in p)
+    root = AWS_ROOT.fullmatch(fields.get("Root", ""))
+    if not root:
+        return None
+    trace = (root[1] + root[2]).lower()
+    parent = fields.get("Parent", "")
+    span = parent.lower() if AWS_PARENT.fullmatch(parent) else ""
+    return TraceContext(trace, span, fields.get("Sampled") == "1") if _valid(trace, span) else None
+
+
+READERS = (("traceparent", _w3c), ("X-Cloud-Trace-Context", _google), ("X-Amzn-Trace-Id", _aws))
+
+
+def incoming(headers: Mapping[str, str]) -> TraceContext | None:
+    """The caller's trace from the first of the known headers that holds a valid one (names
+    in any case: a request's headers or an event's)."""
+    folded = {name.lower(): value for name, value in headers.items()}
+    for name, read in READERS:
+        value = folded.get(name.lower())
+        if value and (found := read(value)):
+            return found
+    return None
+
+
+def enabled() -> bool:
+    """Whether spans are exported: an OTLP endpoint is set and the SDK is not disabled."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    if os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
+        return False
+    return any(os.environ.get(name, "").strip() for name in ENDPOINTS)
+
+
+def trace_id() -> str | None:
+    """The current trace's id (32 hex digits), or None outside any trace."""
+    found = _current.get()
+    return found.trace_id if found else None
+
+
+@functools.cache
+def _provider(service: str) -> Any:
+    """The process's tracer provider, built once, on the first trace: it exports in batches."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, when set, win over this name
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    return provider
+
+
+def flush(service: str, timeout_seconds: float = 5.0) -> None:
+    """Send the spans not yet sent: before a function's instance may be frozen (a run's end)."""
+    if enabled():
+        _provider(service).force_flush(int(timeout_seconds * 1000))
+
+
+def _parent(caller: TraceContext | None) -> Any:
+    """The OpenTelemetry context whose span is the caller's (remote), or None: a new trace."""
+    if caller is None or not caller.span_id:
+        return None
+    from opentelemetry import trace
+
+    remote = trace.SpanContext(
+        int(caller.trace_id, 16),
+        int(caller.span_id, 16),
+        is_remote=True,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED if caller.sampled else 0),
+    )
+    return trace.set_span_in_context(trace.NonRecordingSpan(remote))
+
+
+def _of(span: Any) -> TraceContext:
+    ctx = span.get_span_context()
+    return TraceContext(f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}", ctx.trace_flags.sampled)
+
+
+@contextmanager
+def _set(trace: TraceContext | None, tracer: Any = None) -> Iterator[None]:
+    tokens = _current.set(trace), _tracer.set(tracer)
+    try:
+        yield
+    finally:
+        _current.reset(tokens[0])
+        _tracer.reset(tokens[1])
+
+
+@contextmanager
+def continued(
+    service: str, name: str, caller: TraceContext | None, **attributes: Any
+) -> Iterator[TraceContext | None]:
+    """Run the body in the caller's trace: the current trace for the log lines and the run
+    record; with export on, under a server span ``name`` whose parent is the caller's span
+    (a trace of its own when the caller sent none)."""
+    if not enabled():
+        with _set(caller):
+            yield caller
+        return
+    from opentelemetry import trace
+
+    tracer = _provider(service).get_tracer("milkprice")
+    kind = trace.SpanKind.SERVER
+    with tracer.start_as_current_span(name, _parent(caller), kind, attributes=attributes) as s:
+        here = _of(s)
+        with _set(here, tracer):
+            yield here
+
+
+@contextmanager
+def span(name: str, **attributes: Any) -> Iterator[None]:
+    """A child span of the current one, when the current trace exports; else nothing."""
+    tracer = _tracer.get()
+    if tracer is None:
+        yield
+        return
+    with tracer.start_as_current_span(name, attributes=attributes):
+        yield

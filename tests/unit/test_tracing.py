@@ -1,0 +1,121 @@
+"""The caller's trace read from each header a caller or a cloud sends, and nothing of
+OpenTelemetry loaded while no OTLP endpoint is set."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from milkprice import tracing
+from milkprice.tracing import TraceContext
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+SPAN = "00f067aa0ba902b7"
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"traceparent": f"00-{TRACE}-{SPAN}-01"}, TraceContext(TRACE, SPAN, True)),
+        ({"Traceparent": f"00-{TRACE}-{SPAN}-00"}, TraceContext(TRACE, SPAN, False)),
+        # a later version's extra fields are allowed, as the W3C says
+        ({"traceparent": f"01-{TRACE}-{SPAN}-03-more"}, TraceContext(TRACE, SPAN, True)),
+        (
+            {"X-Cloud-Trace-Context": f"{TRACE.upper()}/{int(SPAN, 16)};o=1"},
+            TraceContext(TRACE, SPAN, True),
+        ),
+        ({"x-cloud-trace-context": TRACE}, TraceContext(TRACE, "", False)),
+        (
+            {"X-Amzn-Trace-Id": f"Root=1-{TRACE[:8]}-{TRACE[8:]};Parent={SPAN};Sampled=1"},
+            TraceContext(TRACE, SPAN, True),
+        ),
+        (
+            {"X-Amzn-Trace-Id": f"Self=1-aa-bb;Root=1-{TRACE[:8]}-{TRACE[8:]}"},
+            TraceContext(TRACE, "", False),
+        ),
+    ],
+)
+def test_each_header_s_trace_is_read(headers: dict[str, str], expected: TraceContext) -> None:
+    assert tracing.incoming(headers) == expected
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"traceparent": f"ff-{TRACE}-{SPAN}-01"},  # version ff is invalid
+        {"traceparent": f"00-{'0' * 32}-{SPAN}-01"},  # all-zero ids are invalid
+        {"traceparent": f"00-{TRACE}-{'0' * 16}-01"},
+        {"traceparent": f"00-{TRACE[:-1]}-{SPAN}-01"},
+        {"X-Cloud-Trace-Context": "not-a-trace/1;o=1"},
+        {"X-Amzn-Trace-Id": "Root=2-abc;Sampled=1"},
+    ],
+)
+def test_a_malformed_trace_is_no_trace(headers: dict[str, str]) -> None:
+    assert tracing.incoming(headers) is None
+
+
+def test_w3c_comes_first_then_google_then_aws() -> None:
+    other = "0af7651916cd43dd8448eb211c80319c"
+    aws = {"X-Amzn-Trace-Id": f"Root=1-{other[:8]}-{other[8:]};Sampled=1"}
+    google = {"X-Cloud-Trace-Context": f"{other}/7;o=1"}
+    w3c = {"traceparent": f"00-{TRACE}-{SPAN}-01"}
+    assert tracing.incoming({**aws, **google, **w3c}) == TraceContext(TRACE, SPAN, True)
+    assert tracing.incoming({**aws, **google}) == TraceContext(other, f"{7:016x}", True)
+    # a bad header of the first kind does not hide a good one of the next
+    assert tracing.incoming({"traceparent": "junk", **aws}) == TraceContext(other, "", True)
+
+
+def test_without_an_endpoint_the_trace_goes_on_and_nothing_is_exported() -> None:
+    for name in (*tracing.ENDPOINTS, "OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER"):
+        os.environ.pop(name, None)
+    caller = TraceContext(TRACE, SPAN, True)
+    assert tracing.trace_id() is None
+    with tracing.continued("test", "request", caller) as here:
+        assert here == caller and tracing.trace_id() == TRACE
+        with tracing.span("stage"):
+            assert tracing.trace_id() == TRACE
+    assert tracing.trace_id() is None
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}, True),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "OTEL_SDK_DISABLED": "true"}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "OTEL_TRACES_EXPORTER": "none"}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "  "}, False),
+    ],
+)
+def test_export_is_on_only_where_an_endpoint_says(
+    variables: dict[str, str], expected: bool
+) -> None:
+    for name in (*tracing.ENDPOINTS, "OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER"):
+        os.environ.pop(name, None)
+    os.environ.update(variables)
+    assert tracing.enabled() is expected
+
+
+def test_no_opentelemetry_module_is_imported_while_export_is_off() -> None:
+    code = (
+        "import sys\n"
+        "from milkprice import tracing\n"
+        "with tracing.continued('t', 'r', tracing.incoming({'traceparent': sys.argv[1]})):\n"
+        "    with tracing.span('s'):\n"
+        "        assert tracing.trace_id()\n"
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code, f"00-{TRACE}-{SPAN}-01"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"
