@@ -164,6 +164,9 @@ def main(settings: Settings, args: Any) -> int:
     import dataclasses
     import json
     import os
+    import shutil
+    import signal
+    import sys
     import tempfile
     import uuid
     from pathlib import Path
@@ -173,6 +176,8 @@ def main(settings: Settings, args: Any) -> int:
     raw = sample.read_folder(args.data)
     if args.quick:
         settings = dataclasses.replace(settings, backtest_months=6, long_backtest_months=0)
+    # SIGTERM unwinds like Ctrl-C, so the emulator below is stopped and its folder removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     folder = Path(tempfile.mkdtemp(prefix="milkprice-replay-"))
     proc, env = object_stores.start_free(settings.cloud, folder)
     try:
@@ -187,6 +192,7 @@ def main(settings: Settings, args: Any) -> int:
         doc, _ = contract.read_ledger(settings)
     finally:
         processes.stop([proc])
+        shutil.rmtree(folder, ignore_errors=True)
     if not doc.forecasts:
         print("no forecast was scored")
         return 1
