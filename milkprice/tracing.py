@@ -105,6 +105,10 @@ def trace_id() -> str | None:
     return found.trace_id if found else None
 
 
+# the caller's trace id for the next root span when the caller named no span of its own
+_trace_ahead: ContextVar[int | None] = ContextVar("milkprice_trace_ahead", default=None)
+
+
 @functools.cache
 def _provider(service: str) -> Any:
     """The process's tracer provider, built once, on the first trace: it exports in batches."""
@@ -112,21 +116,32 @@ def _provider(service: str) -> Any:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+    class CallersTrace(RandomIdGenerator):
+        """A root span keeps the trace id its caller sent without a span (Google's header
+        with no span, AWS's with no Parent): the trace goes on instead of starting anew."""
+
+        def generate_trace_id(self) -> int:
+            return _trace_ahead.get() or super().generate_trace_id()
 
     # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, when set, win over this name
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    resource = Resource.create({"service.name": service})
+    provider = TracerProvider(resource=resource, id_generator=CallersTrace())
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     return provider
 
 
 def flush(service: str, timeout_seconds: float = 5.0) -> None:
-    """Send the spans not yet sent: before a function's instance may be frozen (a run's end)."""
-    if enabled():
+    """Send the spans not yet sent: before a function's instance may be frozen (a run's end).
+    Nothing to send, and nothing imported, when no trace was exported by this process."""
+    if enabled() and _provider.cache_info().currsize:
         _provider(service).force_flush(int(timeout_seconds * 1000))
 
 
 def _parent(caller: TraceContext | None) -> Any:
-    """The OpenTelemetry context whose span is the caller's (remote), or None: a new trace."""
+    """The OpenTelemetry context whose span is the caller's (remote), or None: a root span
+    (in the caller's trace, when it sent one without a span: see ``CallersTrace``)."""
     if caller is None or not caller.span_id:
         return None
     from opentelemetry import trace
@@ -170,8 +185,13 @@ def continued(
 
     tracer = _provider(service).get_tracer("milkprice")
     kind = trace.SpanKind.SERVER
-    with tracer.start_as_current_span(name, _parent(caller), kind, attributes=attributes) as s:
-        here = _of(s)
+    ahead = _trace_ahead.set(int(caller.trace_id, 16) if caller else None)
+    try:  # the span's ids are drawn here, while the caller's trace id is ahead
+        root = tracer.start_span(name, _parent(caller), kind, attributes=attributes)
+    finally:
+        _trace_ahead.reset(ahead)
+    with trace.use_span(root, end_on_exit=True):
+        here = _of(root)
         with _set(here, tracer):
             yield here
 

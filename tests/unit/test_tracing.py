@@ -119,3 +119,36 @@ def test_no_opentelemetry_module_is_imported_while_export_is_off() -> None:
         check=True,
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_with_export_on_the_caller_s_trace_goes_on_even_without_its_span() -> None:
+    """Each header's trace id is the root span's, and a child span's; with no header a trace
+    of its own starts. The spans go to a closed port: only their ids are looked at here."""
+    code = (
+        "import os, sys\n"
+        "from milkprice import tracing\n"
+        "for value in sys.argv[1:]:\n"
+        "    name, _, header = value.partition(':')\n"
+        "    caller = tracing.incoming({name: header} if header else {})\n"
+        "    with tracing.continued('t', 'r', caller) as here:\n"
+        "        with tracing.span('s'):\n"
+        "            own = here.span_id != (caller and caller.span_id)\n"
+        "            print(here.trace_id, tracing.trace_id(), own)\n"
+        "sys.stdout.flush()\n"
+        "os._exit(0)  # no waiting on the closed port at exit\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_BSP_SCHEDULE_DELAY": "60000"}
+    headers = [
+        f"traceparent:00-{TRACE}-{SPAN}-01",
+        f"X-Cloud-Trace-Context:{TRACE}",
+        f"X-Amzn-Trace-Id:Root=1-{TRACE[:8]}-{TRACE[8:]};Sampled=1",
+        "none:",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *headers], capture_output=True, text=True, env=env, check=True
+    )
+    lines = [line.split() for line in done.stdout.splitlines()]
+    assert [line[:2] for line in lines[:3]] == [[TRACE, TRACE]] * 3
+    assert all(line[2] == "True" for line in lines)  # a span of its own, under the caller's
+    assert lines[3][0] == lines[3][1] != TRACE and len(lines[3][0]) == 32
