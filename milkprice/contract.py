@@ -24,6 +24,7 @@ pandas or scikit-learn: the predict function uses it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import math
 import threading
@@ -411,6 +412,7 @@ class RunRecord(msgspec.Struct, omit_defaults=True):
     seconds: float | None = None
     finished: str | None = None
     schema: int = SCHEMA
+    trace_id: str | None = None  # the trace of the request or event that started the run
 
     @property
     def path(self) -> str:
@@ -740,7 +742,11 @@ class Heartbeat:
         self.interval = settings.claim_timeout / 3
         self.lost = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="claim-heartbeat", daemon=True)
+        # the run's context goes along: the thread's log lines carry the run's trace
+        beats = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=beats.run, args=(self._run,), name="claim-heartbeat", daemon=True
+        )
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
 from typing import Any
 
+from milkprice import tracing
+
 _SEVERITY = {"WARNING": "WARNING", "CRITICAL": "CRITICAL", "ERROR": "ERROR", "INFO": "INFO"}
 _EXTRA = ("run_id", "component", "version", "trigger")
+# the key under which Cloud Logging reads a line's trace (as projects/<project>/traces/<id>)
+TRACE_KEY = "logging.googleapis.com/trace"
 # Libraries whose INFO lines are their own bookkeeping ("Adding job tentatively", connection
 # pool notes), not news about milk prices: only their warnings and errors are logged.
 QUIET = ("apscheduler", "urllib3", "google", "cloudevents", "botocore", "boto3", "azure")
@@ -30,9 +35,24 @@ class JsonFormatter(logging.Formatter):
         for key in _EXTRA:
             if key in record.__dict__:
                 entry[key] = record.__dict__[key]
+        trace = tracing.trace_id()
+        if trace:  # the trace of the request or event being handled: one search finds all
+            entry["trace_id"] = trace
+            entry[TRACE_KEY] = f"projects/{_project()}/traces/{trace}"
         if record.exc_info:
             entry["stack_trace"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+@functools.cache
+def _project() -> str:
+    """The project Cloud Logging files the traces under: the settings' (read once)."""
+    from milkprice import settings
+
+    try:
+        return settings.load().project
+    except Exception:  # a bad setting is reported where it is used, not by every log line
+        return settings.Settings.project
 
 
 def setup(component: str, level: int = logging.INFO) -> None:

@@ -18,17 +18,23 @@ from typing import Any
 
 import pandas as pd
 
+from milkprice import tracing
 from milkprice.errors import ConfigError, DataError
 from milkprice.settings import Settings
 from milkprice.train import artifacts, data, horizons, report
 from milkprice.train import features as F
+from milkprice.train import metrics as train_metrics
 from milkprice.train.backtest import Backtest, backtest, fit_final, training_rows, unscorable, view
 from milkprice.train.candidates import Candidate, candidates
 from milkprice.train.intervals import INTERVAL_LEVEL, conformal_interval, rolling_bounds
 
 
 class Timer:
-    """Times each stage; ``on_stage`` hears when one starts (the run record shows progress)."""
+    """Times each stage; ``on_stage`` hears when one starts (the run record shows progress).
+
+    Every stage is also a span of the run's trace (when spans are exported) and one
+    observation of the stage-duration histogram: one place, so the record, the trace and the
+    metrics can never disagree on what a stage took."""
 
     def __init__(self, on_stage: Callable[[str], None] | None = None) -> None:
         self.seconds: dict[str, float] = {}
@@ -40,9 +46,12 @@ class Timer:
             self.on_stage(stage)
         start = time.perf_counter()
         try:
-            yield
+            with tracing.span(stage, **{"milkprice.stage": stage}):
+                yield
         finally:
-            self.seconds[stage] = round(time.perf_counter() - start, 3)
+            took = time.perf_counter() - start
+            self.seconds[stage] = round(took, 3)
+            train_metrics.get().stages.labels(stage).observe(took)
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from milkprice import contract, store
+from milkprice import contract, store, tracing
 from milkprice.contract import Claim, InputObject, Manifest, Pointer, RunError, RunRecord
 from milkprice.errors import (
     Contended,
@@ -37,6 +37,7 @@ from milkprice.errors import (
 from milkprice.settings import Settings
 from milkprice.train import artifacts, data, ledger
 from milkprice.train import features as F
+from milkprice.train import metrics as train_metrics
 from milkprice.train.core import Timer, Trained, train
 
 log = logging.getLogger("milkprice.train")
@@ -112,6 +113,7 @@ class Recorder:
     def __init__(self, settings: Settings, trigger: str, event: dict[str, Any] | None) -> None:
         self.settings = settings
         self.record = RunRecord(new_run_id(), trigger, contract.now(), event=event)
+        self.record.trace_id = tracing.trace_id()  # the caller's, continued (None: no trace)
         self.timer = Timer(self.progress)
         self.started = time.perf_counter()
         self.seen: tuple[Pointer, str] | None = None  # the pointer and its token at the start
@@ -168,6 +170,7 @@ class Recorder:
             r.reason,
             extra={"run_id": r.run_id, "trigger": r.trigger, "version": r.version},
         )
+        train_metrics.get().runs.labels(r.trigger, r.outcome).inc()
         if r.outcome != "skipped":
             r.stage = None
             with contextlib.suppress(MilkPriceError):
@@ -310,6 +313,7 @@ def _promote(settings: Settings, rec: Recorder, version: str, reason: str) -> No
         if other is None:
             after = f" (after losing the race to version {', '.join(lost)})" if lost else ""
             rec.finish("promoted", reason + after)
+            train_metrics.promoted()
             return
         lost.append(other)
         seen = contract.read_pointer(settings)

@@ -74,3 +74,17 @@ def test_a_promotion_sets_its_time_and_the_age_follows_it() -> None:
 def test_openmetrics_is_answered_when_asked() -> None:
     body, kind = metrics.exposition("application/openmetrics-text; version=1.0.0")
     assert kind.startswith("application/openmetrics-text") and body.endswith(b"# EOF\n")
+
+
+def test_each_training_stage_is_one_observation_of_its_histogram() -> None:
+    from milkprice.train.core import Timer
+
+    key = ("milkprice_train_stage_duration_seconds_count", (("stage", "clean"),))
+    before = _samples()
+    timer = Timer()
+    with timer("clean"):
+        pass
+    with timer("clean"):
+        pass
+    assert _samples()[key] - before.get(key, 0) == 2
+    assert set(timer.seconds) == {"clean"}
