@@ -20,6 +20,7 @@ import numpy as np
 from milkprice import logs, store
 from milkprice import settings as settings_module
 from milkprice.errors import MilkPriceError, NotReady
+from milkprice.predict import metrics
 from milkprice.predict.ledger import Ledgers
 from milkprice.predict.snapshot import Loaded, LoadError, load
 from milkprice.predict.versions import Versions
@@ -93,15 +94,22 @@ class Server:
         """Look at the pointer's token; reload if it names a version not yet tried."""
         loaded = self._loaded
         serving = loaded.version if loaded else None
+        counted = metrics.get()
         try:
             generation = pointer_token(self.settings)
         except MilkPriceError as exc:
+            counted.pointer_checks.labels("failed").inc()
+            counted.storage_errors.labels("pointer").inc()
             self._outages += 1
             self._failed(
                 "checking the model pointer failed", exc, serving, "storage is unavailable"
             )
             return
         self._outages = 0
+        same = loaded is not None and generation == loaded.token
+        counted.pointer_checks.labels(
+            "missing" if generation is None else "unchanged" if same else "moved"
+        ).inc()
         if generation is None:
             if loaded is not None:
                 log.warning(
@@ -112,25 +120,30 @@ class Server:
                 )
             self._reason = "no model has been promoted yet"
             return
-        if (loaded is not None and generation == loaded.token) or (generation == self._bad_token):
+        if same or generation == self._bad_token:
             return
         self._reload(generation, serving)
 
     def _reload(self, generation: str, serving: str | None) -> None:
         """Load the version the pointer names now; on failure, keep serving what is served."""
+        counted = metrics.get()
         try:
             new = load(self.settings)
         except LoadError as exc:
+            counted.reloads.labels("failed").inc()
             self._bad_token = generation  # not retried until the pointer moves again
             self._failed("loading the promoted model failed", exc, serving, exc.message)
             return
         except MilkPriceError as exc:  # storage: try again at the next check
+            counted.reloads.labels("failed").inc()
+            counted.storage_errors.labels("load").inc()
             self._outages += 1
             self._failed(
                 "loading the promoted model failed", exc, serving, "storage is unavailable"
             )
             return
         except Exception as exc:  # a bug: never let it take the serving model down
+            counted.reloads.labels("failed").inc()
             self._bad_token = generation
             self._failed("loading the promoted model failed", exc, serving, "it could not be read")
             return
@@ -139,6 +152,8 @@ class Server:
             return
         self._loaded = new
         self._bad_token = None
+        counted.reloads.labels("loaded").inc()
+        counted.model.info({"version": new.version, "models": ",".join(sorted(new.models))})
         log.info(
             "serving model version %s (was %s)",
             new.version,

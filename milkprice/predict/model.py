@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from milkprice import tracing
 from milkprice.errors import BadRequest
+from milkprice.predict import metrics
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,7 +41,8 @@ class Model:
         ``positions`` are the rows' places in the request when ``X`` holds only some of them.
         """
         check_finite(X, self.features, positions)
-        prices = self.run(X)
+        with tracing.span("score", **{"milkprice.model": self.role, "milkprice.rows": len(X)}):
+            prices = self.run(X)
         finite = np.isfinite(prices)
         if not finite.all():
             r = int(np.argmin(finite))
@@ -48,6 +51,7 @@ class Model:
                 f"row {row}: the {self.role} model gives no finite price for these values",
                 [{"row": row, "problem": "values out of the model's range: no finite price"}],
             )
+        metrics.get().rows.labels(self.role).inc(len(prices))
         return prices
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from milkprice import tracing
 from milkprice.errors import BadRequest
 from milkprice.predict import rows
 from milkprice.predict.bodies import parse_json
@@ -51,9 +52,10 @@ def fast_scores(loaded: Loaded, body: bytes, max_rows: int) -> tuple[np.ndarray,
     each row kept only in the matrix of the model that scores it."""
     taken: Taken = {"forecast": [], "legacy": []}
     start = 0
-    for X in rows.chunks(loaded.decoder, body, max_rows):
-        _take(loaded, X, start, taken)
-        start += len(X)
+    with tracing.span("validate"):
+        for X in rows.chunks(loaded.decoder, body, max_rows):
+            _take(loaded, X, start, taken)
+            start += len(X)
     prices = np.empty(start, dtype=np.float64)
     used = [role for role in ("forecast", "legacy") if taken[role]]
     for role in used:
@@ -89,17 +91,23 @@ def score_rows(loaded: Loaded, doc: Any, max_rows: int) -> tuple[np.ndarray, str
     A row carrying every feature of the forecast model is scored by it, else a row carrying
     every feature of the legacy model by that one; other keys are ignored.
     """
-    data = _data(doc, max_rows)
-    forecast, legacy = loaded.models["forecast"], loaded.models["legacy"]
-    new, old = _choose(data, forecast, legacy)
-    if not old:
-        return forecast.score(row_matrix(forecast, data, None), None), "forecast"
-    if not new:
-        return legacy.score(row_matrix(legacy, data, None), None), "legacy"
+    with tracing.span("validate"):
+        data = _data(doc, max_rows)
+        forecast, legacy = loaded.models["forecast"], loaded.models["legacy"]
+        new, old = _choose(data, forecast, legacy)
+        if not old or not new:
+            m = forecast if not old else legacy
+            X = row_matrix(m, data, None)
+        else:
+            parts = [
+                (m, p, row_matrix(m, [data[i] for i in p], p))
+                for m, p in ((forecast, new), (legacy, old))
+            ]
+    if not old or not new:
+        return m.score(X, None), m.role
     prices = np.empty(len(data), dtype=np.float64)
-    for m, positions in ((forecast, new), (legacy, old)):
-        chosen = [data[i] for i in positions]
-        prices[positions] = m.score(row_matrix(m, chosen, positions), positions)
+    for m, positions, X in parts:
+        prices[positions] = m.score(X, positions)
     return prices, "forecast,legacy"
 
 

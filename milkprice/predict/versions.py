@@ -32,6 +32,7 @@ from collections import OrderedDict, deque
 from milkprice import contract
 from milkprice import settings as settings_module
 from milkprice.errors import LoadError, MilkPriceError, NotFound, NotReady
+from milkprice.predict import metrics
 from milkprice.predict.snapshot import Loaded, load_version
 
 log = logging.getLogger("milkprice.predict")
@@ -179,14 +180,18 @@ class Versions:
 
     def _load(self, version: str, retry_after: int) -> Loaded:
         """Load ``version`` (the lock not held), keep it, and drop the least recently used."""
+        counted = metrics.get()
         try:
             loaded = load_version(self.settings, version)
         except LoadError as exc:
+            counted.version_loads.labels("failed").inc()
             reason = f"cannot be loaded: {exc.message}"
             with self._lock:
                 self._remember_failure(version, reason)
             raise NotReady(f"model version {version} {reason}", retry_after) from None
         except MilkPriceError as exc:  # storage: not remembered, the next request tries again
+            counted.version_loads.labels("failed").inc()
+            counted.storage_errors.labels("version").inc()
             log.warning(
                 "model version %s could not be read: %s",
                 version,
@@ -203,6 +208,8 @@ class Versions:
                 log.info(
                     "dropped model version %s from memory", dropped, extra={"version": dropped}
                 )
+            counted.versions_kept.set(len(self._loaded))
+        counted.version_loads.labels("loaded").inc()
         log.info("loaded model version %s by name", version, extra={"version": version})
         return loaded
 
