@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Gauge, Histogram
 
 from milkprice.metrics import NAMESPACE, STAGE_BUCKETS, registry
+from milkprice.train import triggers
 
 
 @dataclass(frozen=True)
@@ -80,3 +81,21 @@ def promoted(at: float | None = None) -> None:
     """A version was promoted (at ``at``, seconds since the epoch; default now)."""
     _Promotion.at = time.time() if at is None else at
     get().promoted.set(_Promotion.at)
+
+
+def shape(found: triggers.Trigger | None) -> str:
+    """An event's platform shape, as the events metric labels it: the platform that sent an
+    upload or a schedule (eventarc, s3, eventbridge, eventgrid, scheduler, knative-ping), a
+    handshake, an ignored event, or unknown (a body no shape matched)."""
+    if isinstance(found, triggers.Uploads):
+        return found.items[0].source if found.items else "unknown"
+    if isinstance(found, triggers.Upload | triggers.Schedule):
+        return found.source
+    if isinstance(found, triggers.Validation):
+        return "handshake"
+    return "ignored" if isinstance(found, triggers.Ignored) else "unknown"
+
+
+def event(found: triggers.Trigger | None, status: int) -> None:
+    """One event answered with ``status`` (``found`` None: its body was refused)."""
+    get().events.labels(shape(found), str(status)).inc()

@@ -88,3 +88,23 @@ def test_each_training_stage_is_one_observation_of_its_histogram() -> None:
         pass
     assert _samples()[key] - before.get(key, 0) == 2
     assert set(timer.seconds) == {"clean"}
+
+
+def test_events_are_counted_by_the_platform_that_sent_them_and_the_answer() -> None:
+    from milkprice.train import triggers
+
+    upload = triggers.Upload("raw/precio_leche.csv", "7", "e1", "eventgrid")
+    cases = [
+        (triggers.Uploads((upload,)), 200, "eventgrid"),
+        (triggers.Schedule("knative-ping"), 200, "knative-ping"),
+        (triggers.Validation(), 200, "handshake"),
+        (triggers.Ignored("an other object"), 200, "ignored"),
+        (None, 400, "unknown"),
+    ]
+    before = _samples()
+    for found, status, _ in cases:
+        train_metrics.event(found, status)
+    after = _samples()
+    for _, status, shape in cases:
+        key = ("milkprice_train_events_total", (("shape", shape), ("status", str(status))))
+        assert after[key] - before.get(key, 0) == 1, shape
