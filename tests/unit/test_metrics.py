@@ -94,7 +94,7 @@ def test_events_are_counted_by_the_platform_that_sent_them_and_the_answer() -> N
     from milkprice.train import triggers
 
     upload = triggers.Upload("raw/precio_leche.csv", "7", "e1", "eventgrid")
-    cases = [
+    cases: list[tuple[triggers.Trigger | None, int, str]] = [
         (triggers.Uploads((upload,)), 200, "eventgrid"),
         (triggers.Schedule("knative-ping"), 200, "knative-ping"),
         (triggers.Validation(), 200, "handshake"),
