@@ -1,5 +1,7 @@
-"""A real OTLP/HTTP trace receiver for tests: it decodes what exporters send (protobuf, as
-the OpenTelemetry exporter posts to ``/v1/traces``) and keeps every span it received."""
+"""A small OTLP/HTTP trace receiver: it decodes what exporters send (protobuf, as the
+OpenTelemetry exporter posts to ``/v1/traces``) and keeps every span it received. The
+benchmark exports to it (tracing's cost measured with a real export, on this machine) and
+the tests read the spans a function sent from it; ``up --observe`` runs a full trace store."""
 
 from __future__ import annotations
 
