@@ -16,6 +16,7 @@ import pytest
 from milkprice import contract, store
 from milkprice.errors import ConfigError
 from milkprice.predict import cache
+from milkprice.predict import routes as predict_routes
 from milkprice.settings import Settings
 from tests.support.buckets import artifact, clone, manifest, promote
 from tests.support.openapi_client import INFER, JSON, SPEC, Client
@@ -197,7 +198,7 @@ def test_a_trust_that_is_no_choice_is_refused(monkeypatch: pytest.MonkeyPatch) -
 
 def test_openapi_describes_every_route(sample: Sample) -> None:
     client = Client()
-    routes = client.main_module_globals()["ROUTES"]
+    routes = predict_routes.ROUTES
     served = client.get("/openapi.json", base_url="http://milk.example").get_json()
     assert served["servers"] == [{"url": "http://milk.example"}]
     assert served["openapi"].startswith("3.1")

@@ -20,10 +20,10 @@ import yaml
 
 from milkprice.bridge import shapes as event_shapes
 from milkprice.local import cli
+from milkprice.predict import routes
 from milkprice.settings import PREFIX, Settings
 from milkprice.train import endpoint
 from tests.support import dockerfile
-from tests.support.openapi_client import Client
 from tests.support.paths import ROOT, TRAIN_MAIN
 
 KNATIVE = ROOT / "infra" / "knative"
@@ -118,7 +118,7 @@ def test_ports_and_probes_are_the_functions_own() -> None:
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     for probe in ("readinessProbe", "livenessProbe"):
-        handler, _ = predict_main(c[probe]["httpGet"].get("path"))
+        handler = predict_main(c[probe]["httpGet"].get("path")).handler
         assert handler is not None
     # the train image answers its probe path with health, starting nothing
     app = functions_framework.create_app("train_service", str(TRAIN_MAIN), "http").test_client()
@@ -128,9 +128,8 @@ def test_ports_and_probes_are_the_functions_own() -> None:
 
 
 def _predict_routes() -> Any:
-    """The predict function's own router, from the app functions-framework builds."""
-    route = Client().main_module_globals()["route"]
-    return lambda path: route("GET", path)
+    """The predict function's own router."""
+    return lambda path: routes.match("GET", path)
 
 
 def _annotations(doc: dict[str, Any]) -> dict[str, str]:

@@ -85,6 +85,7 @@ def test_the_check_can_fail() -> None:
 def test_the_predict_bundle_is_the_contract_and_the_predict_side() -> None:
     files = {str(p) for p in bundle.package_files("predict")}
     assert "predict/serving.py" in files and "predict/landing.html" in files
+    assert "predict/routes.py" in files and "predict/forwarded.py" in files
     assert ("settings.py" in files and "store.py" in files) or "store/__init__.py" in files
     assert not any(f.startswith(("train/", "local/", "bridge/")) for f in files)
     assert {str(p.relative_to(PACKAGE)) for p in predict_side()[:-1]} <= files

@@ -1,0 +1,152 @@
+"""The predict function's routes: which handler answers a request, and the request's one path.
+
+``ROUTES`` maps each path template to its methods' handlers; a handler reads what its route
+needs from the request (the body through ``bodies``, with the server socket's read deadline),
+asks ``serving`` for the answer and shapes it. :func:`dispatch` is the whole life of a
+request: it starts there, is matched to a route (:class:`Match`, with the route's template),
+answered, and ends there with its status known, errors included (``serving.failure``).
+Adding a route touches this module and the OpenAPI document (``openapi``) only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import flask
+import orjson
+
+from milkprice.errors import MethodNotAllowed, NotFound
+from milkprice.predict import bodies, forwarded, openapi, serving
+from milkprice.predict.binary import HEADER
+
+Handler = Callable[[flask.Request, dict[str, str]], flask.Response]
+
+
+@dataclass(frozen=True)
+class Match:
+    """A request's route: its template (``/v2/models/{name}/infer``), the handler of its
+    method and the path's parameters (``{"name": ...}``)."""
+
+    template: str
+    handler: Handler
+    params: dict[str, str]
+
+
+def _json(doc: Any, headers: dict[str, str] | None = None) -> flask.Response:
+    body = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    return flask.Response(body, 200, headers, mimetype="application/json")
+
+
+def _bytes(r: flask.Request, binary: bool = False) -> bytes:
+    sock = r.environ.get("gunicorn.socket")  # a read deadline for stalled bodies
+    kind = r.headers.get("Content-Type")
+    return bodies.body_bytes(kind, r.stream, r.content_length, sock, binary)
+
+
+def _base(r: flask.Request) -> str:
+    """The URL clients call this function at (``forwarded``), for the page and the document."""
+    return forwarded.base_url(r, serving.trusted_forwarded())
+
+
+def _infer(r: flask.Request, p: dict[str, str]) -> flask.Response:
+    body = _bytes(r, binary=True)
+    header = r.headers.get(HEADER)
+    answer, headers, octets = serving.v2_infer(p["name"], p.get("version"), body, header)
+    kind = "application/octet-stream" if octets else "application/json"
+    return flask.Response(answer, 200, headers, mimetype=kind)
+
+
+def _refuse(action: str) -> Handler:
+    def refuse(r: flask.Request, p: dict[str, str]) -> flask.Response:
+        serving.v2_refuse(p["name"], action)  # always raises: 404, or 403
+
+    return refuse
+
+
+def _chart(r: flask.Request, _: dict[str, str]) -> flask.Response:
+    png, version, etag = serving.chart()
+    response = flask.Response(png, mimetype="image/png")
+    response.headers.update({"Cache-Control": "no-cache", "X-Model-Version": version})
+    response.set_etag(etag)
+    response.make_conditional(r)
+    return response
+
+
+ROUTES: dict[str, dict[str, Handler]] = {
+    "/": {"GET": lambda r, _: flask.Response(serving.landing_page(_base(r)))},
+    "/backtest.png": {"GET": _chart},
+    "/forecast": {"GET": lambda r, _: _json(*serving.forecast(r.args.get("months")))},
+    "/accuracy": {"GET": lambda r, _: _json(serving.accuracy())},
+    "/predict": {"POST": lambda r, _: _json(*serving.predict_rows(_bytes(r)))},
+    "/openapi.json": {"GET": lambda r, _: _json(openapi.document(_base(r)))},
+    "/v2": {"GET": lambda r, _: _json(serving.v2_server())},
+    "/v2/health/live": {"GET": lambda r, _: _json({"live": True})},
+    "/v2/health/ready": {"GET": lambda r, _: _json(serving.v2_ready())},
+    "/v2/models/{name}": {"GET": lambda r, p: _json(serving.v2_metadata(p["name"]))},
+    "/v2/models/{name}/ready": {"GET": lambda r, p: _json(serving.v2_ready(p["name"]))},
+    "/v2/models/{name}/infer": {"POST": _infer},
+    "/v2/models/{name}/versions/{version}": {
+        "GET": lambda r, p: _json(serving.v2_metadata(p["name"], p["version"]))
+    },
+    "/v2/models/{name}/versions/{version}/ready": {
+        "GET": lambda r, p: _json(serving.v2_ready(p["name"], p["version"]))
+    },
+    "/v2/models/{name}/versions/{version}/infer": {"POST": _infer},
+    "/v2/repository/index": {"POST": lambda r, _: _json(serving.v2_index(_bytes(r)))},
+    "/v2/repository/models/{name}/load": {"POST": _refuse("load")},
+    "/v2/repository/models/{name}/unload": {"POST": _refuse("unload")},
+}
+PATTERNS = [(re.compile(re.sub(r"{(\w+)}", r"(?P<\1>[^/]+)", t)), t) for t in ROUTES]
+
+
+def match(method: str, path: str) -> Match:
+    """The route of a request; NotFound, or MethodNotAllowed with Allow (HEAD is GET's)."""
+    path = path.rstrip("/") or "/"
+    for pattern, template in PATTERNS:
+        if found := pattern.fullmatch(path):
+            methods = ROUTES[template]
+            if handler := methods.get("GET" if method == "HEAD" else method):
+                return Match(template, handler, found.groupdict())
+            allow = ", ".join(sorted({*methods, *(("HEAD",) if "GET" in methods else ())}))
+            raise MethodNotAllowed(f"{method} {template}: use {allow}", headers={"Allow": allow})
+    raise NotFound(f"no route {path}; see /openapi.json")
+
+
+def error_response(exc: Exception, request: flask.Request) -> flask.Response:
+    """The JSON answer of an error (``serving.failure``)."""
+    status, body, headers = serving.failure(exc, f"{request.method} {request.path}")
+    # An error may leave a (too large) body unread: a streamed answer keeps it unread.
+    response = flask.Response(iter([body]), status, headers, mimetype="application/json")
+    response.headers["Content-Length"] = str(len(body))
+    return response
+
+
+def dispatch(request: flask.Request) -> flask.Response:
+    """One request, from start to answer: its length checked, its route matched, its handler
+    called; any error becomes its JSON answer. ``template`` stays None for a request no route
+    matched (or refused before matching), so that unknown paths stay one label, not many."""
+    template: str | None = None
+    try:
+        bodies.check_length(request.content_length)
+        found = match(request.method, request.path)
+        template = found.template
+        response = found.handler(request, found.params)
+    except Exception as exc:
+        response = error_response(exc, request)
+    return _ended(request, template, response)
+
+
+def _ended(
+    request: flask.Request, template: str | None, response: flask.Response
+) -> flask.Response:
+    """Where every request dispatched ends, its route's template and its status known,
+    whichever way it went: the one place to measure or record requests."""
+    return response
+
+
+def unrouted(request: flask.Request) -> flask.Response:
+    """A path the Functions Framework's own rule does not match (a newline in it): JSON too."""
+    return error_response(NotFound(f"no route {request.path!r}; see /openapi.json"), request)
