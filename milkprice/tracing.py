@@ -14,14 +14,14 @@ imported: :func:`span` is then a context manager that does nothing.
 
 from __future__ import annotations
 
-import functools
 import os
+import threading
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
@@ -29,6 +29,12 @@ W3C = re.compile(r"(?!ff)[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})
 GOOGLE = re.compile(r"([0-9a-fA-F]{32})(?:/(\d{1,20}))?(?:;o=([01]))?")
 AWS_ROOT = re.compile(r"1-([0-9a-fA-F]{8})-([0-9a-fA-F]{24})")
 AWS_PARENT = re.compile(r"[0-9a-fA-F]{16}")
+
+
+class Headers(Protocol):
+    """A request's headers (a mapping, or a server's multi-valued headers) or an event's."""
+
+    def items(self) -> Iterable[tuple[str, str]]: ...
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,7 @@ def _aws(value: str) -> TraceContext | None:
 READERS = (("traceparent", _w3c), ("X-Cloud-Trace-Context", _google), ("X-Amzn-Trace-Id", _aws))
 
 
-def incoming(headers: Mapping[str, str]) -> TraceContext | None:
+def incoming(headers: Headers) -> TraceContext | None:
     """The caller's trace from the first of the known headers that holds a valid one (names
     in any case: a request's headers or an event's)."""
     folded = {name.lower(): value for name, value in headers.items()}
@@ -109,9 +115,19 @@ def trace_id() -> str | None:
 _trace_ahead: ContextVar[int | None] = ContextVar("milkprice_trace_ahead", default=None)
 
 
-@functools.cache
+_providers: dict[str, Any] = {}  # by service: one per process, built on its first trace
+_providers_lock = threading.Lock()
+
+
 def _provider(service: str) -> Any:
     """The process's tracer provider, built once, on the first trace: it exports in batches."""
+    with _providers_lock:
+        if service not in _providers:
+            _providers[service] = _new_provider(service)
+        return _providers[service]
+
+
+def _new_provider(service: str) -> Any:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -135,8 +151,18 @@ def _provider(service: str) -> Any:
 def flush(service: str, timeout_seconds: float = 5.0) -> None:
     """Send the spans not yet sent: before a function's instance may be frozen (a run's end).
     Nothing to send, and nothing imported, when no trace was exported by this process."""
-    if enabled() and _provider.cache_info().currsize:
-        _provider(service).force_flush(int(timeout_seconds * 1000))
+    found = _providers.get(service)
+    if found is not None:
+        found.force_flush(int(timeout_seconds * 1000))
+
+
+def reset() -> None:
+    """Send what is left and forget the providers: the next trace builds one anew, reading
+    the ``OTEL_*`` variables again (a test's receiver, say)."""
+    with _providers_lock:
+        for found in _providers.values():
+            found.shutdown()
+        _providers.clear()
 
 
 def _parent(caller: TraceContext | None) -> Any:
@@ -205,3 +231,12 @@ def span(name: str, **attributes: Any) -> Iterator[None]:
         return
     with tracer.start_as_current_span(name, attributes=attributes):
         yield
+
+
+def annotate(**attributes: Any) -> None:
+    """Attributes on the current span (the request's status, say); nothing when not exporting."""
+    if _tracer.get() is None:
+        return
+    from opentelemetry import trace
+
+    trace.get_current_span().set_attributes(attributes)

@@ -577,6 +577,23 @@ def _paths() -> dict[str, Any]:
                 "responses": {"200": _json("OpenAPI 3.1 document", {"type": "object"})},
             }
         },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics: requests by route, method and status, latency "
+                "by route, rows scored, the served version, reloads, pointer checks, storage "
+                "errors and versions loaded (a scrape is not itself counted)",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus' text format (OpenMetrics when the Accept "
+                        "header asks for it)",
+                        "content": {
+                            "text/plain": {"schema": {"type": "string"}},
+                            "application/openmetrics-text": {"schema": {"type": "string"}},
+                        },
+                    }
+                },
+            }
+        },
         "/v2": {
             "get": {
                 "summary": "KServe V2 server metadata",

@@ -11,6 +11,7 @@ Adding a route touches this module and the OpenAPI document (``openapi``) only.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,11 +19,16 @@ from typing import Any
 import flask
 import orjson
 
+from milkprice import metrics, tracing
 from milkprice.errors import MethodNotAllowed, NotFound
 from milkprice.predict import bodies, forwarded, openapi, serving
+from milkprice.predict import metrics as predict_metrics
 from milkprice.predict.binary import HEADER
 
 Handler = Callable[[flask.Request, dict[str, str]], flask.Response]
+
+SERVICE = "milkprice-predict"  # the traces' service name (OTEL_SERVICE_NAME wins over it)
+METRICS = "/metrics"  # scraped every few seconds: neither counted nor traced itself
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,13 @@ def _json(doc: Any, headers: dict[str, str] | None = None) -> flask.Response:
 def _bytes(r: flask.Request, binary: bool = False) -> bytes:
     sock = r.environ.get("gunicorn.socket")  # a read deadline for stalled bodies
     kind = r.headers.get("Content-Type")
-    return bodies.body_bytes(kind, r.stream, r.content_length, sock, binary)
+    with tracing.span("read body"):
+        return bodies.body_bytes(kind, r.stream, r.content_length, sock, binary)
+
+
+def _metrics(r: flask.Request, _: dict[str, str]) -> flask.Response:
+    body, kind = metrics.exposition(r.headers.get("Accept"))
+    return flask.Response(body, 200, {"Cache-Control": "no-store"}, content_type=kind)
 
 
 def _base(r: flask.Request) -> str:
@@ -82,6 +94,7 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/accuracy": {"GET": lambda r, _: _json(serving.accuracy())},
     "/predict": {"POST": lambda r, _: _json(*serving.predict_rows(_bytes(r)))},
     "/openapi.json": {"GET": lambda r, _: _json(openapi.document(_base(r)))},
+    METRICS: {"GET": _metrics},
     "/v2": {"GET": lambda r, _: _json(serving.v2_server())},
     "/v2/health/live": {"GET": lambda r, _: _json({"live": True})},
     "/v2/health/ready": {"GET": lambda r, _: _json(serving.v2_ready())},
@@ -102,17 +115,23 @@ ROUTES: dict[str, dict[str, Handler]] = {
 PATTERNS = [(re.compile(re.sub(r"{(\w+)}", r"(?P<\1>[^/]+)", t)), t) for t in ROUTES]
 
 
-def match(method: str, path: str) -> Match:
-    """The route of a request; NotFound, or MethodNotAllowed with Allow (HEAD is GET's)."""
+def locate(path: str) -> tuple[str, dict[str, str]]:
+    """The template of the route a path falls under and the path's parameters; NotFound."""
     path = path.rstrip("/") or "/"
     for pattern, template in PATTERNS:
         if found := pattern.fullmatch(path):
-            methods = ROUTES[template]
-            if handler := methods.get("GET" if method == "HEAD" else method):
-                return Match(template, handler, found.groupdict())
-            allow = ", ".join(sorted({*methods, *(("HEAD",) if "GET" in methods else ())}))
-            raise MethodNotAllowed(f"{method} {template}: use {allow}", headers={"Allow": allow})
+            return template, found.groupdict()
     raise NotFound(f"no route {path}; see /openapi.json")
+
+
+def match(method: str, path: str, located: tuple[str, dict[str, str]] | None = None) -> Match:
+    """The route of a request; NotFound, or MethodNotAllowed with Allow (HEAD is GET's)."""
+    template, params = located or locate(path)
+    methods = ROUTES[template]
+    if handler := methods.get("GET" if method == "HEAD" else method):
+        return Match(template, handler, params)
+    allow = ", ".join(sorted({*methods, *(("HEAD",) if "GET" in methods else ())}))
+    raise MethodNotAllowed(f"{method} {template}: use {allow}", headers={"Allow": allow})
 
 
 def error_response(exc: Exception, request: flask.Request) -> flask.Response:
@@ -126,24 +145,38 @@ def error_response(exc: Exception, request: flask.Request) -> flask.Response:
 
 def dispatch(request: flask.Request) -> flask.Response:
     """One request, from start to answer: its length checked, its route matched, its handler
-    called; any error becomes its JSON answer. ``template`` stays None for a request no route
-    matched (or refused before matching), so that unknown paths stay one label, not many."""
-    template: str | None = None
+    called in the caller's trace (``tracing.continued``); any error becomes its JSON answer.
+    A request no route matched (or refused before matching) is counted under one label, not
+    one per unknown path; a scrape of ``/metrics`` is answered without being measured."""
+    started = time.perf_counter()
+    template = None  # a wrong method is counted under its route's template
     try:
         bodies.check_length(request.content_length)
-        found = match(request.method, request.path)
-        template = found.template
-        response = found.handler(request, found.params)
+        located = locate(request.path)
+        template = located[0]
+        found = match(request.method, request.path, located)
     except Exception as exc:
-        response = error_response(exc, request)
-    return _ended(request, template, response)
+        return _ended(request, template, error_response(exc, request), started)
+    if found.template == METRICS:
+        return found.handler(request, found.params)
+    name = f"{request.method} {found.template}"
+    caller = tracing.incoming(request.headers)
+    with tracing.continued(SERVICE, name, caller, **{"http.route": found.template}):
+        try:
+            response = found.handler(request, found.params)
+        except Exception as exc:
+            response = error_response(exc, request)
+        tracing.annotate(**{"http.response.status_code": response.status_code})
+    return _ended(request, found.template, response, started)
 
 
 def _ended(
-    request: flask.Request, template: str | None, response: flask.Response
+    request: flask.Request, template: str | None, response: flask.Response, started: float
 ) -> flask.Response:
     """Where every request dispatched ends, its route's template and its status known,
-    whichever way it went: the one place to measure or record requests."""
+    whichever way it went: counted and timed by route."""
+    took = time.perf_counter() - started
+    predict_metrics.observe(template, request.method, response.status_code, took)
     return response
 
 

@@ -236,6 +236,7 @@ def test_every_documented_answer_happens(
         "/backtest.png",
         "/forecast",
         "/accuracy",  # no ledger yet: an empty one, no model needed
+        "/metrics",
         "/v2/health/ready",
         "/v2/models/forecast",
         "/v2/models/forecast/ready",
