@@ -15,8 +15,8 @@ imported: :func:`span` is then a context manager that does nothing.
 from __future__ import annotations
 
 import os
-import threading
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
