@@ -13,6 +13,7 @@ is missed and 1 when a case errors (a non-200 or wrong answer, a process that do
 
 from __future__ import annotations
 
+import compileall
 import csv
 import json
 import os
@@ -66,6 +67,8 @@ class Config:
     seconds: int  # the length of each serving case
     results: Path
     started: float  # monotonic clock at the start: progress lines and the wall time count from it
+    only: str = ""  # BENCH_ONLY: one section alone ("cold": every cloud's cold start)
+    cold_rounds: int = 0  # BENCH_COLD_RUNS: cold starts of each function (0: the mode's own)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
@@ -73,6 +76,8 @@ class Config:
             seconds=max(1, int(float(environ.get("BENCH_SECONDS") or 10))),
             results=Path(environ.get("BENCH_RESULTS") or BENCH / "results.json"),
             started=time.monotonic(),
+            only=(environ.get("BENCH_ONLY") or "").strip().lower(),
+            cold_rounds=int(environ.get("BENCH_COLD_RUNS") or 0),
         )
 
     @property
@@ -85,7 +90,7 @@ class Config:
 
     @property
     def cold_runs(self) -> int:
-        return 2 if self.smoke else 5
+        return self.cold_rounds or (2 if self.smoke else 5)
 
     @property
     def months(self) -> int:
@@ -116,7 +121,7 @@ class Processes:
 
     def env(self, **extra: str) -> dict[str, str]:
         """os.environ without anything that configures the project, the servers or BLAS."""
-        skip = ("MILKPRICE_", "BENCH_", "OMP_", "OPENBLAS_", "MKL_", "GUNICORN_")
+        skip = ("MILKPRICE_", "BENCH_", "OMP_", "OPENBLAS_", "MKL_", "GUNICORN_", "OTEL_")
         own = ("WORKERS", "THREADS", "PORT", "HOST", "DEBUG", "STORAGE_EMULATOR_HOST")
         env = {k: v for k, v in os.environ.items() if not k.startswith(skip) and k not in own}
         env.update(PYTHONUNBUFFERED="1", STORAGE_EMULATOR_HOST=self.gcs_url)
@@ -751,7 +756,28 @@ def report(bench: Bench, config: Config) -> int:
     return 1 if bench.errors else 0
 
 
+def cold_report(bench: Bench, config: Config) -> int:
+    """``BENCH_ONLY=cold``: every cloud's cold start beside the bare function, nothing else."""
+    r = bench.results
+    r.update(mode="cold", cold_runs=config.cold_runs, server_env=SERVER_ENV)
+    r["clouds"] = clouds.cold_only(bench)
+    r["wall_seconds"] = round(time.monotonic() - config.started, 1)
+    config.results.parent.mkdir(parents=True, exist_ok=True)
+    config.results.write_text(json.dumps(r, indent=2) + "\n")
+    print(clouds.cold_table(r["clouds"]))
+    config.say(f"done in {r['wall_seconds']} s; results in {config.results}")
+    return 0
+
+
+def compile_sources() -> None:
+    """The checkout's modules compiled, as an image or a bundle installs them: cold starts
+    would otherwise compile them every time (PYTHONDONTWRITEBYTECODE, or a read-only tree)."""
+    for folder in ("milkprice", "functions", "bench"):
+        compileall.compile_dir(ROOT / folder, quiet=1)
+
+
 def run(tmp: Path, config: Config) -> int:
+    compile_sources()
     port = processes.free_port()
     gcs = fake_gcs.start(tmp / "gcs", port)
     gcs_url = fake_gcs.url(HOST, port)
@@ -771,6 +797,8 @@ def run(tmp: Path, config: Config) -> int:
         plan, features = cases(settings)
         bench = Bench(procs, settings, plan, config)
         r = bench.results
+        if config.only == "cold":
+            return cold_report(bench, config)
         mode = "smoke" if config.smoke else "full"
         r.update(mode=mode, seconds_per_case=config.seconds, warmup_s=WARMUP)
         r.update(data=data, cpus=os.cpu_count(), server_env=SERVER_ENV, features=features)
@@ -794,7 +822,10 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = Path(tempfile.mkdtemp(prefix="milkprice-bench-"))
     try:
-        ensure_wrk(config)
+        if config.only not in ("", "cold"):
+            raise BenchError(f"BENCH_ONLY={config.only!r}: only 'cold' is a section of its own")
+        if not config.only:
+            ensure_wrk(config)
         return run(tmp, config)
     except BenchError as exc:
         config.say(f"ERROR {exc}")

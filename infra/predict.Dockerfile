@@ -35,6 +35,9 @@ RUN pip install --no-cache-dir --root-user-action=ignore --no-deps /tmp/wheels/m
     && useradd --uid 10001 --gid 10001 --create-home milkprice
 WORKDIR /app
 COPY functions/predict ./functions/predict
+# Bytecode now, as pip compiled the packages': the user below cannot write it, so a cold start
+# would compile the entry point every time.
+RUN python -m compileall -q functions/predict
 ENV PYTHONUNBUFFERED=1 WORKERS=1 THREADS=8 OMP_NUM_THREADS=1 PORT=8080 \
     MILKPRICE_CLOUD=${CLOUD} AWS_LWA_READINESS_CHECK_PATH=/v2/health/live
 # numeric, so that a cluster can tell it is not root (Kubernetes' runAsNonRoot)

@@ -91,7 +91,7 @@ def _backend(cloud: str, bucket: str, project: str) -> Backend:
 
         return GcsBackend(bucket, project)
     if cloud == "aws":
-        from milkprice.store.s3 import S3Backend  # boto3, imported here only
+        from milkprice.store.s3 import S3Backend  # botocore, imported here only
 
         return S3Backend(bucket)
     if cloud == "azure":

@@ -410,3 +410,29 @@ def test_without_node_the_error_says_what_to_install(tmp_path: Path) -> None:
     with pytest.raises(MilkPriceError, match=r"apt-get install nodejs npm") as caught:
         azurite_server.install(tmp_path / "node")
     assert "\n" not in caught.value.message
+
+
+# each cloud's SDK, by the top modules a process using it loads (S3's through botocore alone)
+SDKS = {"gcp": "google.cloud.storage", "aws": "botocore", "azure": "azure.storage.blob"}
+
+
+def test_a_process_imports_only_its_own_clouds_sdk(bucket: Settings) -> None:
+    """Reading through one cloud loads that cloud's SDK and no other (nor boto3 over botocore):
+    each is a large part of a function's cold start."""
+    store.write(bucket, "sdk/probe", b"probe")
+    code = textwrap.dedent(
+        f"""
+        import json, sys
+        from milkprice import store
+        from milkprice.settings import Settings
+        blob = store.read(Settings(bucket={bucket.bucket!r}, cloud={bucket.cloud!r}), "sdk/probe")
+        assert blob is not None and blob.data == b"probe"
+        print(json.dumps(sorted(m for m in (*{sorted(SDKS.values())!r}, "boto3")
+                                if m in sys.modules)))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=dict(os.environ), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == f'["{SDKS[bucket.cloud]}"]'
