@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if __name__ == "__main__":  # run as a script: import milkprice from this checkout
     sys.path.insert(0, str(ROOT))
 
-from bench import clouds, lambdas  # noqa: E402
+from bench import clouds, lambdas, telemetry  # noqa: E402
 from milkprice import contract, store  # noqa: E402
 from milkprice import http_client as http  # noqa: E402
 from milkprice.local import processes, sample  # noqa: E402
@@ -67,7 +67,7 @@ class Config:
     seconds: int  # the length of each serving case
     results: Path
     started: float  # monotonic clock at the start: progress lines and the wall time count from it
-    only: str = ""  # BENCH_ONLY: one section alone ("cold": every cloud's cold start)
+    only: str = ""  # BENCH_ONLY: one section alone (cold: every cloud's cold start; telemetry)
     cold_rounds: int = 0  # BENCH_COLD_RUNS: cold starts of each function (0: the mode's own)
 
     @classmethod
@@ -658,6 +658,7 @@ def targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
         ),
         "soak errors": (soak["errors"], "0", 0, 0),
         "soak memory": (soak["rss_growth_pct"], "growth < 10 %", 10, -1),
+        **(telemetry.targets(r["telemetry"]) if "telemetry" in r else {}),
     }
     # sense 1: at least the limit; 0: at most; -1: strictly below
     return {
@@ -708,6 +709,8 @@ def table(r: dict[str, Any]) -> str:
     label = f"cold start s, median of {runs}"
     row(label, cold["predict"], cold["reference"], "(scikit-learn reference)", "cold start")
     row(label, cold["predict"], cold["ceiling"], "(bare function)")
+    for measure, mine, ref, ref_name, target in telemetry.rows(r.get("telemetry") or {}):
+        row(measure, mine, ref, ref_name, target)
     for measure, mine, ref, ref_name in clouds.rows(r["clouds"]) + lambdas.rows(r["lambda"]):
         row(measure, mine, ref, ref_name)
     fresh, train = r["freshness"], r["training"]
@@ -769,6 +772,19 @@ def cold_report(bench: Bench, config: Config) -> int:
     return 0
 
 
+def telemetry_report(bench: Bench, config: Config) -> int:
+    """``BENCH_ONLY=telemetry``: what metrics and tracing cost 1-row serving, nothing else."""
+    r = bench.results
+    checks = telemetry.targets(r["telemetry"])
+    r["targets"] = {k: {"value": round(v, 3), "target": t} for k, (v, t, _, _) in checks.items()}
+    r["errors"] = bench.errors
+    config.results.parent.mkdir(parents=True, exist_ok=True)
+    config.results.write_text(json.dumps(r, indent=2) + "\n")
+    for measure, mine, ref, ref_name, _ in telemetry.rows(r["telemetry"]):
+        print(f"{measure}: {mine:,.0f} vs {ref:,.0f} {ref_name}: {mine / ref:.2f}")
+    return 1 if bench.errors else 0
+
+
 def compile_sources() -> None:
     """The checkout's modules compiled, as an image or a bundle installs them: cold starts
     would otherwise compile them every time (PYTHONDONTWRITEBYTECODE, or a read-only tree)."""
@@ -799,12 +815,16 @@ def run(tmp: Path, config: Config) -> int:
         r = bench.results
         if config.only == "cold":
             return cold_report(bench, config)
+        if config.only == "telemetry":
+            r["telemetry"] = telemetry.run(bench)
+            return telemetry_report(bench, config)
         mode = "smoke" if config.smoke else "full"
         r.update(mode=mode, seconds_per_case=config.seconds, warmup_s=WARMUP)
         r.update(data=data, cpus=os.cpu_count(), server_env=SERVER_ENV, features=features)
         if not PREDICT.is_file():
             raise BenchError(f"{PREDICT.relative_to(ROOT)} does not exist yet")
         bench.serving()
+        r["telemetry"] = telemetry.run(bench)
         bench.cold_start()
         r["clouds"] = clouds.run(bench)
         r["lambda"] = lambdas.run(bench)
@@ -822,9 +842,11 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = Path(tempfile.mkdtemp(prefix="milkprice-bench-"))
     try:
-        if config.only not in ("", "cold"):
-            raise BenchError(f"BENCH_ONLY={config.only!r}: only 'cold' is a section of its own")
-        if not config.only:
+        if config.only not in ("", "cold", "telemetry"):
+            raise BenchError(
+                f"BENCH_ONLY={config.only!r}: the sections of their own are cold and telemetry"
+            )
+        if config.only != "cold":
             ensure_wrk(config)
         return run(tmp, config)
     except BenchError as exc:

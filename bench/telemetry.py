@@ -1,0 +1,126 @@
+"""What metrics and tracing cost serving: 1-row ``/predict`` at c=1 and c=8 on three servers
+started side by side: predict with both on (every request counted, its spans exported to a
+local OTLP receiver), the same predict with both off, and the bare function. Each round
+measures the three in turn, so that all see the same noise; the medians of the rounds count.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from milkprice.local import processes
+from milkprice.local.trace_receiver import receiver
+
+if TYPE_CHECKING:
+    from bench.run import Bench
+
+CASES = ("1 row /predict c=1", "1 row /predict c=8")
+OFF = {"MILKPRICE_METRICS": "false"}  # no OTEL_* either: nothing traced
+BARE_TARGET = 0.8  # with both on: at least this share of the bare function's req/s
+OFF_TARGET = 0.95  # and at most 5% below the same server with both off
+
+
+def _servers(bench: Bench, endpoint: str, started: list[Any]) -> dict[str, str]:
+    """The three servers, started (into ``started``) and answering: their base URLs."""
+    from bench.run import HOST, wait_for
+
+    on = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_SERVICE_NAME": "milkprice-predict"}
+    plan = {"on": ("predict", on), "off": ("predict", OFF), "bare": ("ceiling", {})}
+    urls = {}
+    for label, (name, extra) in plan.items():
+        port = processes.free_port()
+        proc = bench.start(name, port, **extra)
+        started.append(proc)
+        urls[label] = f"http://{HOST}:{port}"
+        probe = "/v2/health/ready" if name == "predict" else "/"
+        body = None if name == "predict" else b"{}"
+        wait_for(bench.procs, proc, _answers(urls[label] + probe, body))
+    return urls
+
+
+def _answers(url: str, body: bytes | None) -> Callable[[], bool]:
+    from bench.run import call
+
+    return lambda: call(url, body)[0] == 200
+
+
+def _case(bench: Bench, urls: dict[str, str], case_name: str) -> dict[str, Any]:
+    """Req/s of one case on each server, median of the rounds."""
+    from bench.run import WARMUP, call, wrk
+
+    [case] = [c for c in bench.plan if c.name == case_name]
+    sent = bench.file("telemetry-body.json", case.body)
+    expect = {}
+    for label, url in urls.items():
+        status, _, answer = call(url + case.path, case.body)
+        right = case.correct(answer) if label != "bare" else status == 200
+        if status != 200 or not right:
+            raise RuntimeError(f"telemetry {label} {case_name}: {status} {answer[:300]!r}")
+        expect[label] = bench.file(f"telemetry-expect-{label}.json", answer)
+        wrk(url + case.path, sent, expect[label], case.concurrency, WARMUP)
+    rounds: dict[str, list[float]] = {label: [] for label in urls}
+    for i in range(3):
+        for label, url in urls.items():
+            got = wrk(url + case.path, sent, expect[label], case.concurrency, bench.config.seconds)
+            if got["errors"]:
+                bench.errors.append(f"telemetry {label} {case_name}: {got['errors']} errors")
+            rounds[label].append(got["req_per_s"])
+        bench.say(f"telemetry {case_name} round {i + 1}/3: {_shown(rounds)}")
+    found: dict[str, Any] = {label: statistics.median(v) for label, v in rounds.items()}
+    found["rounds"] = rounds
+    return found
+
+
+def _shown(rounds: dict[str, list[float]]) -> str:
+    return ", ".join(f"{label} {v[-1]:.0f} req/s" for label, v in rounds.items())
+
+
+def run(bench: Bench) -> dict[str, Any]:
+    """Each case's req/s with both on, both off and bare, and the spans the receiver got."""
+    started: list[Any] = []
+    with receiver() as (endpoint, received):
+        try:
+            urls = _servers(bench, endpoint, started)
+            found: dict[str, Any] = {case: _case(bench, urls, case) for case in CASES}
+        finally:
+            for proc in started:
+                bench.procs.stop(proc)
+        found["spans_received"] = len(received.spans)
+    if not found["spans_received"]:
+        bench.errors.append("telemetry: the receiver got no span from the traced server")
+    return found
+
+
+def targets(found: dict[str, Any]) -> dict[str, tuple[float, str, float, int]]:
+    """(value, target as text, limit, sense: 1 at least) for the report's targets."""
+    checks = {}
+    for case in CASES:
+        f, short = found[case], case.replace(" /predict", "")
+        checks[f"{short} traced / bare"] = (
+            f["on"] / f["bare"],
+            f"≥ {BARE_TARGET} x bare function",
+            BARE_TARGET,
+            1,
+        )
+        checks[f"{short} traced / off"] = (
+            f["on"] / f["off"],
+            f"≥ {OFF_TARGET} x off",
+            OFF_TARGET,
+            1,
+        )
+    return checks
+
+
+def rows(found: dict[str, Any]) -> list[tuple[str, float, float, str, str]]:
+    """(measure, predict, reference, reference name, target) for the report's table."""
+    lines: list[tuple[str, float, float, str, str]] = []
+    if not found:
+        return lines
+    for case in CASES:
+        f, short = found[case], case.replace(" /predict", "")
+        on = f"{case}, metrics and tracing on: req/s"
+        lines.append((on, f["on"], f["bare"], "(bare function)", f"{short} traced / bare"))
+        lines.append((on, f["on"], f["off"], "(both off)", f"{short} traced / off"))
+    return lines
