@@ -242,35 +242,30 @@ def _library_versions() -> dict[str, str]:
 def manifest_of(
     trained: Trained, version: str, record: RunRecord, digests: dict[str, str]
 ) -> Manifest:
-    """The typed manifest of a training's output: where the training side's figures meet the
-    contract, and are checked against it, once."""
-    models = {}
-    for role, entry in trained.served.items():
-        sha = {entry["onnx"]: digests[entry["onnx"]], entry["skops"]: digests[entry["skops"]]}
-        models[role] = {**entry, "sha256": sha}
-    doc = {
-        "version": version,
-        "created": contract.now(),
-        "run_id": record.run_id,
-        "target": F.TARGET,
-        "unit": "CLP per litre",
-        "models": models,
-        "next": trained.next_row,
-        "backtest": {
-            "months": trained.backtest_months,
-            "long_months": trained.long_months,
-            "method": "rolling origin, expanding window, one step ahead, refit each month",
-            "table": "backtest.csv",
-            "chart": "backtest.png",
-        },
-        "candidates": trained.candidates,
-        "inputs": msgspec.to_builtins(record.inputs),
-        "cleaning": trained.cleaning,
-        "libraries": _library_versions(),
-        "files": digests,
-        **({"path": trained.path} if trained.path else {}),
+    """The manifest of a training's output: core's typed pieces, each model given the sha256
+    of its two files, beside what only the run knows (its inputs, the digests)."""
+    models = {
+        role: msgspec.structs.replace(
+            entry, sha256={entry.onnx: digests[entry.onnx], entry.skops: digests[entry.skops]}
+        )
+        for role, entry in trained.served.items()
     }
-    return msgspec.convert(doc, Manifest)
+    return Manifest(
+        version=version,
+        created=contract.now(),
+        run_id=record.run_id,
+        target=F.TARGET,
+        unit="CLP per litre",
+        models=models,
+        next=trained.next_row,
+        backtest=trained.backtest,
+        files=digests,
+        candidates=trained.candidates,
+        inputs=dict(record.inputs),
+        cleaning=trained.cleaning,
+        libraries=_library_versions(),
+        path=trained.path,
+    )
 
 
 def _train_and_write(settings: Settings, rec: Recorder, inputs: Inputs, today: date) -> None:
