@@ -179,12 +179,12 @@ def _next_forecast(settings: Settings, version: str) -> str:
         return f"next month's forecast: none, the version does not load: {exc.message}"
     f = loaded.forecast
     what = "the forecast path's first month" if f["source"] == "path" else "the forecast model's"
-    line = f"next month's forecast, {f['month']}: {_fmt(f['price'])} {loaded.manifest['unit']}"
+    line = f"next month's forecast, {f['month']}: {_fmt(f['price'])} {loaded.manifest.unit}"
     if band := f.get("interval"):
         line += f", {band['level']:.0%} interval {_fmt(band['lower'])} to {_fmt(band['upper'])}"
     line += f" ({what})"
-    entry = dict(loaded.models["forecast"].entry)
-    figures = landing.accuracy(f, loaded.manifest, entry)
+    entry = contract.to_builtins(loaded.models["forecast"].entry)
+    figures = landing.accuracy(f, contract.to_builtins(loaded.manifest), entry)
     if figures:
         line += (
             f"\n  backtest one month ahead: RMSE {_fmt(figures['rmse'])} on {figures['months']} "
