@@ -19,12 +19,18 @@ Each carries ``schema``; an object written by an earlier release still decodes (
 since have defaults), and one that does not match is a :class:`ContractError` naming the object
 and the field, never a ``KeyError`` deep in a caller. Like ``store``, this module imports no
 pandas or scikit-learn: the predict function uses it.
+
+It is also the sides' one door to the bucket: the raw files (:func:`read_raw`,
+:func:`archive_raw`, :func:`read_archived`), a version's files (:func:`write_artifacts`,
+:func:`read_artifact`), the pointer and the records go through the functions below, and
+``store`` is the storage adapter underneath, which neither side calls itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
 import logging
 import math
 import threading
@@ -38,14 +44,23 @@ from typing import Any, Literal, TypeVar
 import msgspec
 
 from milkprice import store
-from milkprice.errors import Conflict, Contended, ContractError, MilkPriceError, NotFound
+from milkprice.errors import (
+    Conflict,
+    Contended,
+    ContractError,
+    DataError,
+    MilkPriceError,
+    NotFound,
+)
 from milkprice.settings import Settings
 
 SCHEMA = 1  # raise when a change would not decode in the previous release's reader
 Outcome = Literal["running", "promoted", "not_promoted", "skipped", "failed"]
+POINTER = store.POINTER  # models/current.json
 HISTORY = "models/history.json"
 LEDGER = "ledger/forecasts.json"
 SWAP_TRIES = 8  # compare-and-swap attempts of an append before it gives up
+READ_TRIES = 3  # reads of a raw object replaced while being read
 T = TypeVar("T")
 JSON = "application/json"
 log = logging.getLogger("milkprice.train")
@@ -419,21 +434,6 @@ class RunRecord(msgspec.Struct, omit_defaults=True):
         return run_path(self.run_id)
 
 
-class Claim(msgspec.Struct, frozen=True, omit_defaults=True):
-    """Which run took one set of raw object versions (event-triggered runs are idempotent).
-
-    Its owner rewrites it while it runs (:class:`Heartbeat`); ``heartbeat`` and ``beats`` are
-    for people reading the bucket, and make every rewrite's bytes unique. Whether the owner is
-    alive is judged by when the store last wrote the object (see :func:`take_claim`).
-    """
-
-    run_id: str
-    started: str
-    inputs: dict[str, str | int]
-    heartbeat: str = ""  # the owner's clock at its last rewrite
-    beats: int = 0
-
-
 # ---------------------------------------------------------------- encoding
 
 
@@ -470,6 +470,11 @@ def to_builtins(doc: msgspec.Struct) -> Any:
 
 def manifest_path(version: str) -> str:
     return store.model_path(version, "manifest.json")
+
+
+def raw_path(name: str) -> str:
+    """Where the raw file ``name`` is uploaded; also its key in a record's ``inputs``."""
+    return store.RAW_PREFIX + name
 
 
 def run_path(run_id: str) -> str:
@@ -623,6 +628,90 @@ def rollback(settings: Settings, version: str) -> Pointer:
     return found[0]
 
 
+# ---------------------------------------------------------------- raw files and artifacts
+
+
+Blob = store.Blob  # an object's bytes with the token of exactly those bytes
+
+
+def pointer_token(settings: Settings, timeout: float = store.TIMEOUT) -> str | None:
+    """The pointer's live version token (None: no pointer), without reading its bytes: what
+    a reader compares with the token of the pointer it loaded."""
+    return store.token(settings, store.POINTER, timeout)
+
+
+def ledger_token(settings: Settings, timeout: float = store.TIMEOUT) -> str | None:
+    """The forecast ledger's live version token (None: no ledger yet), without its bytes."""
+    return store.token(settings, LEDGER, timeout)
+
+
+def read_raw(settings: Settings, name: str) -> tuple[Blob, str]:
+    """The raw file ``name`` and when the store took that very version (by its clock), each
+    checked against the size limit (``settings.max_raw_bytes``) before it is downloaded. The
+    metadata and the bytes come from two calls, so they must name the same token."""
+    path = raw_path(name)
+    for _ in range(READ_TRIES):
+        found = store.metadata(settings, path)
+        if found is None:
+            raise DataError(name, f"not found at {settings.bucket}/{path}")
+        _check_size(settings, name, found.size)
+        blob = store.read(settings, path)
+        if blob is None:
+            raise DataError(name, f"{settings.bucket}/{path} was deleted while being read")
+        _check_size(settings, name, len(blob.data))  # replaced by a larger one meanwhile
+        if blob.token == found.token:
+            return blob, found.uploaded
+    raise Contended(f"{path} was replaced while being read, {READ_TRIES} times in a row")
+
+
+def _check_size(settings: Settings, name: str, size: int) -> None:
+    if size > settings.max_raw_bytes:
+        raise DataError(
+            name,
+            f"is {size / 1e6:.1f} MB, more than the {settings.max_raw_bytes / 1e6:.1f} MB "
+            "a raw file may have (MILKPRICE_MAX_RAW_BYTES)",
+        )
+
+
+def archive_raw(settings: Settings, name: str, token: str) -> str:
+    """Copy the ``token`` version of the raw file ``name`` into the archive, keyed by its
+    token (so stores need no versioning of their own); returns the copy's name."""
+    path = raw_path(name)
+    target = store.archive_path(path, token)
+    store.copy(settings, path, token, target)
+    return target
+
+
+def read_archived(settings: Settings, archive: str) -> bytes | None:
+    """An archived raw object's bytes, by the name a record's input gives; None if gone."""
+    blob = store.read(settings, archive)
+    return None if blob is None else blob.data
+
+
+def write_artifacts(settings: Settings, version: str, files: Mapping[str, bytes]) -> dict[str, str]:
+    """Write every file of ``version`` and read each back; return their sha256 once all are
+    verified, so a manifest never names a file that did not land intact."""
+    digests = {}
+    for name, payload in files.items():
+        kind = {"png": "image/png", "csv": "text/csv"}.get(name.rsplit(".", 1)[-1])
+        store.write(
+            settings, store.model_path(version, name), payload, kind or "application/octet-stream"
+        )
+        digests[name] = hashlib.sha256(payload).hexdigest()
+    for name, digest in digests.items():
+        back = read_artifact(settings, version, name)
+        if back is None or hashlib.sha256(back).hexdigest() != digest:
+            raise MilkPriceError(f"artifact {name} of {version} did not read back intact")
+    return digests
+
+
+def read_artifact(settings: Settings, version: str, name: str) -> bytes | None:
+    """A file of ``version`` as the bucket holds it (None if missing); checking it against
+    the manifest's sha256 is the reader's part."""
+    blob = store.read(settings, store.model_path(version, name))
+    return None if blob is None else blob.data
+
+
 # ---------------------------------------------------------------- which inputs are newer
 
 
@@ -654,7 +743,22 @@ def same_inputs(a: Mapping[str, InputObject], b: Mapping[str, InputObject]) -> b
     return {n: e.token for n, e in a.items()} == {n: e.token for n, e in b.items()}
 
 
-# ---------------------------------------------------------------- claims
+# ---------------------------------------------------------------- claims: the protocol
+
+
+class Claim(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Which run took one set of raw object versions (event-triggered runs are idempotent).
+
+    Its owner rewrites it while it runs (:class:`Heartbeat`); ``heartbeat`` and ``beats`` are
+    for people reading the bucket, and make every rewrite's bytes unique. Whether the owner is
+    alive is judged by when the store last wrote the object (see :func:`take_claim`).
+    """
+
+    run_id: str
+    started: str
+    inputs: dict[str, str | int]
+    heartbeat: str = ""  # the owner's clock at its last rewrite
+    beats: int = 0
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from milkprice.settings import LOG_FORMATS, Settings
 if TYPE_CHECKING:  # imported where used: each command loads only what it needs
     from milkprice.bridge import watcher
     from milkprice.local import s3_queue
+    from milkprice.train.core import Trained
 
 
 def _token(settings: Settings) -> str:
@@ -178,12 +179,12 @@ def _next_forecast(settings: Settings, version: str) -> str:
         return f"next month's forecast: none, the version does not load: {exc.message}"
     f = loaded.forecast
     what = "the forecast path's first month" if f["source"] == "path" else "the forecast model's"
-    line = f"next month's forecast, {f['month']}: {_fmt(f['price'])} {loaded.manifest['unit']}"
+    line = f"next month's forecast, {f['month']}: {_fmt(f['price'])} {loaded.manifest.unit}"
     if band := f.get("interval"):
         line += f", {band['level']:.0%} interval {_fmt(band['lower'])} to {_fmt(band['upper'])}"
     line += f" ({what})"
-    entry = dict(loaded.models["forecast"].entry)
-    figures = landing.accuracy(f, loaded.manifest, entry)
+    entry = contract.to_builtins(loaded.models["forecast"].entry)
+    figures = landing.accuracy(f, contract.to_builtins(loaded.manifest), entry)
     if figures:
         line += (
             f"\n  backtest one month ahead: RMSE {_fmt(figures['rmse'])} on {figures['months']} "
@@ -356,17 +357,18 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
         report = {
             "seconds": seconds,
             "timings": timer.seconds,
-            "backtest_months": trained.backtest_months,
-            "long_months": trained.long_months,
-            "models": trained.served,
-            "candidates": trained.candidates,
-            "path": trained.path,
+            "backtest_months": trained.backtest.months,
+            "long_months": trained.backtest.long_months,
+            "models": {role: contract.to_builtins(m) for role, m in trained.served.items()},
+            "candidates": [contract.to_builtins(c) for c in trained.candidates],
+            "path": contract.to_builtins(trained.path) if trained.path else None,
         }
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     print(evaluation_text(trained, seconds, timer.seconds.get("backtest", 0.0)))
     if trained.path:
         print()
-        print(_horizons(trained.path, raw, args))
+        # the anchors' side reads the path as the manifest's JSON has it
+        print(_horizons(contract.to_builtins(trained.path), raw, args))
     return 0
 
 
@@ -390,27 +392,28 @@ def _horizons(path: dict[str, Any], raw: dict[str, bytes], args: argparse.Namesp
     return evaluation.horizon_text(path, scores)
 
 
-def evaluation_text(trained: Any, seconds: float, backtest_seconds: float) -> str:
-    months, long = trained.backtest_months, trained.long_months
-    naive = next(c for c in trained.candidates if c["name"] == "naive")
+def evaluation_text(trained: Trained, seconds: float, backtest_seconds: float) -> str:
+    months, long = trained.backtest.months, trained.backtest.long_months
+    naive = next(c for c in trained.candidates if c.name == "naive")
+    assert naive.rmse is not None  # naive is always scored
     rows = []
     for c in trained.candidates:
-        if "rmse" not in c:
-            rows.append([c["name"], "", "", "", "", "", "", "", "", c.get("note", "")])
+        if c.rmse is None or c.mae is None or c.mape is None:
+            rows.append([c.name, "", "", "", "", "", "", "", "", c.note or ""])
             continue
-        lv = c.get("long") or {}
+        lv = c.long
         rows.append(
             [
-                c["name"],
-                ",".join(c["pools"]),
-                f"{c['rmse']:.3f}",
-                f"{c['mae']:.3f}",
-                f"{c['mape']:.2f}",
-                f"{c['rmse'] / naive['rmse']:.3f}",
-                f"{lv['rmse']:.3f}" if lv else "-",
-                f"{lv['rmse_to_naive']:.3f}" if lv else "-",
-                f"{c['seconds']:.1f}",
-                c.get("not_eligible", ""),
+                c.name,
+                ",".join(c.pools),
+                f"{c.rmse:.3f}",
+                f"{c.mae:.3f}",
+                f"{c.mape:.2f}",
+                f"{c.rmse / naive.rmse:.3f}",
+                f"{lv.rmse:.3f}" if lv else "-",
+                f"{lv.rmse_to_naive:.3f}" if lv else "-",
+                f"{c.seconds or 0.0:.1f}",
+                c.not_eligible or "",
             ]
         )
     header = ["candidate", "pools", "RMSE", "MAE", "MAPE %", "/naive"]
@@ -425,15 +428,15 @@ def evaluation_text(trained: Any, seconds: float, backtest_seconds: float) -> st
     ]
     for role, m in trained.served.items():
         line = (
-            f"{role} model: {m['candidate']}, RMSE {m['backtest']['rmse']:.3f} = "
-            f"{m['backtest']['rmse'] / m['naive']['rmse']:.3f} of the naive forecast's "
-            f"{m['naive']['rmse']:.3f}"
+            f"{role} model: {m.candidate}, RMSE {m.backtest.rmse:.3f} = "
+            f"{m.backtest.rmse / m.naive.rmse:.3f} of the naive forecast's "
+            f"{m.naive.rmse:.3f}"
         )
-        if "interval" in m:
-            i = m["interval"]
+        if m.interval is not None:
+            i = m.interval
             line += (
-                f"; {i['level']:.0%} interval held the actual price in "
-                f"{i['coverage']:.0%} of {i['scored_months']} months"
+                f"; {i.level:.0%} interval held the actual price in "
+                f"{i.coverage:.0%} of {i.scored_months} months"
             )
         lines.append(line)
     lines.append(f"training core: {seconds:.1f} s, of which the backtest {backtest_seconds:.1f} s")

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from milkprice import logs, store
+from milkprice import contract, logs
 from milkprice import settings as settings_module
 from milkprice.errors import MilkPriceError, NotReady
 from milkprice.predict import metrics
@@ -35,7 +35,7 @@ MAX_BACKOFF = 60.0
 
 def pointer_token(settings: settings_module.Settings) -> str | None:
     """The pointer's live version token, or None, with a deadline short enough for a request."""
-    return store.token(settings, store.POINTER, CHECK_TIMEOUT)
+    return contract.pointer_token(settings, CHECK_TIMEOUT)
 
 
 class Server:
@@ -114,7 +114,7 @@ class Server:
             if loaded is not None:
                 log.warning(
                     "%s is gone; still serving version %s",
-                    store.POINTER,
+                    contract.POINTER,
                     serving,
                     extra={"version": serving},
                 )

@@ -34,8 +34,10 @@ def _template() -> Any:
 def context(loaded: Loaded, base: str, ledger: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What the template shows: the snapshot's manifest, the examples' bodies and the
     ledger's live accuracy (None: it could not be read)."""
-    manifest = loaded.manifest
-    models = {role: dict(m.entry) for role, m in loaded.models.items()}
+    # the page shows the manifest as its JSON has it: the template reads plain values
+    manifest = contract.to_builtins(loaded.manifest)
+    models = {role: contract.to_builtins(m.entry) for role, m in loaded.models.items()}
+    pointer = {} if loaded.pointer is None else contract.to_builtins(loaded.pointer)
     forecast = loaded.models["forecast"]
     values = manifest["next"]["features"]
     row = {name: values[name] for name in forecast.features}
@@ -56,7 +58,7 @@ def context(loaded: Loaded, base: str, ledger: Mapping[str, Any] | None = None) 
         "unit": manifest.get("unit", "CLP per litre"),
         "version": loaded.version,
         "manifest": manifest,
-        "pointer": loaded.pointer,
+        "pointer": pointer,
         "loaded": loaded.loaded,
         "forecast": loaded.forecast,
         "accuracy": accuracy(loaded.forecast, manifest, models["forecast"]),

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from milkprice import contract, store
+from milkprice import contract
 from milkprice.errors import ContractError, MilkPriceError, NotReady
 from milkprice.settings import Settings
 
@@ -59,14 +59,12 @@ class Ledgers:
 
     def _check(self) -> Mapping[str, Any]:
         try:
-            token = store.token(self.settings, contract.LEDGER, CHECK_TIMEOUT)
+            token = contract.ledger_token(self.settings, CHECK_TIMEOUT)
             if token is None:
                 self._doc, self._token = MappingProxyType(answer(contract.Ledger())), None
             elif token != self._token or self._doc is None:
-                blob = store.read(self.settings, contract.LEDGER)  # the token of these bytes
-                found = contract.Ledger() if blob is None else self._decode(blob.data)
+                found, self._token = self._read()  # the token of these very bytes
                 self._doc = MappingProxyType(answer(found))
-                self._token = None if blob is None else blob.token
         except MilkPriceError as exc:
             if self._doc is None:
                 raise NotReady(f"the forecast ledger cannot be read: {exc.message}") from None
@@ -74,9 +72,8 @@ class Ledgers:
         assert self._doc is not None
         return self._doc
 
-    @staticmethod
-    def _decode(data: bytes) -> contract.Ledger:
+    def _read(self) -> tuple[contract.Ledger, str | None]:
         try:
-            return contract.decode(data, contract.Ledger, contract.LEDGER)
+            return contract.read_ledger(self.settings)
         except ContractError as exc:  # until a training run writes it again
             raise NotReady(exc.message) from None

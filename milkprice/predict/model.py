@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from milkprice import tracing
+from milkprice.contract import ModelEntry
 from milkprice.errors import BadRequest
 from milkprice.predict import metrics
 
@@ -23,7 +24,7 @@ class Model:
     """One ONNX graph with what scoring rows for it needs, precomputed once per load."""
 
     role: str
-    entry: Mapping[str, Any]  # the model's manifest entry
+    entry: ModelEntry  # the model's manifest entry
     features: tuple[str, ...]  # in the graph's column order
     feature_set: frozenset[str]
     columns: Mapping[str, int]  # feature name -> column

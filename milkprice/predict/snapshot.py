@@ -1,6 +1,7 @@
 """The serving snapshot: one model version, read from the bucket, verified, ready to serve.
 
-:func:`load` follows the pointer to a version, reads its manifest, checks every artifact's
+:func:`load` follows the pointer to a version, reads its manifest (typed by the contract, and
+kept so), checks what its fields promise of each other (``checks``) and every artifact's
 sha256 against it, builds both models' sessions and computes the /forecast answer, so that a
 request only reads the immutable :class:`Loaded` it gets. A version that cannot be served as
 it is in the bucket is a :class:`LoadError`; a storage outage is the store's own error.
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,16 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from milkprice import contract, store
+from milkprice import contract
 from milkprice import settings as settings_module
-from milkprice.errors import ContractError, LoadError, MilkPriceError
-from milkprice.predict import rows
+from milkprice.contract import Manifest, ModelEntry, Pointer
+from milkprice.errors import ContractError, LoadError, MilkPriceError, NotFound
+from milkprice.predict import checks, rows
 from milkprice.predict.model import Model, session, taker
 
 log = logging.getLogger("milkprice.predict")
 
-ROLES = ("forecast", "legacy")
-VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ROLES = checks.ROLES
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,8 +37,8 @@ class Loaded:
 
     version: str
     token: str  # of the pointer object that named this version ("" if loaded by name)
-    pointer: Mapping[str, Any]  # empty if loaded by name
-    manifest: Mapping[str, Any]
+    pointer: Pointer | None  # None if loaded by name
+    manifest: Manifest
     models: Mapping[str, Model]
     chart: bytes | None
     chart_sha256: str | None
@@ -49,37 +49,39 @@ class Loaded:
     columns: Mapping[str, np.ndarray]  # role -> its features' columns in that matrix
 
 
-def read(settings: settings_module.Settings, name: str) -> store.Blob | None:
-    """An object of the bucket, or None if it does not exist: every read of a load."""
-    return store.read(settings, name)
-
-
 def load(settings: settings_module.Settings) -> Loaded | None:
     """Read the pointer and build the snapshot of the version it names; None if no pointer."""
-    pointer_blob = read(settings, store.POINTER)
-    if pointer_blob is None:
+    try:
+        found = contract.read_pointer(settings)
+    except ContractError as exc:
+        raise LoadError(f"{contract.POINTER} names no version: {exc.message}") from None
+    if found is None:
         return None
-    pointer, version = _pointer(pointer_blob.data)
-    return build(settings, version, pointer_blob.token, pointer)
+    pointer, token = found
+    if not checks.valid_version(pointer.version):
+        raise LoadError(f"{contract.POINTER} names no valid version: {pointer.version!r}")
+    return build(settings, pointer.version, token, pointer)
 
 
 def load_version(settings: settings_module.Settings, version: str) -> Loaded:
     """The snapshot of a version the pointer need not name, verified the same way."""
-    if not VERSION_NAME.match(version) or ".." in version:
+    if not checks.valid_version(version):
         raise LoadError(f"{version!r} is no valid version name")
-    return build(settings, version, "", {})
+    return build(settings, version, "", None)
 
 
 def build(
-    settings: settings_module.Settings, version: str, token: str, pointer: Mapping[str, Any]
+    settings: settings_module.Settings, version: str, token: str, pointer: Pointer | None
 ) -> Loaded:
-    """Read ``version``'s manifest, check every artifact's sha256, build both models."""
+    """Read ``version``'s manifest, check it, check every artifact's sha256, build both
+    models."""
     manifest = _manifest(settings, version)
-    models = {role: _model(settings, version, role, manifest) for role in ROLES}
+    checks.manifest(manifest, version)
+    models = {role: _model(settings, version, role, manifest.models[role]) for role in ROLES}
     chart = chart_sha = None
-    chart_name = (manifest.get("backtest") or {}).get("chart")
+    chart_name = manifest.backtest.chart
     if chart_name:
-        chart_sha = (manifest.get("files") or {}).get(chart_name)
+        chart_sha = manifest.files.get(chart_name)
         chart = _fetch(settings, version, chart_name, chart_sha)
     month, price = _next_price(version, manifest, models["forecast"])
     path = _path_answer(manifest)
@@ -88,8 +90,8 @@ def build(
     return Loaded(
         version=version,
         token=token,
-        pointer=MappingProxyType(dict(pointer)),
-        manifest=MappingProxyType(manifest),
+        pointer=pointer,
+        manifest=manifest,
         models=MappingProxyType(models),
         chart=chart,
         chart_sha256=chart_sha,
@@ -101,63 +103,40 @@ def build(
     )
 
 
-def _pointer(data: bytes) -> tuple[Any, str]:
-    """The pointer document and the version it names."""
+def _manifest(settings: settings_module.Settings, version: str) -> Manifest:
+    """The manifest as the contract types it (each field checked as it is decoded)."""
     try:
-        pointer = contract.decode(data, contract.Pointer, store.POINTER)
-    except ContractError as exc:
-        raise LoadError(f"{store.POINTER} names no version: {exc.message}") from None
-    version = pointer.version
-    if not VERSION_NAME.match(version) or ".." in version:
-        raise LoadError(f"{store.POINTER} names no valid version: {version!r}")
-    return contract.to_builtins(pointer), version
-
-
-def _manifest(settings: settings_module.Settings, version: str) -> dict[str, Any]:
-    """The manifest, checked against the contract, as the plain document the answers show."""
-    name = contract.manifest_path(version)
-    manifest_blob = read(settings, name)
-    if manifest_blob is None:
-        raise LoadError(f"version {version}: manifest.json is missing")
-    try:
-        manifest = contract.decode(manifest_blob.data, contract.Manifest, name)
+        return contract.read_manifest(settings, version)
+    except NotFound:
+        raise LoadError(f"version {version}: manifest.json is missing") from None
     except ContractError as exc:
         raise LoadError(f"version {version}: {exc.message}") from None
-    return dict(contract.to_builtins(manifest))
 
 
-def _fetch(settings: settings_module.Settings, version: str, name: str, expected: Any) -> bytes:
+def _fetch(
+    settings: settings_module.Settings, version: str, name: str, expected: str | None
+) -> bytes:
     """An artifact's bytes, only if their sha256 is the manifest's."""
-    if not isinstance(expected, str) or not isinstance(name, str) or "/" in name:
+    if expected is None or "/" in name:
         raise LoadError(f"version {version}: the manifest gives no usable sha256 for {name!r}")
-    blob = read(settings, store.model_path(version, name))
-    if blob is None:
+    data = contract.read_artifact(settings, version, name)
+    if data is None:
         raise LoadError(f"version {version}: {name} is missing")
-    digest = hashlib.sha256(blob.data).hexdigest()
+    digest = hashlib.sha256(data).hexdigest()
     if digest != expected:
         raise LoadError(
             f"version {version}: {name} has sha256 {digest[:12]}..., "
             f"the manifest says {expected[:12]}..."
         )
-    return blob.data
+    return data
 
 
-def _model(
-    settings: settings_module.Settings, version: str, role: str, manifest: dict[str, Any]
-) -> Model:
-    try:
-        entry = manifest["models"][role]
-        features = tuple(entry["features"])
-        onnx_name = entry["onnx"]
-        expected = entry["sha256"][onnx_name]
-    except (KeyError, TypeError) as exc:
-        raise LoadError(f"version {version}: manifest entry of the {role} model: {exc!r}") from None
-    if not features or not all(isinstance(f, str) for f in features):
-        raise LoadError(f"version {version}: the {role} model has no usable feature names")
-    if len(set(features)) != len(features):
-        raise LoadError(f"version {version}: the {role} model repeats a feature name")
-    if manifest.get("files", {}).get(onnx_name, expected) != expected:
-        raise LoadError(f"version {version}: two different sha256 for {onnx_name}")
+def _model(settings: settings_module.Settings, version: str, role: str, entry: ModelEntry) -> Model:
+    """One model's graph, read and verified, in a session (``checks`` vouched for its
+    entry: a graph with one sha256, usable features)."""
+    features = tuple(entry.features)
+    onnx_name = entry.onnx
+    expected = entry.sha256[onnx_name]
     try:
         graph = session(_fetch(settings, version, onnx_name, expected))
     except LoadError:
@@ -176,7 +155,7 @@ def _model(
         )
     return Model(
         role=role,
-        entry=MappingProxyType(dict(entry)),
+        entry=entry,
         features=features,
         feature_set=frozenset(features),
         columns=MappingProxyType({name: i for i, name in enumerate(features)}),
@@ -187,17 +166,12 @@ def _model(
     )
 
 
-def _next_price(version: str, manifest: dict[str, Any], forecast: Model) -> tuple[str, float]:
-    """The month the manifest's next row is for, and the forecast model's price of it."""
-    try:
-        month = str(manifest["next"]["month"])
-        values = manifest["next"]["features"]
-        row = [[values[name] for name in forecast.features]]
-        X = np.array(row, dtype=np.float64)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise LoadError(
-            f"version {version}: the manifest's next row is unusable: {exc!r}"
-        ) from None
+def _next_price(version: str, manifest: Manifest, forecast: Model) -> tuple[str, float]:
+    """The month the manifest's next row is for, and the forecast model's price of it (the
+    row has every feature: ``checks.next_row_complete``)."""
+    month = manifest.next.month
+    values = manifest.next.features
+    X = np.array([[values[name] for name in forecast.features]], dtype=np.float64)
     price = float(forecast.run(X)[0])
     if not np.isfinite(price):
         raise LoadError(f"version {version}: the forecast of {month} is not finite")
@@ -217,21 +191,15 @@ def _decoding(models: dict[str, Model]) -> tuple[rows.Decoder, dict[str, np.ndar
     return rows.decoder(union), columns
 
 
-def _forecast_answer(
-    manifest: dict[str, Any], month: str, price: float, version: str
-) -> dict[str, Any]:
+def _forecast_answer(manifest: Manifest, month: str, price: float, version: str) -> dict[str, Any]:
     answer: dict[str, Any] = {"month": month, "price": price, "model_version": version}
-    spec = manifest["models"]["forecast"].get("interval")
-    if isinstance(spec, dict):
-        try:
-            low, high = float(spec["lower_ratio"]), float(spec["upper_ratio"])
-            answer["interval"] = {
-                "level": float(spec["level"]),
-                "lower": price * (1 + low),
-                "upper": price * (1 + high),
-            }
-        except (KeyError, TypeError, ValueError):
-            log.warning("version %s: the forecast interval is unusable", version)
+    spec = manifest.models["forecast"].interval
+    if spec is not None:
+        answer["interval"] = {
+            "level": spec.level,
+            "lower": price * (1 + spec.lower_ratio),
+            "upper": price * (1 + spec.upper_ratio),
+        }
     return answer
 
 
@@ -255,20 +223,20 @@ def _served_forecast(
     }
 
 
-def _path_answer(manifest: dict[str, Any]) -> tuple[Mapping[str, Any], ...] | None:
+def _path_answer(manifest: Manifest) -> tuple[Mapping[str, Any], ...] | None:
     """Each month of the manifest's forecast path as /forecast?months=N answers it; None for
-    a manifest written before the path (the contract has checked its types)."""
-    found = manifest.get("path")
-    if not found:
+    a manifest written before the path (``checks.path_horizons`` has checked its order)."""
+    found = manifest.path
+    if found is None:
         return None
-    level = float(found["level"])
+    level = found.level
     return tuple(
         MappingProxyType(
             {
-                "month": m["month"],
-                "price": m["price"],
-                "interval": {"level": level, "lower": m["lower"], "upper": m["upper"]},
+                "month": m.month,
+                "price": m.price,
+                "interval": {"level": level, "lower": m.lower, "upper": m.upper},
             }
         )
-        for m in found["months"]
+        for m in found.months
     )

@@ -71,9 +71,9 @@ def metadata(loaded: Loaded, name: str, versions: list[str]) -> dict[str, Any]:
         "parameters": {
             "role": m.role,
             "feature_names": list(m.features),
-            "candidate": m.entry.get("candidate"),
-            "description": m.entry.get("description"),
-            "unit": loaded.manifest.get("unit"),
+            "candidate": m.entry.candidate,
+            "description": m.entry.description,
+            "unit": loaded.manifest.unit,
         },
     }
 

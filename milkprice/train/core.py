@@ -16,9 +16,23 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import msgspec
 import pandas as pd
 
-from milkprice import tracing
+from milkprice import contract, tracing
+from milkprice.contract import (
+    BacktestInfo,
+    CandidateFigures,
+    ForecastPath,
+    HorizonFigures,
+    HorizonMetrics,
+    HorizonView,
+    LongMetrics,
+    Metrics,
+    ModelEntry,
+    NextRow,
+    PathMonth,
+)
 from milkprice.errors import ConfigError, DataError
 from milkprice.settings import Settings
 from milkprice.train import artifacts, data, horizons, report
@@ -54,20 +68,24 @@ class Timer:
             train_metrics.get().stages.labels(stage).observe(took)
 
 
+BACKTEST_METHOD = "rolling origin, expanding window, one step ahead, refit each month"
+INTERVAL_METHOD = "split conformal on relative one-step-ahead errors, rolling window"
+
+
 @dataclass
 class Trained:
-    """What training made, before anything is written."""
+    """What training made, before anything is written: the manifest's pieces already in the
+    contract's types, so the run only adds what the bucket gives (digests, inputs)."""
 
     files: dict[str, bytes]
-    served: dict[str, dict[str, Any]]  # role -> its manifest entry (without sha256)
-    candidates: list[dict[str, Any]]
-    backtest_months: list[str]
-    long_months: list[str]  # the long view's months (empty when it adds none)
-    next_row: dict[str, Any]
+    served: dict[str, ModelEntry]  # role -> its manifest entry (sha256 left to the writer)
+    candidates: list[CandidateFigures]
+    backtest: BacktestInfo  # the months the models were chosen on, the long view's, the files
+    next_row: NextRow
     cleaning: dict[str, dict[str, int]]
     promote: bool
     reason: str
-    path: dict[str, Any] | None = None  # the forecast path and its backtest per horizon
+    path: ForecastPath | None = None  # the forecast path and its backtest per horizon
 
 
 @dataclass(frozen=True)
@@ -101,7 +119,7 @@ def train(raw: dict[str, bytes], settings: Settings, timer: Timer, today: date) 
         target = F.next_month(frame)
     months = _months(frame, settings, scored, target)
     scores = score(frame, months, timer, chosen_names(settings.candidates))
-    naive = scores.results["naive"].metrics
+    naive = _metrics(scores.results["naive"].metrics)
     chosen, passed_over = choose(frame, scores, months.target)
     notes = {**scores.notes, **passed_over}
     if "forecast" not in chosen:
@@ -109,30 +127,39 @@ def train(raw: dict[str, bytes], settings: Settings, timer: Timer, today: date) 
     files, served = export(frame, chosen, scores.results, naive, months.target, timer)
     forecast = chosen["forecast"]
     next_values = frame.loc[months.target, list(forecast.features)]
-    next_row = {
-        "month": str(months.target),
-        "features": {k: float(v) for k, v in next_values.items()},
-    }
-    served["forecast"]["interval"], calibration = calibrate(frame, forecast, scores, months, timer)
+    next_row = NextRow(str(months.target), {k: float(v) for k, v in next_values.items()})
+    interval, calibration = calibrate(frame, forecast, scores, months, timer)
     long_view = _long_view(scores.long_results)
-    if forecast.name in scores.long_results:
-        served["forecast"]["backtest_long"] = long_view[forecast.name]
+    served["forecast"] = msgspec.structs.replace(
+        served["forecast"], interval=interval, backtest_long=long_view.get(forecast.name)
+    )
     files.update(report_files(frame, scores, months, chosen, calibration, timer))
     path, path_files = forecast_path(frame, months, settings.horizon, timer)
     files.update(path_files)
     promote, reason = decide(forecast, scores.results, naive)
+    backtest_info = BacktestInfo(
+        months=[str(m) for m in months.scored],
+        method=BACKTEST_METHOD,
+        table="backtest.csv",
+        chart="backtest.png",
+        long_months=[str(m) for m in months.long] if scores.long_results else [],
+    )
     return Trained(
         path=path,
         files=files,
         served=served,
         candidates=candidate_table(scores, notes, long_view),
-        backtest_months=[str(m) for m in months.scored],
-        long_months=[str(m) for m in months.long] if scores.long_results else [],
+        backtest=backtest_info,
         next_row=next_row,
         cleaning=clean.counts,
         promote=promote,
         reason=reason,
     )
+
+
+def _metrics(figures: dict[str, float]) -> Metrics:
+    """A backtest's figures as the contract holds them."""
+    return Metrics(rmse=figures["rmse"], mae=figures["mae"], mape=figures["mape"])
 
 
 def _months(
@@ -240,14 +267,14 @@ def export(
     frame: pd.DataFrame,
     chosen: dict[str, Candidate],
     results: dict[str, Backtest],
-    naive: dict[str, float],
+    naive: Metrics,
     target: pd.Period,
     timer: Timer,
-) -> tuple[dict[str, bytes], dict[str, dict[str, Any]]]:
+) -> tuple[dict[str, bytes], dict[str, ModelEntry]]:
     """Fit each chosen candidate on every known month and export it, ONNX to serve and skops
     to keep; a copy that predicts other numbers than the fitted model stops the run."""
     files: dict[str, bytes] = {}
-    served: dict[str, dict[str, Any]] = {}
+    served: dict[str, ModelEntry] = {}
     for role, candidate in chosen.items():
         with timer(f"fit_{role}"):
             fitted, n_rows = fit_final(frame, candidate)
@@ -259,24 +286,24 @@ def export(
             gap = artifacts.verify(fitted, onnx_bytes, skops_bytes, X)
         files[f"{role}.onnx"] = onnx_bytes
         files[f"{role}.skops"] = skops_bytes
-        served[role] = {
-            "candidate": candidate.name,
-            "description": candidate.description,
-            "features": list(candidate.features),
-            "onnx": f"{role}.onnx",
-            "skops": f"{role}.skops",
-            "training_rows": n_rows,
-            "training_months": [str(rows.index.min()), str(rows.index.max())],
-            "backtest": results[candidate.name].metrics,
-            "naive": naive,
-            "export_gap": gap,
-        }
+        served[role] = ModelEntry(
+            candidate=candidate.name,
+            description=candidate.description,
+            features=list(candidate.features),
+            onnx=f"{role}.onnx",
+            skops=f"{role}.skops",
+            training_rows=int(n_rows),
+            training_months=[str(rows.index.min()), str(rows.index.max())],
+            backtest=_metrics(results[candidate.name].metrics),
+            naive=naive,
+            export_gap=float(gap),
+        )
     return files, served
 
 
 def calibrate(
     frame: pd.DataFrame, forecast: Candidate, scores: Scores, months: Months, timer: Timer
-) -> tuple[dict[str, Any], Backtest]:
+) -> tuple[contract.Interval, Backtest]:
     """The forecast's interval as the manifest describes it, and the backtest it came from.
 
     The long view's forecasts are reused: the calibration months before the scored ones are
@@ -287,21 +314,21 @@ def calibrate(
         interval, calibration = conformal_interval(
             frame, forecast, months.scored, prior.predictions
         )
-    entry = {
-        "level": INTERVAL_LEVEL,
-        "lower_ratio": interval.lower,
-        "upper_ratio": interval.upper,
-        "coverage": interval.coverage,
-        "scored_months": interval.scored,
-        "calibration_months": interval.calibration,
-        "method": "split conformal on relative one-step-ahead errors, rolling window",
-    }
+    entry = contract.Interval(
+        level=float(INTERVAL_LEVEL),
+        lower_ratio=float(interval.lower),
+        upper_ratio=float(interval.upper),
+        coverage=float(interval.coverage),
+        scored_months=int(interval.scored),
+        calibration_months=int(interval.calibration),
+        method=INTERVAL_METHOD,
+    )
     return entry, calibration
 
 
 def forecast_path(
     frame: pd.DataFrame, months: Months, horizon: int, timer: Timer
-) -> tuple[dict[str, Any] | None, dict[str, bytes]]:
+) -> tuple[ForecastPath | None, dict[str, bytes]]:
     """The path of the next ``horizon`` months and its backtest per horizon, on both views
     (None when the history is too short to choose a single month of it)."""
     with timer("horizons"):
@@ -310,19 +337,59 @@ def forecast_path(
         if not months_path:
             return None, {}
         longer = len(months.long) > len(months.scored)
-        doc = {
-            "level": horizons.LEVEL,
-            "method": horizons.METHOD,
-            "models": {m.name: m.description for m in horizons.path_models()},
-            "months": months_path,
-            "short": horizons.view(result, months.scored, horizon),
-            **({"long": horizons.view(result, months.long, horizon)} if longer else {}),
-            "history": {str(m): float(v) for m, v in frame[F.TARGET].dropna()[-36:].items()},
-            "table": "horizons.csv",
-            "seconds": round(result.seconds, 3),
-        }
+        doc = ForecastPath(
+            level=float(horizons.LEVEL),
+            method=horizons.METHOD,
+            models={m.name: m.description for m in horizons.path_models()},
+            months=[_path_month(m) for m in months_path],
+            short=_horizon_view(horizons.view(result, months.scored, horizon)),
+            long=_horizon_view(horizons.view(result, months.long, horizon)) if longer else None,
+            history={str(m): float(v) for m, v in frame[F.TARGET].dropna()[-36:].items()},
+            table="horizons.csv",
+            seconds=round(float(result.seconds), 3),
+        )
         csv = report.to_csv(horizons.table(result, months.long).set_index("month"))
     return doc, {"horizons.csv": csv}
+
+
+def _path_month(m: dict[str, Any]) -> PathMonth:
+    return PathMonth(
+        month=str(m["month"]),
+        horizon=int(m["horizon"]),
+        price=float(m["price"]),
+        lower=float(m["lower"]),
+        upper=float(m["upper"]),
+    )
+
+
+def _horizon_metrics(m: dict[str, Any]) -> HorizonMetrics:
+    band = m.get("coverage_band")
+    return HorizonMetrics(
+        rmse=float(m["rmse"]),
+        mae=float(m["mae"]),
+        mape=float(m["mape"]),
+        rmse_to_naive=float(m["rmse_to_naive"]),
+        coverage=None if m.get("coverage") is None else float(m["coverage"]),
+        coverage_band=None if band is None else (float(band[0]), float(band[1])),
+    )
+
+
+def _horizon_view(view: dict[str, Any]) -> HorizonView:
+    """The horizon backtest's figures on one view (numbers from ``horizons``) in the
+    contract's types: the path's, the naive forecast's and every path model's."""
+    return HorizonView(
+        months=[str(m) for m in view["months"]],
+        horizons=[
+            HorizonFigures(
+                horizon=int(h["horizon"]),
+                scored=int(h["scored"]),
+                path=_horizon_metrics(h["path"]),
+                naive=_horizon_metrics(h["naive"]),
+                models={name: _horizon_metrics(f) for name, f in h["models"].items()},
+            )
+            for h in view["horizons"]
+        ],
+    )
 
 
 # ---------------------------------------------------------------- report and decide
@@ -356,15 +423,13 @@ def report_files(
         }
 
 
-def decide(
-    forecast: Candidate, results: dict[str, Backtest], naive: dict[str, float]
-) -> tuple[bool, str]:
+def decide(forecast: Candidate, results: dict[str, Backtest], naive: Metrics) -> tuple[bool, str]:
     """Promote only a forecast model that beats the naive forecast on the backtest."""
     best = results[forecast.name].metrics["rmse"]
-    promote = forecast.name != "naive" and best < naive["rmse"]
+    promote = forecast.name != "naive" and best < naive.rmse
     reason = (
         f"one-step forecast model {forecast.name} has backtest RMSE {best:.3f} against the naive "
-        f"forecast's {naive['rmse']:.3f}"
+        f"forecast's {naive.rmse:.3f}"
     )
     if not promote:
         reason = f"not better than the naive forecast: {reason}"
@@ -372,40 +437,44 @@ def decide(
 
 
 def candidate_table(
-    scores: Scores, notes: dict[str, str], long_view: dict[str, dict[str, Any]]
-) -> list[dict[str, Any]]:
+    scores: Scores, notes: dict[str, str], long_view: dict[str, LongMetrics]
+) -> list[CandidateFigures]:
     """The manifest's candidates: each scored one's figures, then why the others have none."""
     scored = [
-        {
-            "name": c.name,
-            "description": c.description,
-            "pools": [role for role, pool in scores.pools.items() if c in pool],
-            "features": len(c.features),
-            **scores.results[c.name].metrics,
-            "seconds": round(scores.results[c.name].seconds, 3),
-            **({"long": long_view[c.name]} if c.name in long_view else {}),
-            **({"not_eligible": notes[c.name]} if c.name in notes else {}),
-        }
+        CandidateFigures(
+            name=c.name,
+            description=c.description,
+            features=len(c.features),
+            pools=[role for role, pool in scores.pools.items() if c in pool],
+            rmse=scores.results[c.name].metrics["rmse"],
+            mae=scores.results[c.name].metrics["mae"],
+            mape=scores.results[c.name].metrics["mape"],
+            seconds=round(float(scores.results[c.name].seconds), 3),
+            long=long_view.get(c.name),
+            not_eligible=notes.get(c.name),
+        )
         for c in scores.scored
     ]
     return scored + [
-        {"name": c.name, "description": c.description, "features": len(c.features), "note": why}
+        CandidateFigures(name=c.name, description=c.description, features=len(c.features), note=why)
         for c in scores.every
         if (why := notes.get(c.name)) and c.name not in scores.results
     ]
 
 
-def _long_view(results: dict[str, Backtest]) -> dict[str, dict[str, Any]]:
+def _long_view(results: dict[str, Backtest]) -> dict[str, LongMetrics]:
     """Every candidate's metrics on the long view, beside the naive forecast's ratio."""
     if "naive" not in results:
         return {}
     naive = results["naive"].metrics["rmse"]
     return {
-        name: {
-            "months": [str(r.predictions.index[0]), str(r.predictions.index[-1])],
-            "scored": len(r.predictions),
-            **r.metrics,
-            "rmse_to_naive": r.metrics["rmse"] / naive,
-        }
+        name: LongMetrics(
+            rmse=r.metrics["rmse"],
+            mae=r.metrics["mae"],
+            mape=r.metrics["mape"],
+            scored=len(r.predictions),
+            months=[str(r.predictions.index[0]), str(r.predictions.index[-1])],
+            rmse_to_naive=r.metrics["rmse"] / naive,
+        )
         for name, r in results.items()
     }

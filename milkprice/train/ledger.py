@@ -41,7 +41,7 @@ from datetime import date
 
 import numpy as np
 
-from milkprice import accuracy, contract, store
+from milkprice import accuracy, contract
 from milkprice.contract import (
     Ledger,
     LedgerStep,
@@ -60,7 +60,7 @@ from milkprice.train.core import Timer
 
 log = logging.getLogger("milkprice.train")
 
-MILK = store.RAW_PREFIX + data.MILK
+MILK = contract.raw_path(data.MILK)
 Prices = dict[str, float]  # month -> price
 
 
@@ -109,11 +109,11 @@ def _model_forecast(settings: Settings, manifest: Manifest) -> Forecast | None:
     entry = manifest.models.get("forecast")
     if entry is None:
         return None
-    blob = store.read(settings, store.model_path(manifest.version, entry.onnx))
-    if blob is None or artifacts.sha256(blob.data) != entry.sha256.get(entry.onnx):
+    graph = contract.read_artifact(settings, manifest.version, entry.onnx)
+    if graph is None or artifacts.sha256(graph) != entry.sha256.get(entry.onnx):
         return None  # a version the predict function could not have loaded
     row = np.array([[manifest.next.features[f] for f in entry.features]], dtype=np.float64)
-    price = float(artifacts.onnx_predict(blob.data, row)[0])
+    price = float(artifacts.onnx_predict(graph, row)[0])
     band = entry.interval
     if band is None:
         return Forecast(manifest.next.month, 1, price, None, None, None, "model")
@@ -332,9 +332,9 @@ def _past(settings: Settings, run_id: str, today: date) -> tuple[list[Served], l
         if r.run_id == run_id or found is None or not found.archive or found.token in seen:
             continue
         seen.add(found.token)
-        blob = store.read(settings, found.archive)
+        milk = contract.read_archived(settings, found.archive)
         try:
-            prices = prices_of(blob.data, today) if blob is not None else None
+            prices = prices_of(milk, today) if milk is not None else None
         except DataError:
             prices = None  # a file that failed its run then: it told nobody anything
         if prices:
@@ -390,7 +390,9 @@ def update(settings: Settings, milk: bytes, token: str, run_id: str, today: date
     return step
 
 
-def step(settings: Settings, raw: store.Blob, record: RunRecord, timer: Timer, today: date) -> None:
+def step(
+    settings: Settings, raw: contract.Blob, record: RunRecord, timer: Timer, today: date
+) -> None:
     """The run's ledger step, timed as ``ledger``: its outcome goes into the run record, and
     whatever goes wrong stays there: the run trains and promotes all the same (the ledger is
     a report on earlier forecasts, and the next run scores what this one missed)."""

@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from milkprice import contract, store, tracing
+from milkprice import contract, tracing
 from milkprice.contract import Claim, InputObject, Manifest, Pointer, RunError, RunRecord
 from milkprice.errors import (
     Contended,
@@ -44,7 +44,6 @@ log = logging.getLogger("milkprice.train")
 
 TRIGGERS = ("schedule", "http", "upload")
 PROMOTE_TRIES = 5  # compare-and-swaps of the pointer a run on newer inputs makes
-READ_TRIES = 3  # reads of a raw object replaced while being read
 # The versions the manifest records: those that made the model files and can read them back.
 LIBRARIES = ("numpy", "pandas", "scikit-learn", "skl2onnx", "onnx", "onnxruntime", "skops")
 
@@ -55,7 +54,7 @@ def new_run_id() -> str:
 
 @dataclass
 class Inputs:
-    blobs: dict[str, store.Blob]
+    blobs: dict[str, contract.Blob]
     uploaded: dict[str, str]  # name -> when the store took the version read (its clock)
 
     @property
@@ -73,35 +72,8 @@ def read_inputs(settings: Settings) -> Inputs:
     """The three raw files, each checked against the size limit before it is downloaded."""
     blobs, uploaded = {}, {}
     for name in data.RAW_FILES:
-        blobs[name], uploaded[name] = _read_raw(settings, name)
+        blobs[name], uploaded[name] = contract.read_raw(settings, name)
     return Inputs(blobs, uploaded)
-
-
-def _read_raw(settings: Settings, name: str) -> tuple[store.Blob, str]:
-    """One raw object and when the store took that very version: the metadata and the bytes
-    come from two calls, so they must name the same token."""
-    path = store.RAW_PREFIX + name
-    for _ in range(READ_TRIES):
-        found = store.metadata(settings, path)
-        if found is None:
-            raise DataError(name, f"not found at {settings.bucket}/{path}")
-        _check_size(settings, name, found.size)
-        blob = store.read(settings, path)
-        if blob is None:
-            raise DataError(name, f"{settings.bucket}/{path} was deleted while being read")
-        _check_size(settings, name, len(blob.data))  # replaced by a larger one meanwhile
-        if blob.token == found.token:
-            return blob, found.uploaded
-    raise Contended(f"{path} was replaced while being read, {READ_TRIES} times in a row")
-
-
-def _check_size(settings: Settings, name: str, size: int) -> None:
-    if size > settings.max_raw_bytes:
-        raise DataError(
-            name,
-            f"is {size / 1e6:.1f} MB, more than the {settings.max_raw_bytes / 1e6:.1f} MB "
-            "a raw file may have (MILKPRICE_MAX_RAW_BYTES)",
-        )
 
 
 # ---------------------------------------------------------------- the run record
@@ -216,26 +188,14 @@ def _claim(settings: Settings, inputs: Inputs, rec: Recorder) -> contract.Owned 
 def _archive(settings: Settings, inputs: Inputs, record: RunRecord) -> None:
     """A copy of every raw object trained on, keyed by its token; stores need no versioning."""
     for name, blob in inputs.blobs.items():
-        path = store.RAW_PREFIX + name
-        target = store.archive_path(path, blob.token)
-        store.copy(settings, path, blob.token, target)
+        target = contract.archive_raw(settings, name, blob.token)
+        path = contract.raw_path(name)
         record.inputs[path] = msgspec.structs.replace(record.inputs[path], archive=target)
 
 
 def _write_artifacts(settings: Settings, version: str, files: dict[str, bytes]) -> dict[str, str]:
-    """Write and read back every file; return their sha256 once all are verified."""
-    digests = {}
-    for name, payload in files.items():
-        kind = {"png": "image/png", "csv": "text/csv"}.get(name.rsplit(".", 1)[-1])
-        store.write(
-            settings, store.model_path(version, name), payload, kind or "application/octet-stream"
-        )
-        digests[name] = artifacts.sha256(payload)
-    for name, digest in digests.items():
-        back = store.read(settings, store.model_path(version, name))
-        if back is None or artifacts.sha256(back.data) != digest:
-            raise MilkPriceError(f"artifact {name} of {version} did not read back intact")
-    return digests
+    """Every file written and read back intact, their sha256 (a seam the tests break)."""
+    return contract.write_artifacts(settings, version, files)
 
 
 def _library_versions() -> dict[str, str]:
@@ -245,35 +205,30 @@ def _library_versions() -> dict[str, str]:
 def manifest_of(
     trained: Trained, version: str, record: RunRecord, digests: dict[str, str]
 ) -> Manifest:
-    """The typed manifest of a training's output: where the training side's figures meet the
-    contract, and are checked against it, once."""
-    models = {}
-    for role, entry in trained.served.items():
-        sha = {entry["onnx"]: digests[entry["onnx"]], entry["skops"]: digests[entry["skops"]]}
-        models[role] = {**entry, "sha256": sha}
-    doc = {
-        "version": version,
-        "created": contract.now(),
-        "run_id": record.run_id,
-        "target": F.TARGET,
-        "unit": "CLP per litre",
-        "models": models,
-        "next": trained.next_row,
-        "backtest": {
-            "months": trained.backtest_months,
-            "long_months": trained.long_months,
-            "method": "rolling origin, expanding window, one step ahead, refit each month",
-            "table": "backtest.csv",
-            "chart": "backtest.png",
-        },
-        "candidates": trained.candidates,
-        "inputs": msgspec.to_builtins(record.inputs),
-        "cleaning": trained.cleaning,
-        "libraries": _library_versions(),
-        "files": digests,
-        **({"path": trained.path} if trained.path else {}),
+    """The manifest of a training's output: core's typed pieces, each model given the sha256
+    of its two files, beside what only the run knows (its inputs, the digests)."""
+    models = {
+        role: msgspec.structs.replace(
+            entry, sha256={entry.onnx: digests[entry.onnx], entry.skops: digests[entry.skops]}
+        )
+        for role, entry in trained.served.items()
     }
-    return msgspec.convert(doc, Manifest)
+    return Manifest(
+        version=version,
+        created=contract.now(),
+        run_id=record.run_id,
+        target=F.TARGET,
+        unit="CLP per litre",
+        models=models,
+        next=trained.next_row,
+        backtest=trained.backtest,
+        files=digests,
+        candidates=trained.candidates,
+        inputs=dict(record.inputs),
+        cleaning=trained.cleaning,
+        libraries=_library_versions(),
+        path=trained.path,
+    )
 
 
 def _train_and_write(settings: Settings, rec: Recorder, inputs: Inputs, today: date) -> None:
@@ -358,7 +313,7 @@ def run(
             rec.seen = contract.read_pointer(settings)
             inputs = read_inputs(settings)
         record.inputs = {
-            store.RAW_PREFIX + n: InputObject(
+            contract.raw_path(n): InputObject(
                 sha256=artifacts.sha256(b.data), token=b.token, uploaded=inputs.uploaded[n]
             )
             for n, b in inputs.blobs.items()

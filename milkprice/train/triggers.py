@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
+from milkprice.contract import raw_path
 from milkprice.errors import BadRequest, MethodNotAllowed
-from milkprice.store import RAW_FILES, RAW_PREFIX
+from milkprice.schema import RAW_FILES
 
 FINALIZED = "google.cloud.storage.object.v1.finalized"
 GCS_EVENT = "google.cloud.storage.object.v1."
@@ -44,7 +45,7 @@ EVENT_GRID = "Microsoft.EventGrid."
 PING = "dev.knative.sources.ping.v1.event"
 S3_TEST = "s3:TestEvent"
 BLOB_SUBJECT = "/blobServices/default/containers/"
-RAW_NAMES = tuple(RAW_PREFIX + name for name in RAW_FILES)
+RAW_NAMES = tuple(raw_path(name) for name in RAW_FILES)
 
 ACCEPTED = (
     "expected one of: a CloudEvent (binary or structured mode) of type "

@@ -70,6 +70,16 @@ def test_the_training_side_does_not_depend_on_the_local_tooling() -> None:
     assert offending(files, ("milkprice.local", "milkprice.predict")) == {}
 
 
+def test_both_sides_reach_the_bucket_through_the_contract_alone() -> None:
+    """One door: what the sides read and write is the contract's to name, type and order;
+    ``store`` is the adapter under it, not a second way in."""
+    files = [
+        *sorted((PACKAGE / "train").rglob("*.py")),
+        *sorted((PACKAGE / "predict").rglob("*.py")),
+    ]
+    assert offending(files, ("milkprice.store",)) == {}
+
+
 def test_the_bridge_is_deployed_so_it_needs_no_side_and_no_local_tooling() -> None:
     files = sorted((PACKAGE / "bridge").rglob("*.py"))
     sides = ("milkprice.local", "milkprice.train", "milkprice.predict")
