@@ -116,23 +116,32 @@ _trace_ahead: ContextVar[int | None] = ContextVar("milkprice_trace_ahead", defau
 
 
 _providers: dict[str, Any] = {}  # by service: one per process, built on its first trace
+_tracers: dict[str, Any] = {}  # each provider's tracer: read on every request, without a lock
 _providers_lock = threading.Lock()
 
 
-def _provider(service: str) -> Any:
-    """The process's tracer provider, built once, on the first trace: it exports in batches."""
+def _tracer_of(service: str, ratio: float) -> Any:
+    """The tracer of the process's provider, built once, on the first trace."""
+    found = _tracers.get(service)
+    if found is not None:
+        return found
     with _providers_lock:
         if service not in _providers:
-            _providers[service] = _new_provider(service)
-        return _providers[service]
+            _providers[service] = _new_provider(service, ratio)
+            _tracers[service] = _providers[service].get_tracer("milkprice")
+        return _tracers[service]
 
 
-def _new_provider(service: str) -> Any:
+def _new_provider(service: str, ratio: float) -> Any:
+    """A provider exporting in batches. Its sampler is the ``OTEL_TRACES_SAMPLER`` one when
+    set; else a caller's decision is followed and, of the traces that start here, ``ratio``
+    are kept (every training run; a share of predictions, whose every span costs serving)."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     class CallersTrace(RandomIdGenerator):
         """A root span keeps the trace id its caller sent without a span (Google's header
@@ -143,7 +152,9 @@ def _new_provider(service: str) -> Any:
 
     # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, when set, win over this name
     resource = Resource.create({"service.name": service})
-    provider = TracerProvider(resource=resource, id_generator=CallersTrace())
+    chosen = os.environ.get("OTEL_TRACES_SAMPLER", "").strip()
+    sampler = None if chosen else ParentBased(TraceIdRatioBased(ratio))
+    provider = TracerProvider(resource=resource, sampler=sampler, id_generator=CallersTrace())
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     return provider
 
@@ -163,6 +174,7 @@ def reset() -> None:
         for found in _providers.values():
             found.shutdown()
         _providers.clear()
+        _tracers.clear()
 
 
 def _parent(caller: TraceContext | None) -> Any:
@@ -198,18 +210,20 @@ def _set(trace: TraceContext | None, tracer: Any = None) -> Iterator[None]:
 
 @contextmanager
 def continued(
-    service: str, name: str, caller: TraceContext | None, **attributes: Any
+    service: str, name: str, caller: TraceContext | None, ratio: float = 1.0, **attributes: Any
 ) -> Iterator[TraceContext | None]:
     """Run the body in the caller's trace: the current trace for the log lines and the run
     record; with export on, under a server span ``name`` whose parent is the caller's span
-    (a trace of its own when the caller sent none)."""
+    (a trace of its own when the caller sent none). ``ratio``: the share of the traces
+    starting here that are kept, unless ``OTEL_TRACES_SAMPLER`` says otherwise. A trace not
+    kept makes no child span at all: :func:`span` costs nothing in it."""
     if not enabled():
         with _set(caller):
             yield caller
         return
     from opentelemetry import trace
 
-    tracer = _provider(service).get_tracer("milkprice")
+    tracer = _tracer_of(service, ratio)
     kind = trace.SpanKind.SERVER
     ahead = _trace_ahead.set(int(caller.trace_id, 16) if caller else None)
     try:  # the span's ids are drawn here, while the caller's trace id is ahead
@@ -218,7 +232,7 @@ def continued(
         _trace_ahead.reset(ahead)
     with trace.use_span(root, end_on_exit=True):
         here = _of(root)
-        with _set(here, tracer):
+        with _set(here, tracer if root.is_recording() else None):
             yield here
 
 

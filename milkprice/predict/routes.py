@@ -29,6 +29,10 @@ Handler = Callable[[flask.Request, dict[str, str]], flask.Response]
 
 SERVICE = "milkprice-predict"  # the traces' service name (OTEL_SERVICE_NAME wins over it)
 METRICS = "/metrics"  # scraped every few seconds: neither counted nor traced itself
+# Of the requests whose trace starts here, the share traced (a caller's sampled trace always
+# is; OTEL_TRACES_SAMPLER overrides both): a traced request costs serving several times what
+# an untraced one does (bench/README.md, "telemetry")
+TRACED_SHARE = 0.01
 
 
 @dataclass(frozen=True)
@@ -161,7 +165,8 @@ def dispatch(request: flask.Request) -> flask.Response:
         return found.handler(request, found.params)
     name = f"{request.method} {found.template}"
     caller = tracing.incoming(request.headers)
-    with tracing.continued(SERVICE, name, caller, **{"http.route": found.template}):
+    route = {"http.route": found.template}
+    with tracing.continued(SERVICE, name, caller, TRACED_SHARE, **route):
         try:
             response = found.handler(request, found.params)
         except Exception as exc:
