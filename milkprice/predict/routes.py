@@ -18,6 +18,7 @@ from typing import Any
 import flask
 import orjson
 
+from milkprice import logs
 from milkprice.errors import MethodNotAllowed, NotFound
 from milkprice.predict import bodies, forwarded, openapi, serving
 from milkprice.predict.binary import HEADER
@@ -124,10 +125,22 @@ def error_response(exc: Exception, request: flask.Request) -> flask.Response:
     return response
 
 
+_started = False
+
+
+def _start() -> None:
+    """The process's first request sets up its JSON log lines: not the import, nor the cache."""
+    global _started
+    if not _started:
+        logs.setup("predict")
+        _started = True
+
+
 def dispatch(request: flask.Request) -> flask.Response:
     """One request, from start to answer: its length checked, its route matched, its handler
     called; any error becomes its JSON answer. ``template`` stays None for a request no route
     matched (or refused before matching), so that unknown paths stay one label, not many."""
+    _start()
     template: str | None = None
     try:
         bodies.check_length(request.content_length)
@@ -149,4 +162,5 @@ def _ended(
 
 def unrouted(request: flask.Request) -> flask.Response:
     """A path the Functions Framework's own rule does not match (a newline in it): JSON too."""
+    _start()
     return error_response(NotFound(f"no route {request.path!r}; see /openapi.json"), request)
