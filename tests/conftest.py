@@ -14,7 +14,7 @@ import pytest
 from milkprice import store
 from milkprice.local import processes, sample
 from milkprice.local.object_stores import fake_gcs
-from milkprice.settings import Settings
+from milkprice.settings import LocalSettings, Settings
 from tests.support.buckets import QUICK, new_settings, trained_bucket
 from tests.support.paths import SHARED
 from tests.support.platform_events import left_out
@@ -67,7 +67,7 @@ def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(gcs: str) -> Settings:
+def settings(gcs: str) -> LocalSettings:
     """A bucket of its own for each test, named in MILKPRICE_BUCKET too."""
     os.environ.update(QUICK)
     return new_settings(backtest_months=6)

@@ -18,7 +18,7 @@ import sys
 from milkprice import logs
 from milkprice.bridge import watcher
 from milkprice.errors import MilkPriceError
-from milkprice.settings import Settings
+from milkprice.settings import LocalSettings
 
 STOPS = {signal.SIGINT, signal.SIGTERM}
 
@@ -26,7 +26,7 @@ STOPS = {signal.SIGINT, signal.SIGTERM}
 def main() -> int:
     logs.setup("bridge")
     try:
-        settings = Settings.from_env()
+        settings = LocalSettings.from_env()
     except MilkPriceError as exc:
         print(f"bridge: {exc.message}", file=sys.stderr)
         return 1

@@ -23,7 +23,7 @@ from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 
 from milkprice import store
-from milkprice.settings import Settings
+from milkprice.settings import LocalSettings, Settings
 
 FINALIZED = "google.cloud.storage.object.v1.finalized"
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
@@ -35,7 +35,7 @@ ACCOUNT = "devstoreaccount1"
 
 # (headers, body) of one delivery
 Delivery = tuple[dict[str, str], bytes]
-Shape = Callable[[Settings, str, store.Meta], Delivery]
+Shape = Callable[[LocalSettings, str, store.Meta], Delivery]
 
 
 def storage_object_data(settings: Settings, name: str, meta: store.Meta) -> dict[str, Any]:
@@ -73,7 +73,7 @@ def eventarc_finalized(settings: Settings, name: str, meta: store.Meta) -> Deliv
     return _delivery(*to_binary(event))
 
 
-def event_grid_blob_created(settings: Settings, name: str, meta: store.Meta) -> Delivery:
+def event_grid_blob_created(settings: LocalSettings, name: str, meta: store.Meta) -> Delivery:
     """Event Grid's ``BlobCreated`` for one version of ``name``: CloudEvents schema, structured."""
     request = str(uuid.uuid4())
     event = CloudEvent(
@@ -162,7 +162,7 @@ def authorization(settings: Settings) -> dict[str, str]:
     return {"Authorization": f"Bearer {settings.train_token}"} if settings.train_token else {}
 
 
-def _blob_endpoint(settings: Settings) -> str:
+def _blob_endpoint(settings: LocalSettings) -> str:
     return f"http://{settings.host}:{settings.azure_port}/{ACCOUNT}"
 
 

@@ -24,12 +24,12 @@ from milkprice import http_client as http
 from milkprice import store
 from milkprice.bridge import shapes
 from milkprice.errors import MilkPriceError
-from milkprice.settings import Settings
+from milkprice.settings import LocalSettings
 
 log = logging.getLogger("milkprice.bridge")
 
 
-def sink(settings: Settings, environ: Mapping[str, str]) -> str:
+def sink(settings: LocalSettings, environ: Mapping[str, str]) -> str:
     """Where events go: Knative's injected sink first, then the settings."""
     return environ.get("K_SINK") or settings.event_endpoint()
 
@@ -64,7 +64,7 @@ class _Pending:
 class Bridge:
     """Turns new object versions under ``raw/`` into their cloud's events, POSTed to ``url``."""
 
-    settings: Settings
+    settings: LocalSettings
     url: str
     state_file: Path | None = None
     quiet: float = 2.0  # wait this long after the last change before delivering

@@ -16,7 +16,7 @@ from milkprice import accuracy as live
 from milkprice import contract, store
 from milkprice import http_client as http
 from milkprice.errors import MilkPriceError
-from milkprice.settings import LOG_FORMATS, Settings
+from milkprice.settings import LOG_FORMATS, LocalSettings
 
 if TYPE_CHECKING:  # imported where used: each command loads only what it needs
     from milkprice.bridge import watcher
@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # imported where used: each command loads only what it needs
     from milkprice.train.core import Trained
 
 
-def _token(settings: Settings) -> str:
+def _token(settings: LocalSettings) -> str:
     """The train token: the setting, else the one ``make up`` keeps (an empty file fails)."""
     from milkprice.local.stack import read_token
 
@@ -57,7 +57,7 @@ def _fmt(x: Any) -> str:
 # ---------------------------------------------------------------- commands
 
 
-def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_up(settings: LocalSettings, args: argparse.Namespace) -> int:
     import dataclasses
 
     from milkprice.local import console, stack
@@ -68,7 +68,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     return stack.up(settings, args.data)
 
 
-def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_events(settings: LocalSettings, args: argparse.Namespace) -> int:
     """The scheduler and the upload events (a child of ``up``, a service in compose)."""
     from milkprice import logs
     from milkprice.local import processes, scheduler
@@ -91,7 +91,7 @@ def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _upload_events(settings: Settings) -> watcher.Bridge | s3_queue.QueueRelay:
+def _upload_events(settings: LocalSettings) -> watcher.Bridge | s3_queue.QueueRelay:
     """What plays the cloud's upload events: S3's own notifications through a queue, or a
     bridge that lists raw/ and sends the event the cloud's event service would."""
     from milkprice.bridge import watcher
@@ -111,7 +111,7 @@ def _upload_events(settings: Settings) -> watcher.Bridge | s3_queue.QueueRelay:
     return watcher.Bridge(settings, target, state_file=state)
 
 
-def cmd_upload(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_upload(settings: LocalSettings, args: argparse.Namespace) -> int:
     for path in map(Path, args.paths):
         if not path.is_file():
             raise MilkPriceError(f"{path}: no such file")
@@ -122,7 +122,7 @@ def cmd_upload(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_train(settings: LocalSettings, args: argparse.Namespace) -> int:
     url = settings.train_endpoint()
     print(f"training through {url} ...", flush=True)
     start = time.monotonic()
@@ -147,7 +147,7 @@ def _model_row(role: str, e: contract.ModelEntry) -> list[Any]:
     ]
 
 
-def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_status(settings: LocalSettings, args: argparse.Namespace) -> int:
     found = contract.serving(settings)
     if found is None:
         print(f"{settings.bucket}: no model promoted yet")
@@ -168,7 +168,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _next_forecast(settings: Settings, version: str) -> str:
+def _next_forecast(settings: LocalSettings, version: str) -> str:
     """Next month's forecast as the predict function answers it: the same snapshot of the
     same version, so the same month, price and interval (and the figures its page shows)."""
     from milkprice.predict import landing, snapshot
@@ -195,7 +195,7 @@ def _next_forecast(settings: Settings, version: str) -> str:
     return line
 
 
-def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_models(settings: LocalSettings, args: argparse.Namespace) -> int:
     pointer = contract.read_pointer(settings)
     current = pointer[0].version if pointer else None
     rows = []
@@ -216,13 +216,13 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_rollback(settings: LocalSettings, args: argparse.Namespace) -> int:
     pointer = contract.rollback(settings, args.version)
     print(f"serving {pointer.version}: rolled back to {args.version}")
     return 0
 
 
-def cmd_predict(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_predict(settings: LocalSettings, args: argparse.Namespace) -> int:
     path = Path(args.file)
     try:
         body = json.loads(path.read_text())
@@ -236,7 +236,7 @@ def cmd_predict(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _get_forecast(settings: Settings, months: int | None) -> tuple[int, Any]:
+def _get_forecast(settings: LocalSettings, months: int | None) -> tuple[int, Any]:
     base = f"http://{settings.host}:{settings.predict_port}/forecast"
     url = base if months is None else f"{base}?months={months}"
     answer = http.request(url, timeout=60)
@@ -245,7 +245,7 @@ def _get_forecast(settings: Settings, months: int | None) -> tuple[int, Any]:
     return answer.status, answer.json()
 
 
-def cmd_forecast(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_forecast(settings: LocalSettings, args: argparse.Namespace) -> int:
     """The serving model's forecast path as a table: month, price and 80% interval. Without
     --months, the whole path (or next month's forecast, for a model that predates it)."""
     status, doc = _get_forecast(settings, args.months or settings.horizon)
@@ -322,7 +322,7 @@ def accuracy_text(doc: contract.Ledger, forecasts: bool = False) -> str:
     return "\n".join(lines)
 
 
-def cmd_accuracy(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_accuracy(settings: LocalSettings, args: argparse.Namespace) -> int:
     """The forecast ledger as a table: every served forecast scored, per months ahead."""
     doc, _ = contract.read_ledger(settings)
     if not doc.forecasts:
@@ -332,14 +332,14 @@ def cmd_accuracy(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_replay(settings: LocalSettings, args: argparse.Namespace) -> int:
     """The system run month by month on a folder's data, on an emulator of its own."""
     from milkprice.local import replay
 
     return replay.main(settings, args)
 
 
-def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_evaluate(settings: LocalSettings, args: argparse.Namespace) -> int:
     """The training core on local files, nothing written: every candidate's figures."""
     from datetime import date
 
@@ -528,7 +528,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        settings = Settings.from_env()
+        settings = LocalSettings.from_env()
         if args.command not in ("up", "evaluate", "replay"):
             from milkprice.local import object_stores
 

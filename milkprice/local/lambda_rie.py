@@ -39,7 +39,7 @@ from typing import Any
 from milkprice import http_client as http
 from milkprice.errors import StackError
 from milkprice.local import processes
-from milkprice.settings import Settings
+from milkprice.settings import LocalSettings
 
 # the release whose wheel carries the emulator, and the sha256 of that wheel (pip checks it)
 SAM_CLI = "aws-sam-cli==1.170.0"
@@ -62,7 +62,7 @@ PIP_TIMEOUT = 300.0
 
 def folder() -> Path:
     """Where the emulator is kept: ``lambda-rie/`` in the state folder."""
-    return Settings.from_env().state_path("lambda-rie")
+    return LocalSettings.from_env().state_path("lambda-rie")
 
 
 def _sha256(path: Path) -> str:

@@ -18,7 +18,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from milkprice.bridge.watcher import outcome, post
 from milkprice.errors import ConfigError
-from milkprice.settings import Settings
+from milkprice.settings import LocalSettings
 
 log = logging.getLogger("milkprice.local.scheduler")
 
@@ -109,7 +109,7 @@ def logged(job: Callable[..., Any], what: str) -> Callable[..., Any]:
 
 
 def start_scheduler(
-    settings: Settings, url: str, retry: Retry | None = None
+    settings: LocalSettings, url: str, retry: Retry | None = None
 ) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(timezone=settings.timezone)
     scheduler.add_job(

@@ -40,7 +40,7 @@ from milkprice.local import (
     s3_queue,
     sample,
 )
-from milkprice.settings import Settings
+from milkprice.settings import LocalSettings
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: up runs from one
 FUNCTIONS = ROOT / "functions"
@@ -97,7 +97,7 @@ def shown_lines(
     return child
 
 
-def stop_all(children: list[processes.Process], settings: Settings, signal_name: str) -> None:
+def stop_all(children: list[processes.Process], settings: LocalSettings, signal_name: str) -> None:
     """Stop the functions and the event source, record cut-short runs, then the bucket.
 
     Every child's whole process group goes, so a worker busy in a training cannot outlive its
@@ -113,7 +113,7 @@ def stop_all(children: list[processes.Process], settings: Settings, signal_name:
     processes.stop(bucket)
 
 
-def interrupted_runs(settings: Settings, signal_name: str) -> list[str]:
+def interrupted_runs(settings: LocalSettings, signal_name: str) -> list[str]:
     """Mark the runs still 'running' as failed: no process is left to finish them.
 
     A failed run whose error a retry can help lets the next delivery of the same raw objects
@@ -155,7 +155,7 @@ def lock(state: Path) -> IO[str]:
     return handle
 
 
-def check_ports(settings: Settings) -> None:
+def check_ports(settings: LocalSettings) -> None:
     wanted = {
         object_stores.local(settings).port_variable: object_stores.port(settings),
         "MILKPRICE_PREDICT_PORT": settings.predict_port,
@@ -175,7 +175,7 @@ def check_ports(settings: Settings) -> None:
                 ) from None
 
 
-def train_token(settings: Settings, state: Path) -> str:
+def train_token(settings: LocalSettings, state: Path) -> str:
     """The configured token, else one generated once and kept in var/train-token."""
     if settings.train_token:
         return settings.train_token
@@ -201,7 +201,7 @@ def read_token(path: Path) -> str:
     return token
 
 
-def seed_data(settings: Settings, data_dir: str | None) -> str:
+def seed_data(settings: LocalSettings, data_dir: str | None) -> str:
     if data_dir:
         for name, payload in sample.read_folder(data_dir).items():
             store.write(settings, store.RAW_PREFIX + name, payload, "text/csv")
@@ -219,7 +219,7 @@ def get(url: str, timeout: float = 2.0) -> int:
 
 
 def wait_ready(
-    settings: Settings,
+    settings: LocalSettings,
     children: list[processes.Process],
     stopping: Callable[[], bool],
     limit: float = 600,
@@ -243,7 +243,7 @@ def wait_ready(
     return False
 
 
-def _training_status(settings: Settings) -> str:
+def _training_status(settings: LocalSettings) -> str:
     try:
         runs = contract.list_runs(settings, last=1)
     except MilkPriceError:
@@ -256,7 +256,7 @@ def _training_status(settings: Settings) -> str:
     return f"run {run.run_id} {run.outcome}: {run.reason}"
 
 
-def example_request(settings: Settings, state: Path) -> Path:
+def example_request(settings: LocalSettings, state: Path) -> Path:
     """A /predict body with the serving model's next-month row, for the printed example."""
     path = state / "example-request.json"
     found = contract.serving(settings)
@@ -266,7 +266,7 @@ def example_request(settings: Settings, state: Path) -> Path:
 
 
 def function(
-    target: str, source: str, port: int, settings: Settings, signature: str = "http"
+    target: str, source: str, port: int, settings: LocalSettings, signature: str = "http"
 ) -> list[str]:
     return processes.function_command(
         target, FUNCTIONS / source / "main.py", port, settings.host, signature
@@ -291,7 +291,7 @@ class Stopper:
         return self.signals[0] if self.signals else "an error"
 
 
-def _environment(settings: Settings, state: Path) -> dict[str, str]:
+def _environment(settings: LocalSettings, state: Path) -> dict[str, str]:
     """What every child gets: the bucket, the train token and up's own state folder."""
     return {
         **os.environ,
@@ -303,7 +303,7 @@ def _environment(settings: Settings, state: Path) -> dict[str, str]:
     }
 
 
-def _start_bucket(settings: Settings, state: Path) -> processes.Process:
+def _start_bucket(settings: LocalSettings, state: Path) -> processes.Process:
     own = object_stores.local(settings)
     where = object_stores.where(settings, state)
     say(f"starting {own.what} on {object_stores.url(settings)} ({where})")
@@ -313,7 +313,7 @@ def _start_bucket(settings: Settings, state: Path) -> processes.Process:
     return bucket
 
 
-def _prepare_bucket(settings: Settings, data_dir: str | None) -> None:
+def _prepare_bucket(settings: LocalSettings, data_dir: str | None) -> None:
     """The bucket, its upload events (S3 sends its own: ask it first), then the raw data."""
     store.ensure_bucket(settings)
     if settings.cloud == "aws":
@@ -325,7 +325,7 @@ def _prepare_bucket(settings: Settings, data_dir: str | None) -> None:
     say(f"bucket {settings.bucket}: {seed_data(settings, data_dir)}")
 
 
-def _start_functions(settings: Settings, env: dict[str, str]) -> list[processes.Process]:
+def _start_functions(settings: LocalSettings, env: dict[str, str]) -> list[processes.Process]:
     """Both functions as they are deployed, and the stand-ins for the scheduler and events."""
     serving = {**env, "WORKERS": "1", "THREADS": "8", "OMP_NUM_THREADS": "1"}
     # Cloud Storage's events reach a CloudEvent function, as on Cloud Functions; the other
@@ -343,7 +343,7 @@ def _start_functions(settings: Settings, env: dict[str, str]) -> list[processes.
 
 
 def _emulator(
-    name: str, function: str, env: dict[str, str], settings: Settings, port: int | None = None
+    name: str, function: str, env: dict[str, str], settings: LocalSettings, port: int | None = None
 ) -> lambda_rie.Emulator:
     """One emulator running ``function``'s Lambda handler, its lines shown behind ``name``."""
     timeout = LAMBDA_TIMEOUTS[function]
@@ -354,13 +354,13 @@ def _emulator(
     return found
 
 
-def _front(function: str, port: int, urls: list[str], settings: Settings) -> list[str]:
+def _front(function: str, port: int, urls: list[str], settings: LocalSettings) -> list[str]:
     """The command of a Function URL's stand-in on ``port`` for these emulators."""
     return lambda_front.command(urls, f"{settings.host}:{port}", LAMBDA_TIMEOUTS[function])
 
 
 def _start_lambda(
-    settings: Settings, env: dict[str, str], children: list[processes.Process]
+    settings: LocalSettings, env: dict[str, str], children: list[processes.Process]
 ) -> None:
     """Both functions as on AWS Lambda: each handler under the Runtime Interface Emulator,
     HTTP through a Function URL's stand-in, the bucket's notifications invoked by the relay
@@ -383,7 +383,7 @@ def _start_lambda(
     children.append(spawn("events", [sys.executable, "-m", "milkprice.local.cli", "events"], env))
 
 
-def _announce(settings: Settings, state: Path) -> None:
+def _announce(settings: LocalSettings, state: Path) -> None:
     base = f"http://{settings.host}:{settings.predict_port}"
     say(f"ready. predict: {base}/   train: http://{settings.host}:{settings.train_port}/")
     example = example_request(settings, state)
@@ -392,7 +392,7 @@ def _announce(settings: Settings, state: Path) -> None:
     say("Ctrl-C stops everything")
 
 
-def up(settings: Settings, data_dir: str | None = None) -> int:
+def up(settings: LocalSettings, data_dir: str | None = None) -> int:
     """The whole stack until Ctrl-C or SIGTERM; then nothing of it is left running."""
     if settings.runtime == "lambda" and settings.cloud != "aws":
         raise StackError("MILKPRICE_RUNTIME=lambda runs on AWS's S3: set MILKPRICE_CLOUD=aws")

@@ -20,8 +20,9 @@ from typing import IO, Any
 import msgspec
 import orjson
 
+from milkprice import settings
 from milkprice.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
-from milkprice.predict import cache, deadlines, rows
+from milkprice.predict import deadlines, rows
 
 CHUNK = 1 << 16
 
@@ -42,7 +43,7 @@ def is_octets(content_type: str | None) -> bool:
 
 def check_length(length: int | None) -> None:
     """413 for a declared body above the limit, before anything reads it."""
-    limit = cache.settings().max_body_bytes
+    limit = settings.cached().max_body_bytes
     if length is not None and length > limit:
         raise too_large(length, limit)
 
@@ -106,10 +107,10 @@ def body_bytes(
     if not is_json(content_type) and not (binary and is_octets(content_type)):
         also = " (or application/octet-stream with Inference-Header-Content-Length)" * binary
         raise UnsupportedMediaType(f"send application/json{also}, not {content_type}")
-    limit = cache.settings().max_body_bytes
+    limit = settings.cached().max_body_bytes
     if sock is None:
         return read_body(stream, length, limit)
-    seconds = cache.settings().body_timeout
+    seconds = settings.cached().body_timeout
     sock.settimeout(seconds)  # a stall ends a receive; the watch ends a trickle
     entry = deadlines.watch(sock, seconds)
     try:
@@ -126,7 +127,7 @@ def body_bytes(
 
 def late(length: int | None) -> RequestTimeout:
     declared = f": the {length} bytes its Content-Length declared" if length is not None else ""
-    seconds = cache.settings().body_timeout
+    seconds = settings.cached().body_timeout
     return RequestTimeout(f"the body did not all arrive within {seconds:g} s{declared}")
 
 

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from milkprice import contract, logs
+from milkprice import contract
 from milkprice import settings as settings_module
 from milkprice.errors import MilkPriceError, NotReady
 from milkprice.predict import metrics
@@ -41,9 +41,8 @@ def pointer_token(settings: settings_module.Settings) -> str | None:
 class Server:
     """The process's model cache: the current snapshot and when to look at the pointer next."""
 
-    def __init__(self, settings: settings_module.Settings | None = None) -> None:
-        logs.setup("predict")
-        self.settings = settings if settings is not None else settings_module.load()
+    def __init__(self, settings: settings_module.Settings) -> None:
+        self.settings = settings
         self.interval = max(0.0, float(self.settings.reload_seconds))
         self.retry_after = max(1, int(np.ceil(self.interval)))
         self._loaded: Loaded | None = None
@@ -188,7 +187,7 @@ def server() -> Server:
     if found is None:
         with _server_lock:
             if _server is None:
-                _server = Server()
+                _server = Server(settings_module.cached())
             found = _server
     return found
 
@@ -198,6 +197,7 @@ def reset() -> None:
     global _server
     with _server_lock:
         _server = None
+        settings_module.forget()
 
 
 def current() -> Loaded:
@@ -212,8 +212,3 @@ def named(version: str | None) -> Loaded:
         return served
     found = server()
     return found.versions.get(version, served, found.retry_after)
-
-
-def settings() -> settings_module.Settings:
-    """The process's settings, read when the cache was built."""
-    return server().settings

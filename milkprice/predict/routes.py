@@ -19,7 +19,7 @@ from typing import Any
 import flask
 import orjson
 
-from milkprice import metrics, tracing
+from milkprice import logs, metrics, tracing
 from milkprice.errors import MethodNotAllowed, NotFound
 from milkprice.predict import bodies, forwarded, openapi, serving
 from milkprice.predict import metrics as predict_metrics
@@ -147,11 +147,23 @@ def error_response(exc: Exception, request: flask.Request) -> flask.Response:
     return response
 
 
+_started = False
+
+
+def _start() -> None:
+    """The process's first request sets up its JSON log lines: not the import, nor the cache."""
+    global _started
+    if not _started:
+        logs.setup("predict")
+        _started = True
+
+
 def dispatch(request: flask.Request) -> flask.Response:
     """One request, from start to answer: its length checked, its route matched, its handler
     called in the caller's trace (``tracing.continued``); any error becomes its JSON answer.
     A request no route matched (or refused before matching) is counted under one label, not
     one per unknown path; a scrape of ``/metrics`` is answered without being measured."""
+    _start()
     started = time.perf_counter()
     template = None  # a wrong method is counted under its route's template
     try:
@@ -187,4 +199,5 @@ def _ended(
 
 def unrouted(request: flask.Request) -> flask.Response:
     """A path the Functions Framework's own rule does not match (a newline in it): JSON too."""
+    _start()
     return error_response(NotFound(f"no route {request.path!r}; see /openapi.json"), request)

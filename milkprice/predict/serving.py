@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 import numpy as np
 import orjson
 
+from milkprice import settings
 from milkprice.errors import BadRequest, Conflict, MilkPriceError, to_response
 from milkprice.predict import binary, cache, landing, v2
 from milkprice.predict.bodies import members, parse_json
@@ -36,7 +37,7 @@ def failure(exc: BaseException, what: str) -> tuple[int, bytes, dict[str, str]]:
 
 def predict_rows(body: bytes) -> tuple[np.ndarray, dict[str, str]]:
     """Prices of a /predict body: the fast path, else the full checks and their errors."""
-    limit = cache.settings().max_rows
+    limit = settings.cached().max_rows
     try:
         loaded = cache.current()
     except MilkPriceError:
@@ -89,7 +90,7 @@ def chart() -> tuple[bytes, str, str]:
 
 def trusted_forwarded() -> str:
     """Which X-Forwarded-* headers to follow: none, proto or all (a front end's to set)."""
-    return cache.settings().trust_forwarded
+    return settings.cached().trust_forwarded
 
 
 def landing_page(base: str) -> str:
@@ -125,7 +126,7 @@ def v2_infer(
     """An infer request's answer: its bytes, headers, and whether it carries binary data."""
     doc, tail = binary.split(body, header)
     loaded = cache.named(version)
-    answer, data = v2.infer(loaded, name, doc, tail, cache.settings().max_rows)
+    answer, data = v2.infer(loaded, name, doc, tail, settings.cached().max_rows)
     text = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
     headers = {"X-Model-Version": loaded.version}
     if data is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import mmap
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
@@ -41,19 +42,23 @@ UNREADABLE = (
     "the body is not a CloudEvent this function can read: binary or structured mode, JSON "
     "data nested no deeper than the decoder takes"
 )
-_started = False
+# One byte of memory shared with every process forked after this import: gunicorn imports the
+# function once and forks its workers from that process, and the warning is the deployment's,
+# said by whichever worker answers first, not once by each worker.
+_warned = mmap.mmap(-1, 1)
 
 
-def setup(component: str = "train") -> None:
-    """At start-up, once per process: JSON log lines, and one warning if the function is open.
+def start(component: str = "train") -> None:
+    """Every request's first step; only the first does anything: JSON log lines for this
+    process, and one warning if the function is open. Not at import: importing the function's
+    module (a test, a bundle check) sets nothing up and says nothing.
 
     A bad setting is not reported here: the health probe and every request name it.
     """
-    global _started
-    logs.setup(component)
-    if _started:
+    logs.setup(component)  # once per process: it returns at once when already set up
+    if _warned[0]:
         return
-    _started = True
+    _warned[0] = 1
     try:
         token = Settings.from_env().train_token
     except MilkPriceError:

@@ -26,9 +26,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from milkprice import contract, lambda_http, logs, settings
+from milkprice import contract, lambda_http, settings
 from milkprice.errors import MilkPriceError
-from milkprice.train import triggers
+from milkprice.train import endpoint, triggers
 
 log = logging.getLogger("milkprice.train.lambda")
 
@@ -43,7 +43,7 @@ class RunFailed(Exception):
 def _run(trigger: str, event: dict[str, Any] | None) -> contract.RunRecord:
     from milkprice.train import runner  # heavy (pandas, scikit-learn): imported on first run
 
-    logs.setup("train")
+    endpoint.start()  # as every target of main.py does: logs, and the open-function warning
     return runner.run(settings.load(), trigger, event)
 
 

@@ -17,7 +17,7 @@ import pytest
 from milkprice import store
 from milkprice.bridge import watcher
 from milkprice.local import scheduler
-from milkprice.settings import Settings
+from milkprice.settings import LocalSettings
 from tests.support.buckets import upload
 
 
@@ -77,7 +77,7 @@ def receiver_factory() -> Iterator[Callable[..., Receiver]]:
 
 
 def test_bridge_posts_eventarc_cloudevents(
-    settings: Settings, sample_raw: dict[str, bytes], receiver_factory: Callable[..., Receiver]
+    settings: LocalSettings, sample_raw: dict[str, bytes], receiver_factory: Callable[..., Receiver]
 ) -> None:
     receiver = receiver_factory()
     bridge = watcher.Bridge(settings, receiver.url, quiet=0.3, poll=0.1)
@@ -114,7 +114,7 @@ def _about(request: dict[str, Any], name: str) -> bool:
 
 
 def test_bridge_retries_a_failed_delivery_until_it_is_answered_holding_up_no_other(
-    settings: Settings,
+    settings: LocalSettings,
     sample_raw: dict[str, bytes],
     receiver_factory: Callable[..., Receiver],
     tmp_path: Path,
@@ -168,7 +168,7 @@ def test_bridge_retries_a_failed_delivery_until_it_is_answered_holding_up_no_oth
 
 
 def test_bridge_state_survives_a_restart(
-    settings: Settings,
+    settings: LocalSettings,
     sample_raw: dict[str, bytes],
     receiver_factory: Callable[..., Receiver],
     tmp_path: Any,
@@ -185,7 +185,7 @@ def test_bridge_state_survives_a_restart(
 
 
 def test_a_delivery_not_answered_is_delivered_again_after_a_restart(
-    settings: Settings,
+    settings: LocalSettings,
     sample_raw: dict[str, bytes],
     receiver_factory: Callable[..., Receiver],
     tmp_path: Any,
@@ -210,11 +210,11 @@ def test_a_delivery_not_answered_is_delivered_again_after_a_restart(
 
 
 def test_scheduler_retries_and_never_overlaps(
-    settings: Settings, receiver_factory: Callable[..., Receiver]
+    settings: LocalSettings, receiver_factory: Callable[..., Receiver]
 ) -> None:
     # every call takes longer than the one-second cron; the first answers 503
     receiver = receiver_factory(answer=lambda n: 503 if n == 0 else 200, delay=1.5)
-    schedule = Settings(
+    schedule = LocalSettings(
         bucket=settings.bucket, schedule="* * * * * *", timezone="UTC", train_token="tok"
     )
     retry = scheduler.Retry(attempts=3, deadline=10, min_backoff=0.2, max_backoff=0.5)
@@ -269,7 +269,7 @@ def _tracebacks(
 
 
 def test_bridge_survives_a_step_that_raises(
-    settings: Settings,
+    settings: LocalSettings,
     sample_raw: dict[str, bytes],
     receiver_factory: Callable[..., Receiver],
     monkeypatch: pytest.MonkeyPatch,
@@ -298,7 +298,7 @@ def test_bridge_survives_a_step_that_raises(
 
 
 def test_bridge_survives_a_state_file_it_cannot_write(
-    settings: Settings,
+    settings: LocalSettings,
     sample_raw: dict[str, bytes],
     receiver_factory: Callable[..., Receiver],
     tmp_path: Path,
@@ -327,16 +327,16 @@ def test_state_paths_are_taken_against_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert Settings().state_path("bridge-state.json") == tmp_path / "var" / "bridge-state.json"
-    assert Settings(state_dir="state").state_path() == tmp_path / "state"
+    assert LocalSettings().state_path("bridge-state.json") == tmp_path / "var" / "bridge-state.json"
+    assert LocalSettings(state_dir="state").state_path() == tmp_path / "state"
     elsewhere = tmp_path / "elsewhere"
-    assert Settings(state_dir=str(elsewhere)).state_path("x") == elsewhere / "x"
+    assert LocalSettings(state_dir=str(elsewhere)).state_path("x") == elsewhere / "x"
     package = Path(scheduler.__file__).resolve().parents[1]
-    assert not Settings().state_path().is_relative_to(package)
+    assert not LocalSettings().state_path().is_relative_to(package)
 
 
 def test_bridge_creates_its_state_folder_under_the_working_directory(
-    settings: Settings,
+    settings: LocalSettings,
     sample_raw: dict[str, bytes],
     receiver_factory: Callable[..., Receiver],
     tmp_path: Path,
@@ -366,7 +366,7 @@ def test_a_scheduled_job_that_raises_is_logged_and_the_schedule_goes_on(
         return 200
 
     monkeypatch.setattr(scheduler, "scheduled_training", training_failing_once)
-    schedule = Settings(schedule="* * * * * *", timezone="UTC")
+    schedule = LocalSettings(schedule="* * * * * *", timezone="UTC")
     jobs = scheduler.start_scheduler(schedule, "http://127.0.0.1:9/")
     try:
         assert _until(lambda: len(calls) >= 2, timeout=10), "the schedule stopped"

@@ -18,7 +18,7 @@ from werkzeug.serving import make_server
 
 from milkprice.bridge.watcher import sink
 from milkprice.local import processes
-from milkprice.settings import Settings
+from milkprice.settings import LocalSettings
 from tests.support.paths import TRAIN_MAIN
 from tests.support.platform_events import (
     runs,
@@ -39,7 +39,9 @@ def train_url() -> Iterator[str]:
     server.shutdown()
 
 
-def until_runs(settings: Settings, count: int, bridge: processes.Process) -> list[dict[str, Any]]:
+def until_runs(
+    settings: LocalSettings, count: int, bridge: processes.Process
+) -> list[dict[str, Any]]:
     """The finished runs, once ``count`` of them are (a run's record is written as it starts)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -52,7 +54,7 @@ def until_runs(settings: Settings, count: int, bridge: processes.Process) -> lis
 
 
 def test_the_bridge_delivers_every_new_version_to_its_sink(
-    settings: Settings, sample_raw: dict[str, bytes], train_url: str, tmp_path: Path
+    settings: LocalSettings, sample_raw: dict[str, bytes], train_url: str, tmp_path: Path
 ) -> None:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MILKPRICE_")},
@@ -78,6 +80,6 @@ def test_the_bridge_delivers_every_new_version_to_its_sink(
 
 
 def test_the_sink_knative_injects_wins() -> None:
-    settings = Settings(event_url="http://train.local/events")
+    settings = LocalSettings(event_url="http://train.local/events")
     assert sink(settings, {"K_SINK": "http://train.ns.svc/events"}) == "http://train.ns.svc/events"
     assert sink(settings, {}) == "http://train.local/events"

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from milkprice.local import object_stores, processes
-from milkprice.settings import Settings
+from milkprice.settings import LocalSettings
 from tests.support import clouds, lock
 from tests.support.buckets import new_settings, promote, upload
 from tests.support.paths import ROOT
@@ -41,7 +41,7 @@ def serve(tmp_path: Path, gcs: str) -> Iterator[Any]:
     procs: list[processes.Process] = []
 
     def start(
-        name: str, target: str, settings: Settings, store_env: dict[str, str] | None = None
+        name: str, target: str, settings: LocalSettings, store_env: dict[str, str] | None = None
     ) -> str:
         folder = bundle.bundle(name, tmp_path / "dist", settings.cloud)
         binary = _venv(folder, tmp_path)
@@ -97,7 +97,7 @@ def test_bundles_install_and_serve(
 def test_each_cloud_s_predict_bundle_installs_and_serves_from_that_cloud(
     cloud: str,
     serve: Any,
-    trained_sample: tuple[Settings, dict[str, Any]],
+    trained_sample: tuple[LocalSettings, dict[str, Any]],
     tmp_path: Path,
 ) -> None:
     version, files = object_stores.export_version(trained_sample[0])

@@ -24,7 +24,7 @@ import pytest
 from milkprice import contract, store
 from milkprice.local import object_stores, processes
 from milkprice.local.object_stores import azurite, moto_server
-from milkprice.settings import Settings
+from milkprice.settings import LocalSettings
 from tests.support import clouds
 from tests.support.buckets import new_settings, promote
 from tests.support.paths import ROOT
@@ -44,7 +44,7 @@ def _serving(predict: Function) -> tuple[int, str]:
 
 @pytest.mark.parametrize("cloud", clouds.CLOUDS)
 def test_predict_keeps_serving_while_the_store_is_frozen(
-    cloud: str, tmp_path: Path, trained_sample: tuple[Settings, dict[str, Any]]
+    cloud: str, tmp_path: Path, trained_sample: tuple[LocalSettings, dict[str, Any]]
 ) -> None:
     version, files = object_stores.export_version(trained_sample[0])
     proc, env = clouds.start(cloud, tmp_path / "store")
@@ -116,7 +116,7 @@ def _boto_args(port: int) -> dict[str, str]:
     }
 
 
-def _run_on(settings: Settings, name: str, data: bytes, timeout: float) -> contract.RunRecord:
+def _run_on(settings: LocalSettings, name: str, data: bytes, timeout: float) -> contract.RunRecord:
     """The finished run that took this content of raw/``name``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -158,7 +158,7 @@ def test_up_on_each_cloud_trains_serves_and_retrains_on_upload(
     assert cli.returncode == 0 and f"serving version {first}" in cli.stdout, cli.stderr
 
     put = _put(cloud, stack.bucket_port)
-    settings = Settings.from_env(stack.env)
+    settings = LocalSettings.from_env(stack.env)
     object_stores.use_local(settings)
     store.reset()
     chosen = ("empty file", "semicolon delimiter", "renamed column", "text in a numeric column")

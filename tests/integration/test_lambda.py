@@ -33,7 +33,7 @@ import tritonclient.http as triton
 from milkprice import contract, store
 from milkprice.local import lambda_front, lambda_rie, object_stores, processes, s3_queue
 from milkprice.local.object_stores import moto_server
-from milkprice.settings import Settings
+from milkprice.settings import LocalSettings
 from tests.support import clouds, lambdas
 from tests.support.buckets import manifest, new_settings, promote, upload
 from tests.support.paths import ROOT
@@ -62,8 +62,8 @@ COMPARED = (
 
 @pytest.fixture
 def moto(
-    tmp_path: Path, trained_sample: tuple[Settings, dict[str, Any]]
-) -> Iterator[tuple[Settings, dict[str, str]]]:
+    tmp_path: Path, trained_sample: tuple[LocalSettings, dict[str, Any]]
+) -> Iterator[tuple[LocalSettings, dict[str, str]]]:
     """The local S3 with its own bucket, the sample-trained model promoted in it."""
     version, files = object_stores.export_version(trained_sample[0])
     proc, env = clouds.start("aws", tmp_path / "moto")
@@ -77,7 +77,7 @@ def moto(
         store.reset()
 
 
-def function_env(settings: Settings, store_env: dict[str, str], name: str) -> dict[str, str]:
+def function_env(settings: LocalSettings, store_env: dict[str, str], name: str) -> dict[str, str]:
     return {
         "PATH": os.environ["PATH"],
         **store_env,
@@ -165,7 +165,7 @@ def _same(front: int, served: int, case: tuple[Any, ...]) -> lambdas.Reply:
 
 
 def test_the_predict_zip_answers_as_the_http_function(
-    moto: tuple[Settings, dict[str, str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    moto: tuple[LocalSettings, dict[str, str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     settings, store_env = moto
     python, release = lambdas.lambda_python()
@@ -230,7 +230,7 @@ def test_the_predict_zip_answers_as_the_http_function(
 
 
 @pytest.fixture
-def bucket(tmp_path: Path) -> Iterator[tuple[Settings, dict[str, str], int]]:
+def bucket(tmp_path: Path) -> Iterator[tuple[LocalSettings, dict[str, str], int]]:
     """The local S3 with an empty bucket of its own; its variables and port."""
     proc, env = clouds.start("aws", tmp_path / "moto")
     try:
@@ -242,7 +242,7 @@ def bucket(tmp_path: Path) -> Iterator[tuple[Settings, dict[str, str], int]]:
         store.reset()
 
 
-def _put(settings: Settings, name: str, data: bytes) -> None:
+def _put(settings: LocalSettings, name: str, data: bytes) -> None:
     """An upload with boto3, as a user makes it: S3 notifies the queue itself."""
     import boto3
 
@@ -257,7 +257,7 @@ def _step(relay: s3_queue.QueueRelay, timeout: float = 60) -> None:
 
 
 def _train_emulator(
-    settings: Settings, store_env: dict[str, str], tmp: Path, **extra: str
+    settings: LocalSettings, store_env: dict[str, str], tmp: Path, **extra: str
 ) -> lambda_rie.Emulator:
     env = function_env(settings, store_env, "milk-price-train") | extra
     root = ROOT / "functions" / "train"
@@ -265,7 +265,7 @@ def _train_emulator(
 
 
 def test_uploads_retrain_through_the_queue_and_a_failed_item_comes_back_alone(
-    bucket: tuple[Settings, dict[str, str], int], tmp_path: Path, sample_raw: dict[str, bytes]
+    bucket: tuple[LocalSettings, dict[str, str], int], tmp_path: Path, sample_raw: dict[str, bytes]
 ) -> None:
     settings, store_env, port = bucket
     link = lambdas.Link(port)  # the function's way to the store, which the test can cut
@@ -318,7 +318,7 @@ def _alive(pids: set[int]) -> set[int]:
 
 
 def test_stopping_an_emulator_mid_invocation_leaves_none_of_its_processes(
-    bucket: tuple[Settings, dict[str, str], int], tmp_path: Path, sample_raw: dict[str, bytes]
+    bucket: tuple[LocalSettings, dict[str, str], int], tmp_path: Path, sample_raw: dict[str, bytes]
 ) -> None:
     """The emulator runs its runtime in a process group of the runtime's own, and on SIGTERM
     ends it itself; an emulator that cannot (here: stopped with SIGSTOP, so it only gets the

@@ -24,7 +24,7 @@ import pytest
 from milkprice import contract, store
 from milkprice import http_client as http
 from milkprice.local import processes
-from milkprice.settings import Settings
+from milkprice.settings import LocalSettings
 from tests.support import clouds, deliveries
 from tests.support.buckets import new_settings, upload
 from tests.support.servers import Function, env_for
@@ -106,7 +106,9 @@ class Frozen:
         self.answer = found.json()
 
 
-def _frozen_run(settings: Settings, trainer: Function, raw: dict[str, bytes], n: int) -> Frozen:
+def _frozen_run(
+    settings: LocalSettings, trainer: Function, raw: dict[str, bytes], n: int
+) -> Frozen:
     """Upload version ``n`` of the milk prices, deliver its event, freeze its run."""
     time.sleep(1.2)  # the upload times of S3 and Azure are to the second
     store.write(settings, PRICE, _variant(raw["precio_leche.csv"], n), "text/csv")

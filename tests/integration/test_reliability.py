@@ -24,7 +24,7 @@ from milkprice import contract, store
 from milkprice.bridge import watcher
 from milkprice.local import processes
 from milkprice.local.object_stores import fake_gcs
-from milkprice.settings import Settings
+from milkprice.settings import LocalSettings
 from tests.support import deliveries
 from tests.support.buckets import new_settings, runs, trained_bucket, upload
 from tests.support.paths import ROOT
@@ -130,9 +130,9 @@ KILL_BEFORE_PROMOTE = """
 import os, signal, sys
 from milkprice import contract
 from milkprice.train import runner
-from milkprice.settings import Settings
+from milkprice.settings import LocalSettings
 contract.promote = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
-runner.run(Settings.from_env(), "http")
+runner.run(LocalSettings.from_env(), "http")
 """
 
 
@@ -220,7 +220,7 @@ def test_storage_outage_keeps_serving_and_recovers(
     own = fake_gcs.start(root, port)
     host = fake_gcs.url("127.0.0.1", port)
     try:
-        settings = Settings(
+        settings = LocalSettings(
             bucket="outage", project="outage-test", backtest_months=6, long_backtest_months=0
         )
         env = env_for(settings, host, tmp_path / "state")

@@ -1,5 +1,5 @@
 """The train function as deployed (functions-framework over gunicorn, in its own process)
-says at start-up when it is open to anyone who can reach it."""
+says on its first request when it is open to anyone who can reach it."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from datetime import date
 from typing import Any
 
 from milkprice import contract, store
-from milkprice.settings import Settings
+from milkprice.settings import LocalSettings, Settings
 
 TODAY = date(2026, 11, 27)  # the day every test's training takes as today
 # Small backtests of a few quick candidates keep a training to a couple of seconds: tests of
@@ -25,12 +25,13 @@ QUICK = {
 }
 
 
-def new_settings(**overrides: object) -> Settings:
-    """A new bucket of its own, named in MILKPRICE_BUCKET too."""
+def new_settings(**overrides: object) -> LocalSettings:
+    """A new bucket of its own, named in MILKPRICE_BUCKET too; local settings, since a test
+    plays the local stack too (its state folder, its ports)."""
     bucket = f"test-{uuid.uuid4().hex[:12]}"
     overrides.setdefault("long_backtest_months", 0)  # the long view has tests of its own
     overrides.setdefault("candidates", QUICK_CANDIDATES)
-    settings = Settings(bucket=bucket, **overrides)  # type: ignore[arg-type]
+    settings = LocalSettings(bucket=bucket, **overrides)  # type: ignore[arg-type]
     store.ensure_bucket(settings)
     os.environ["MILKPRICE_BUCKET"] = bucket
     return settings
@@ -46,7 +47,7 @@ def upload(settings: Settings, files: dict[str, bytes]) -> dict[str, str]:
 
 def trained_bucket(
     raw: dict[str, bytes], months: int, long: int = 0, candidates: str = QUICK_CANDIDATES
-) -> tuple[Settings, dict[str, Any]]:
+) -> tuple[LocalSettings, dict[str, Any]]:
     """A new bucket holding ``raw`` and a model promoted from it (of ``candidates``; ""
     scores every one)."""
     from milkprice.train import runner

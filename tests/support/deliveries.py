@@ -11,10 +11,10 @@ from milkprice import contract, store
 from milkprice import http_client as http
 from milkprice.bridge import shapes as event_shapes
 from milkprice.bridge.shapes import Delivery
-from milkprice.settings import Settings
+from milkprice.settings import LocalSettings, Settings
 
 
-def upload_event(settings: Settings, name: str) -> Delivery:
+def upload_event(settings: LocalSettings, name: str) -> Delivery:
     """The event the bucket's cloud sends for the live version of ``name``; sent again as it
     is, it is a redelivery (the same id)."""
     meta = store.metadata(settings, name)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from milkprice.local.object_stores import azurite, fake_gcs
-from milkprice.settings import PREFIX, Settings
+from milkprice.settings import PREFIX, LocalSettings
 from tests.support import dockerfile
 from tests.support.paths import ROOT
 
@@ -29,7 +29,7 @@ def _ports(service: dict[str, Any]) -> set[int]:
 
 
 def test_services_and_ports_match_the_local_stack(compose: dict[str, Any]) -> None:
-    s = Settings()
+    s = LocalSettings()
     services = compose["services"]
     assert set(services) == {"gcs", "s3", "azurite", "train", "train-events", "predict", "events"}
     assert _ports(services["predict"]) == {s.predict_port}
@@ -62,7 +62,7 @@ def test_the_bucket_image_is_the_release_the_tests_run(compose: dict[str, Any]) 
 
 
 def test_every_function_gets_the_same_variables(compose: dict[str, Any]) -> None:
-    s = Settings()
+    s = LocalSettings()
     known = {PREFIX + f.upper() for f in s.__dataclass_fields__}
     for name in ("train", "train-events", "predict", "events"):
         env = compose["services"][name]["environment"]
@@ -136,7 +136,7 @@ def test_every_function_takes_the_train_token_from_the_environment_alone(
 def test_each_cloud_s_emulator_is_a_profile_pinned_to_the_release_the_tests_run(
     compose: dict[str, Any],
 ) -> None:
-    s = Settings()
+    s = LocalSettings()
     services = compose["services"]
     pins = (ROOT / "pyproject.toml").read_text()
     moto = re.search(r'"moto\[[^\]]*\]==([\d.]+)"', pins)

@@ -13,7 +13,7 @@ import pytest
 from milkprice import logs
 from milkprice.errors import ConfigError
 from milkprice.local import cli, console, scheduler
-from milkprice.settings import Settings
+from milkprice.settings import LocalSettings
 
 STAMP = "2026-12-02T11:41:02.123Z"
 LOCAL = datetime(2026, 12, 2, 11, 41, 2, tzinfo=UTC).astimezone().strftime("%H:%M:%S")
@@ -101,10 +101,10 @@ def test_auto_picks_text_only_on_a_terminal() -> None:
 
 
 def test_log_format_setting_and_flag() -> None:
-    assert Settings.from_env({}).log_format == "auto"
-    assert Settings.from_env({"MILKPRICE_LOG_FORMAT": "text"}).log_format == "text"
+    assert LocalSettings.from_env({}).log_format == "auto"
+    assert LocalSettings.from_env({"MILKPRICE_LOG_FORMAT": "text"}).log_format == "text"
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env({"MILKPRICE_LOG_FORMAT": "pretty"})
+        LocalSettings.from_env({"MILKPRICE_LOG_FORMAT": "pretty"})
     assert "MILKPRICE_LOG_FORMAT" in caught.value.message
     assert all(word in caught.value.message for word in ("auto", "text", "json"))
     assert cli.parser().parse_args(["up", "--log-format", "json"]).log_format == "json"
@@ -143,7 +143,7 @@ def test_starting_the_scheduler_shows_no_library_chatter(
 ) -> None:
     with fresh_logging():
         logs.setup("events")
-        jobs = scheduler.start_scheduler(Settings(), "http://127.0.0.1:9/")
+        jobs = scheduler.start_scheduler(LocalSettings(), "http://127.0.0.1:9/")
         try:
             out = capsys.readouterr().out
         finally:

@@ -9,7 +9,7 @@ import pytest
 
 from milkprice import store
 from milkprice.bridge import shapes as event_shapes
-from milkprice.settings import CLOUDS, Settings
+from milkprice.settings import CLOUDS, LocalSettings
 from milkprice.train import triggers
 
 TOKENS = {"gcp": "1764680000123456", "aws": "9dd4e461268c8034f5c8564e155c67a6", "azure": "0x8D4BC"}
@@ -17,7 +17,7 @@ TOKENS = {"gcp": "1764680000123456", "aws": "9dd4e461268c8034f5c8564e155c67a6", 
 
 @pytest.mark.parametrize("cloud", CLOUDS)
 def test_every_cloud_s_event_names_the_object_and_its_version(cloud: str) -> None:
-    settings = Settings(bucket="milk-price", cloud=cloud)
+    settings = LocalSettings(bucket="milk-price", cloud=cloud)
     name = store.RAW_PREFIX + "precio_leche.csv"
     meta = store.Meta(
         name, 1234, TOKENS[cloud], "text/csv", "2026-12-01T00:00:00Z", "2026-12-01T00:00:01Z"
@@ -30,7 +30,7 @@ def test_every_cloud_s_event_names_the_object_and_its_version(cloud: str) -> Non
 
 
 def test_s3_keys_travel_url_encoded_as_s3_sends_them() -> None:
-    settings = Settings(bucket="milk-price", cloud="aws")
+    settings = LocalSettings(bucket="milk-price", cloud="aws")
     meta = store.Meta("raw/a b.csv", 1, "e", "text/csv", "", "")
     _, body = event_shapes.s3_notification(settings, "raw/a b.csv", meta)
     assert json.loads(body)["Records"][0]["s3"]["object"]["key"] == "raw/a+b.csv"
@@ -40,7 +40,7 @@ def test_s3_keys_travel_url_encoded_as_s3_sends_them() -> None:
 
 
 def test_a_queue_batch_carries_each_notification_as_lambda_hands_it_over() -> None:
-    settings = Settings(bucket="milk-price", cloud="aws")
+    settings = LocalSettings(bucket="milk-price", cloud="aws")
     name = store.RAW_PREFIX + "banco_central.csv"
     meta = store.Meta(name, 9, "abc", "text/csv", "", "")
     _, body = event_shapes.s3_notification(settings, name, meta)

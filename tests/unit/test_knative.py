@@ -21,7 +21,7 @@ import yaml
 from milkprice.bridge import shapes as event_shapes
 from milkprice.local import cli
 from milkprice.predict import routes
-from milkprice.settings import PREFIX, Settings
+from milkprice.settings import PREFIX, LocalSettings, Settings
 from milkprice.train import endpoint
 from tests.support import dockerfile
 from tests.support.paths import ROOT, TRAIN_MAIN
@@ -93,12 +93,14 @@ def test_every_manifest_is_known_and_in_one_namespace() -> None:
 
 
 def test_every_variable_is_a_setting_with_a_valid_value() -> None:
-    known = {PREFIX + f.upper() for f in Settings.__dataclass_fields__}
     seen = []
     for doc in (PREDICT, TRAIN, UPLOADS, SCHEDULE):
+        # the functions are given only their own settings; the bridge and the schedule, local ones
+        kind = Settings if doc in (PREDICT, TRAIN) else LocalSettings
+        known = {PREFIX + f.upper() for f in kind.__dataclass_fields__}
         ours = {k: v for k, v in _env(doc).items() if k.startswith(PREFIX)}
         assert set(ours) <= known, set(ours) - known
-        settings = Settings.from_env(ours)  # a bad value raises, naming the variable
+        settings = kind.from_env(ours)  # a bad value raises, naming the variable
         if doc is not SCHEDULE:  # the schedule only calls the train service
             seen.append(settings)
             assert _container(doc)["envFrom"] == [{"secretRef": {"name": "milk-price-storage"}}]
@@ -165,7 +167,7 @@ def _train_host() -> str:
 
 
 def test_the_schedule_is_a_cronjob_asking_the_train_service_for_a_scheduled_run() -> None:
-    spec, defaults = SCHEDULE["spec"], Settings()
+    spec, defaults = SCHEDULE["spec"], LocalSettings()
     assert (spec["schedule"], spec["timeZone"]) == (defaults.schedule, defaults.timezone)
     assert spec["concurrencyPolicy"] == "Forbid"  # never two runs at once
     assert _pod(SCHEDULE)["restartPolicy"] == "Never"
@@ -179,7 +181,7 @@ def test_the_schedule_is_a_cronjob_asking_the_train_service_for_a_scheduled_run(
     assert (args.command, args.trigger) == ("train", "schedule")
     assert cli.COMMANDS[args.command][0] is cli.cmd_train
     assert args.trigger in endpoint.HTTP_TRIGGERS  # what the HTTP trigger takes
-    url = urlsplit(Settings.from_env(_env(SCHEDULE)).train_endpoint())
+    url = urlsplit(LocalSettings.from_env(_env(SCHEDULE)).train_endpoint())
     assert (url.scheme, url.hostname, url.path) == ("http", _train_host(), "/")
     assert not _routed_to_events(url.path)  # the HTTP trigger, not the events endpoint
 
@@ -236,7 +238,7 @@ def test_every_caller_of_the_train_service_sends_the_token_it_asks_for() -> None
         assert _from_secret(doc, TOKEN) == secret, doc["metadata"]["name"]
         assert TOKEN not in _env(doc)
     # with the variable set, what each sends carries it: the bridge's events, the CLI's call
-    settings = Settings.from_env({TOKEN: "from-the-secret"})
+    settings = LocalSettings.from_env({TOKEN: "from-the-secret"})
     assert event_shapes.authorization(settings) == {"Authorization": "Bearer from-the-secret"}
     assert cli._token(settings) == "from-the-secret"
 

@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
-from milkprice.settings import Settings
+from milkprice.settings import LocalSettings, Settings
 from tests.support.paths import ROOT
 
 README = (ROOT / "README.md").read_text()
 
 
+FUNCTIONS_TABLE = "### The functions' settings"
+LOCAL_TABLE = "### The local stack's settings"
+
+
+def _table(heading: str) -> list[str]:
+    """The variables a settings table of the README lists, in order, repeats kept."""
+    section = README.split(heading, 1)[1].split("\n#", 1)[0]
+    return [line.split("`")[1] for line in section.splitlines() if line.startswith("| `")]
+
+
 def test_settings_table_lists_every_setting_with_its_default() -> None:
-    for variable, default, meaning in Settings.documented():
+    for variable, default, meaning in [*Settings.documented(), *LocalSettings.documented()]:
         assert f"| `{variable}` | `{default}` | {meaning} |" in README, variable
+
+
+def test_each_settings_table_holds_exactly_its_own_settings() -> None:
+    """The functions' table lists what ``Settings`` reads and the local stack's what
+    ``LocalSettings`` adds: none missing, none twice, none in the other's table."""
+    for heading, kind in ((FUNCTIONS_TABLE, Settings), (LOCAL_TABLE, LocalSettings)):
+        listed = _table(heading)
+        expected = [variable for variable, _, _ in kind.documented()]
+        assert sorted(listed) == sorted(set(listed)), f"listed twice in {heading!r}"
+        assert set(listed) == set(expected), (heading, set(listed) ^ set(expected))
+    assert not set(_table(FUNCTIONS_TABLE)) & set(_table(LOCAL_TABLE))
 
 
 def test_the_two_commands_and_the_layout() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from milkprice.errors import MilkPriceError
 from milkprice.local import cli, stack
-from milkprice.settings import Settings
+from milkprice.settings import LocalSettings
 
 
 class Stopped(Exception):
@@ -37,7 +37,7 @@ def test_the_token_file_is_private_from_the_start(
     old = os.umask(0o022)  # the usual umask, which leaves new files world-readable
     try:
         with contextlib.suppress(Stopped):
-            stack.train_token(Settings(), tmp_path)
+            stack.train_token(LocalSettings(), tmp_path)
     finally:
         os.umask(old)
     path = tmp_path / "train-token"
@@ -45,14 +45,14 @@ def test_the_token_file_is_private_from_the_start(
     token = path.read_text()
     assert len(token) >= 24
     # made once: the next start and the CLI use the same
-    assert stack.train_token(Settings(), tmp_path) == token
-    assert cli._token(Settings(state_dir=str(tmp_path))) == token
+    assert stack.train_token(LocalSettings(), tmp_path) == token
+    assert cli._token(LocalSettings(state_dir=str(tmp_path))) == token
 
 
 def test_a_configured_token_wins_and_no_file_is_made(tmp_path: Path) -> None:
-    assert stack.train_token(Settings(train_token="set"), tmp_path) == "set"
+    assert stack.train_token(LocalSettings(train_token="set"), tmp_path) == "set"
     assert not (tmp_path / "train-token").exists()
-    assert cli._token(Settings(state_dir=str(tmp_path))) == ""  # no file: no token to send
+    assert cli._token(LocalSettings(state_dir=str(tmp_path))) == ""  # no file: no token to send
 
 
 @pytest.mark.parametrize("content", ["", "\n", "  \n"])
@@ -60,8 +60,8 @@ def test_an_empty_token_file_is_an_error_naming_it(tmp_path: Path, content: str)
     path = tmp_path / "train-token"
     path.write_text(content)
     for read in (
-        lambda: stack.train_token(Settings(), tmp_path),
-        lambda: cli._token(Settings(state_dir=str(tmp_path))),
+        lambda: stack.train_token(LocalSettings(), tmp_path),
+        lambda: cli._token(LocalSettings(state_dir=str(tmp_path))),
     ):
         with pytest.raises(MilkPriceError) as caught:
             read()

@@ -18,7 +18,7 @@ from milkprice import contract, store
 from milkprice.errors import NotFound
 from milkprice.local import processes
 from milkprice.local.object_stores import azurite, fake_gcs, moto_server
-from milkprice.settings import Settings
+from milkprice.settings import LocalSettings, Settings
 
 
 @dataclass(frozen=True)
@@ -47,21 +47,21 @@ LOCALS = {
 NAMES = frozenset(local.name for local in LOCALS.values())
 
 
-def local(settings: Settings) -> Local:
+def local(settings: LocalSettings) -> Local:
     return LOCALS[settings.cloud]
 
 
-def port(settings: Settings) -> int:
+def port(settings: LocalSettings) -> int:
     return {"gcp": settings.gcs_port, "aws": settings.s3_port, "azure": settings.azure_port}[
         settings.cloud
     ]
 
 
-def url(settings: Settings) -> str:
+def url(settings: LocalSettings) -> str:
     return f"http://{settings.host}:{port(settings)}"
 
 
-def client_env(settings: Settings) -> dict[str, str]:
+def client_env(settings: LocalSettings) -> dict[str, str]:
     """The variables that point the cloud's SDK at the local emulator."""
     if settings.cloud == "aws":
         return moto_server.env(settings.s3_port, settings.host)
@@ -70,7 +70,7 @@ def client_env(settings: Settings) -> dict[str, str]:
     return {"STORAGE_EMULATOR_HOST": url(settings)}
 
 
-def use_local(settings: Settings, environ: MutableMapping[str, str] | None = None) -> bool:
+def use_local(settings: LocalSettings, environ: MutableMapping[str, str] | None = None) -> bool:
     """Point this process at the local emulator, unless storage is chosen already.
 
     Chosen already: ``MILKPRICE_STORAGE=cloud``, or one of the SDK's endpoint variables set.
@@ -85,7 +85,9 @@ def use_local(settings: Settings, environ: MutableMapping[str, str] | None = Non
     return True
 
 
-def start(settings: Settings, state: Path, gcs_output: int = subprocess.PIPE) -> processes.Process:
+def start(
+    settings: LocalSettings, state: Path, gcs_output: int = subprocess.PIPE
+) -> processes.Process:
     """Start the cloud's emulator with its data under ``state``; return once it answers.
 
     fake-gcs-server's lines are few and go to ``gcs_output`` (by default back to the caller,
@@ -107,12 +109,12 @@ def start_free(cloud: str, folder: Path) -> tuple[processes.Process, dict[str, s
     """``cloud``'s emulator on a free port, its data and log under ``folder``, and the
     variables its SDK needs to reach it (the tests and the bench start theirs so)."""
     port = processes.free_port()
-    settings = Settings(cloud=cloud, gcs_port=port, s3_port=port, azure_port=port)
+    settings = LocalSettings(cloud=cloud, gcs_port=port, s3_port=port, azure_port=port)
     folder.mkdir(parents=True, exist_ok=True)
     return start(settings, folder, gcs_output=subprocess.DEVNULL), client_env(settings)
 
 
-def where(settings: Settings, state: Path) -> str:
+def where(settings: LocalSettings, state: Path) -> str:
     """Where the emulator keeps its data, for people."""
     if settings.cloud == "aws":
         return "in memory: nothing is kept when it stops; its log in " + str(state / "s3.log")

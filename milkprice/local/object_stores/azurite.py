@@ -16,7 +16,7 @@ from pathlib import Path
 
 from milkprice.errors import StackError
 from milkprice.local import processes
-from milkprice.settings import Settings
+from milkprice.settings import LocalSettings
 
 PORT = 10000
 # 3.36 and later need Node.js 21 or newer; Debian's Node.js is older.
@@ -59,7 +59,7 @@ def ready(port: int = PORT, host: str = "127.0.0.1") -> bool:
 
 def node_folder() -> Path:
     """Where Azurite is installed: ``node/`` in the state folder."""
-    return Settings.from_env().state_path("node")
+    return LocalSettings.from_env().state_path("node")
 
 
 def installed(folder: Path) -> str | None:
