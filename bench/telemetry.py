@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from bench.run import Bench
 
 CASES = ("1 row /predict c=1", "1 row /predict c=8")
-OFF = {"MILKPRICE_METRICS": "false"}  # no OTEL_* either: nothing traced
+OFF = {"MILKPRICE_METRICS": "off"}  # no OTEL_* either: nothing traced
 BARE_TARGET = 0.8  # with both on: at least this share of the bare function's req/s
 OFF_TARGET = 0.95  # and at most 5% below the same server with both off
 

@@ -20,6 +20,9 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 
+from milkprice import settings
+from milkprice.errors import NotFound
+
 NAMESPACE = "milkprice"
 # what a request to a function takes: from a tenth of a millisecond (a cached answer) up
 LATENCY_BUCKETS = (
@@ -47,3 +50,15 @@ def exposition(accept: str | None) -> tuple[bytes, str]:
     format by default, OpenMetrics when asked) and its content type."""
     encode, content_type = choose_encoder(accept or "")
     return encode(registry()), content_type
+
+
+def on() -> bool:
+    """Whether the function counts its work and answers ``/metrics`` (``MILKPRICE_METRICS``)."""
+    return settings.cached().metrics == "on"
+
+
+def scrape(accept: str | None) -> tuple[bytes, str]:
+    """A scrape's answer: :func:`exposition`, or 404 when metrics are off."""
+    if not on():
+        raise NotFound("metrics are off here (MILKPRICE_METRICS=off)")
+    return exposition(accept)

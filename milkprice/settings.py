@@ -26,6 +26,7 @@ LOG_FORMATS = ("auto", "text", "json")
 CLOUDS = ("gcp", "aws", "azure")
 STORAGES = ("emulator", "cloud")
 FORWARDED = ("none", "proto", "all")
+SWITCH = ("on", "off")
 RUNTIMES = ("functions", "lambda")
 
 
@@ -93,6 +94,14 @@ class Settings:
             "doc": "seconds an upload run's claim on its raw versions may go without a "
             "heartbeat (sent every third of this) before a redelivery takes it over",
             "range": (1.0, 86400.0),
+        },
+    )
+    metrics: str = field(
+        default="on",
+        metadata={
+            "doc": "on: each function counts its work and answers GET /metrics (Prometheus' "
+            "text format); off: nothing is counted on the request path and /metrics is a 404",
+            "choices": SWITCH,
         },
     )
 

@@ -82,7 +82,13 @@ def _aws(value: str) -> TraceContext | None:
     return TraceContext(trace, span, fields.get("Sampled") == "1") if _valid(trace, span) else None
 
 
-READERS = (("traceparent", _w3c), ("X-Cloud-Trace-Context", _google), ("X-Amzn-Trace-Id", _aws))
+# ce-traceparent: a CloudEvent's distributed-tracing extension, in binary mode
+READERS = (
+    ("traceparent", _w3c),
+    ("ce-traceparent", _w3c),
+    ("X-Cloud-Trace-Context", _google),
+    ("X-Amzn-Trace-Id", _aws),
+)
 
 
 def incoming(headers: Headers) -> TraceContext | None:

@@ -37,6 +37,11 @@ def _unreadable(exc: Exception) -> flask.Response:
     return targets.unreadable(exc)
 
 
+@functions_framework.errorhandler(405)
+def _not_allowed(exc: Exception) -> flask.Response:
+    return targets.not_allowed(exc)
+
+
 @functions_framework.http
 def train_service(request: flask.Request) -> flask.Response:
     return targets.service(request)

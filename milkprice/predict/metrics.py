@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge, Histogram, Info
 
-from milkprice.metrics import LATENCY_BUCKETS, NAMESPACE, registry
+from milkprice.metrics import LATENCY_BUCKETS, NAMESPACE, on, registry
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNROUTED = "unrouted"  # a path no route matches: one label, however many such paths come
@@ -94,6 +94,8 @@ def get() -> PredictMetrics:
 
 def observe(route: str | None, method: str, status: int, seconds: float) -> None:
     """One answered request: ``route`` is the matched template (None: no route matched)."""
+    if not on():
+        return
     m = get()
     label = route or UNROUTED
     m.requests.labels(label, method if method in METHODS else "other", str(status)).inc()

@@ -52,7 +52,8 @@ class Model:
                 f"row {row}: the {self.role} model gives no finite price for these values",
                 [{"row": row, "problem": "values out of the model's range: no finite price"}],
             )
-        metrics.get().rows.labels(self.role).inc(len(prices))
+        if metrics.on():
+            metrics.get().rows.labels(self.role).inc(len(prices))
         return prices
 
 

@@ -58,7 +58,7 @@ def _bytes(r: flask.Request, binary: bool = False) -> bytes:
 
 
 def _metrics(r: flask.Request, _: dict[str, str]) -> flask.Response:
-    body, kind = metrics.exposition(r.headers.get("Accept"))
+    body, kind = metrics.scrape(r.headers.get("Accept"))
     return flask.Response(body, 200, {"Cache-Control": "no-store"}, content_type=kind)
 
 

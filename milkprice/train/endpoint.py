@@ -16,7 +16,7 @@ import mmap
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from milkprice import logs
+from milkprice import contract, logs, tracing
 from milkprice.errors import BadRequest, MethodNotAllowed, MilkPriceError, Unauthorized
 from milkprice.settings import Settings
 from milkprice.train import triggers
@@ -136,3 +136,23 @@ def same_bucket(settings: Settings, found: triggers.Trigger) -> None:
             f"on bucket {settings.bucket!r} (MILKPRICE_BUCKET) only",
             [{"field": "bucket", "expected": settings.bucket, "found": others}],
         )
+
+
+SERVICE = "milkprice-train"  # the traces' service name (OTEL_SERVICE_NAME wins over it)
+
+
+def run(
+    trigger: str, event: dict[str, Any] | None, caller: tracing.TraceContext | None
+) -> contract.RunRecord:
+    """One run, in the trace of the request or event that asked for it (its id in the run
+    record and every log line), its spans sent before the answer: the platform may freeze
+    the instance as soon as it has answered."""
+    from milkprice.train import runner  # heavy (pandas, scikit-learn): imported on first run
+
+    start()
+    kept = 1.0  # every run's trace: runs are few, and each is worth following
+    name, attributes = f"train {trigger}", {"milkprice.trigger": trigger}
+    with tracing.continued(SERVICE, name, caller, kept, **attributes):
+        record = runner.run(Settings.from_env(), trigger, event)
+    tracing.flush(SERVICE)
+    return record

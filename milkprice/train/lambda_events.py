@@ -26,7 +26,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from milkprice import contract, lambda_http, settings
+from milkprice import contract, lambda_http, tracing
 from milkprice.errors import MilkPriceError
 from milkprice.train import endpoint, triggers
 
@@ -40,11 +40,13 @@ class RunFailed(Exception):
     """A run failed in a way a retry can help: raised so that Lambda delivers the event again."""
 
 
-def _run(trigger: str, event: dict[str, Any] | None) -> contract.RunRecord:
-    from milkprice.train import runner  # heavy (pandas, scikit-learn): imported on first run
-
-    endpoint.start()  # as every target of main.py does: logs, and the open-function warning
-    return runner.run(settings.load(), trigger, event)
+def _run(
+    trigger: str, event: dict[str, Any] | None, trace_header: str | None = None
+) -> contract.RunRecord:
+    """A run as every target of main.py starts one, in the trace Lambda passed: a message's
+    ``AWSTraceHeader`` (SQS), else the invocation's own (``_X_AMZN_TRACE_ID``)."""
+    header = trace_header or os.environ.get("_X_AMZN_TRACE_ID", "")
+    return endpoint.run(trigger, event, tracing.incoming({"X-Amzn-Trace-Id": header}))
 
 
 def _redeliver(record: contract.RunRecord) -> bool:
@@ -94,15 +96,26 @@ def _sort(records: list[dict[str, Any]]) -> tuple[dict[str, list[str]], dict[str
 def _batch(event: dict[str, Any]) -> dict[str, Any]:
     """One run for the batch's uploads, one for its schedules; the failures a retry can help."""
     asked, events = _sort(event["Records"])
+    trace = _first_trace(event["Records"])
     failed: list[str] = []
     for trigger, messages in asked.items():
         if not messages:
             continue
-        record = _run(trigger, events[trigger])
+        record = _run(trigger, events[trigger], trace)
         log.info("SQS messages %s: run %s %s", ", ".join(messages), record.run_id, record.outcome)
         if _redeliver(record):
             failed += messages
     return {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}
+
+
+def _first_trace(records: list[dict[str, Any]]) -> str | None:
+    """The trace the batch's first traced message carries (SQS's ``AWSTraceHeader``): one
+    run covers the batch, so it goes on in one trace."""
+    for record in records:
+        attributes = record.get("attributes")
+        if isinstance(attributes, dict) and attributes.get("AWSTraceHeader"):
+            return str(attributes["AWSTraceHeader"])
+    return None
 
 
 # ---------------------------------------------------------------- one event, invoked directly

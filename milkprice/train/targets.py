@@ -17,13 +17,15 @@ from typing import Any
 import flask
 from cloudevents.http import CloudEvent
 
-from milkprice import contract, settings
-from milkprice.errors import BadRequest, MilkPriceError, to_response
+from milkprice import contract, metrics, settings, tracing
+from milkprice.errors import BadRequest, MethodNotAllowed, MilkPriceError, to_response
 from milkprice.train import endpoint, triggers
+from milkprice.train import metrics as train_metrics
 
 # Where the AWS Lambda Web Adapter posts non-HTTP events (its AWS_LWA_PASS_THROUGH_PATH); the
 # other platforms' subscriptions name this path too.
 EVENTS_PATH = "/events"
+METRICS = "/metrics"
 
 
 def _settings() -> settings.Settings:
@@ -31,10 +33,27 @@ def _settings() -> settings.Settings:
     return settings.load()
 
 
-def _run(trigger: str, event: dict[str, Any] | None = None) -> contract.RunRecord:
-    from milkprice.train import runner  # heavy (pandas, scikit-learn): imported on first run
+def scrape(request: flask.Request) -> flask.Response | None:
+    """``GET /metrics`` on any target: the function's metrics (None: another request)."""
+    if request.method not in ("GET", "HEAD") or request.path.rstrip("/") != METRICS:
+        return None
+    endpoint.start()
+    try:
+        body, kind = metrics.scrape(request.headers.get("Accept"))
+    except MilkPriceError as exc:
+        return refused(exc)
+    return flask.Response(body, 200, {"Cache-Control": "no-store"}, content_type=kind)
 
-    return runner.run(_settings(), trigger, event)
+
+def not_allowed(exc: Exception) -> flask.Response:
+    """A method the target's route does not take: the storage trigger (a CloudEvent function)
+    takes POST only, so its ``GET /metrics`` arrives here, and is answered; anything else is
+    the JSON 405 every other answer of the function is."""
+    found = scrape(flask.request)
+    if found is not None:
+        return found
+    method, path = flask.request.method, flask.request.path
+    return refused(MethodNotAllowed(f"{method} {path}: use POST", headers={"Allow": "POST"}))
 
 
 def refused(exc: MilkPriceError) -> flask.Response:
@@ -44,12 +63,14 @@ def refused(exc: MilkPriceError) -> flask.Response:
 
 
 def http_trigger(request: flask.Request) -> flask.Response:
-    """POST starts a run and answers its run record."""
+    """POST starts a run and answers its run record; GET /metrics, the metrics."""
+    if found := scrape(request):
+        return found
     try:
         trigger = endpoint.http_trigger(
             _settings(), request.method, request.headers, request.get_data
         )
-        record = _run(trigger)
+        record = endpoint.run(trigger, None, tracing.incoming(request.headers))
     except MilkPriceError as exc:
         return refused(exc)
     status = record.error.status if record.error else 200  # the error's own status
@@ -72,13 +93,16 @@ def _status(record: contract.RunRecord) -> tuple[int, dict[str, str]]:
     return (503, {"Retry-After": str(wait)}) if wait else (500, {})
 
 
-def _answer(found: triggers.Trigger) -> tuple[int, Any, dict[str, str]]:
+def _answer(
+    found: triggers.Trigger, caller: tracing.TraceContext | None
+) -> tuple[int, Any, dict[str, str]]:
     """Status, JSON body (None: empty) and headers for what an event asked for."""
     if isinstance(found, triggers.Validation):
         return 200, found.answer, found.headers or {}
     if isinstance(found, triggers.Ignored):
         return 200, {"ignored": found.reason}, {}
-    record = _run("upload" if isinstance(found, triggers.Uploads) else "schedule", found.event())
+    trigger = "upload" if isinstance(found, triggers.Uploads) else "schedule"
+    record = endpoint.run(trigger, found.event(), caller)
     status, headers = _status(record)
     return status, contract.to_builtins(record), headers
 
@@ -86,13 +110,17 @@ def _answer(found: triggers.Trigger) -> tuple[int, Any, dict[str, str]]:
 def events(request: flask.Request) -> flask.Response:
     """An event from any platform (see ``triggers``), on any path: new raw files or a schedule
     start a run, a handshake is answered, anything else is a 400. With a train token set,
-    everything but a handshake must carry it."""
+    everything but a handshake must carry it. GET /metrics answers the metrics."""
+    if scraped := scrape(request):
+        return scraped
+    found = None
     try:
         body = request.get_data(cache=False)
         found = endpoint.event(_settings(), request.method, request.headers, body)
-        status, answer, headers = _answer(found)
+        status, answer, headers = _answer(found, tracing.incoming(request.headers))
     except MilkPriceError as exc:
         status, answer, headers = to_response(exc)
+    _counted(found, status)
     return flask.make_response(flask.jsonify(answer) if answer is not None else "", status, headers)
 
 
@@ -100,17 +128,25 @@ def storage_event(event: CloudEvent) -> None:
     """A new object in the bucket; only new generations of the raw files train. The request
     is Flask's, as in any function of the Functions Framework: its token is checked too. A
     run that a redelivery may mend raises, so that the platform delivers the event again."""
+    headers, attributes = flask.request.headers, event.get_attributes()
     try:
-        found = endpoint.storage_event(
-            _settings(), flask.request.headers, event.get_attributes(), event.data
-        )
+        found = endpoint.storage_event(_settings(), headers, attributes, event.data)
     except MilkPriceError as exc:
+        _counted(None, exc.status)
         flask.abort(refused(exc))
     if found is None:
+        _counted(triggers.Ignored("not a raw file"), 200)
         return
-    record = _run("upload", found.event())
+    caller = tracing.incoming(headers) or tracing.incoming(attributes)
+    record = endpoint.run("upload", found.event(), caller)
+    _counted(found, 500 if _redeliver(record) else 200)
     if _redeliver(record):
         raise RuntimeError(f"run {record.run_id} {record.outcome}: {record.reason}")
+
+
+def _counted(found: triggers.Trigger | None, status: int) -> None:
+    if metrics.on():
+        train_metrics.event(found, status)
 
 
 def unreadable(exc: Exception) -> flask.Response:
@@ -135,7 +171,7 @@ def service(request: flask.Request) -> flask.Response:
     nothing; a request to ``/events`` (or below it) is an event (``events``); any other POST
     is the HTTP trigger (``http_trigger``). Both ask for the train token when one is set."""
     if request.method in ("GET", "HEAD"):
-        return health()
+        return scrape(request) or health()
     path = request.path.rstrip("/")
     if path == EVENTS_PATH or path.startswith(EVENTS_PATH + "/"):
         return events(request)
