@@ -67,7 +67,7 @@ def test_the_server_s_command_points_at_the_unpacked_package(tmp_path: Path) -> 
 def test_the_example_query_is_in_the_graph_url() -> None:
     url = prometheus.graph_url("http://127.0.0.1:9090")
     parts = urlsplit(url)
-    assert parts.path == "/graph"
+    assert parts.path == "/classic/graph"  # Debian's build: the classic UI
     assert parse_qs(parts.query)["g0.expr"] == [prometheus.EXAMPLE]
     assert "milkprice_predict_requests_total" in prometheus.EXAMPLE
 
@@ -88,8 +88,8 @@ def test_each_function_exports_to_phoenix_as_its_own_service() -> None:
 
 def test_up_says_where_to_look() -> None:
     lines = "\n".join(Observed("http://127.0.0.1:9091", "http://127.0.0.1:6007").lines())
-    assert "http://127.0.0.1:9091/targets" in lines
-    assert "http://127.0.0.1:9091/graph?g0.expr=" in lines
+    assert "http://127.0.0.1:9091/classic/targets" in lines
+    assert "http://127.0.0.1:9091/classic/graph?g0.expr=" in lines
     assert "http://127.0.0.1:6007/" in lines and "milkprice-predict" in lines
 
 
@@ -143,7 +143,7 @@ def test_make_up_observes_only_when_asked_and_test_leaves_it_out() -> None:
     assert "--observe" in observed and "UV_PROJECT_ENVIRONMENT=.venv-traces" in observed
     assert "--extra traces" in observed
     (tests,) = [line for line in _make("test").splitlines() if "pytest" in line]
-    assert 'not observe' in tests and ".venv-traces" not in _make("test")
+    assert "not observe" in tests and ".venv-traces" not in _make("test")
     assert "tests/integration/test_observe.py" in _make("test-observe")
     ci = (ROOT / ".ci" / "run").read_text()
     assert ci.index("make test-bench") < ci.index("make test-observe")

@@ -57,7 +57,8 @@ class Observed:
         """Where to look, for ``up`` to print."""
         projects = ", ".join(SERVICES.values())
         return [
-            f"metrics: Prometheus {self.prometheus_url}/targets (every function's /metrics, "
+            f"metrics: Prometheus {prometheus.page(self.prometheus_url, 'targets')} "
+            "(every function's /metrics, "
             f"scraped every {prometheus.SCRAPE_SECONDS} s)",
             f"  requests per second by route: {prometheus.graph_url(self.prometheus_url)}",
             f"traces: Phoenix {self.phoenix_url}/ (one project per service: {projects})",

@@ -36,14 +36,13 @@ PACKAGES = (
     "libjs-d3",
     "fonts-glyphicons-halflings",
 )
-# what the server and its UI never read: ~270 of the unpacked ~320 MB (the UI loads
+# what the server and its UI never read: ~265 of the unpacked ~320 MB (the UI loads
 # moment-timezone's one bundled file, not its per-zone data)
 PRUNED = (
     "usr/bin/promtool",
     "usr/share/javascript/moment-timezone/data",
     "usr/share/doc",
     "usr/share/man",
-    "usr/share/nodejs",
 )
 BINARY = "usr/bin/prometheus"
 ASSETS = "usr/share/prometheus/web"
@@ -157,12 +156,18 @@ def command(binary: Path, folder: Path, listen: str) -> list[str]:
 
 
 def start(
-    state: Path, targets: Sequence[Target], host: str, port: int, env: Mapping[str, str]
+    state: Path,
+    targets: Sequence[Target],
+    host: str,
+    port: int,
+    env: Mapping[str, str],
+    seconds: int = SCRAPE_SECONDS,
 ) -> processes.Process:
-    """The server, installed if need be, scraping ``targets``; its output in its log file."""
+    """The server, installed if need be, scraping ``targets`` every ``seconds``; its output
+    in its log file (its lines are for debugging it, not for up's console)."""
     binary = install(state)
     folder = state / "prometheus"
-    (folder / "prometheus.yml").write_text(config(targets))
+    (folder / "prometheus.yml").write_text(config(targets, seconds))
     args = command(binary, folder, f"{host}:{port}")
     return processes.start("prometheus", args, env, cwd=folder, log=folder / "prometheus.log")
 
@@ -173,6 +178,11 @@ def ready(url: str) -> bool:
     return http.request(url.rstrip("/") + "/-/ready", timeout=2.0).status == 200
 
 
+def page(url: str, name: str) -> str:
+    """One of the UI's pages: Debian's build serves the classic UI, under /classic/."""
+    return f"{url.rstrip('/')}/classic/{name}"
+
+
 def graph_url(url: str, query: str = EXAMPLE) -> str:
     """The UI's graph page showing ``query``."""
-    return f"{url.rstrip('/')}/graph?" + urlencode({"g0.expr": query, "g0.tab": "0"})
+    return page(url, "graph") + "?" + urlencode({"g0.expr": query, "g0.tab": "0"})
