@@ -39,14 +39,15 @@ def _json(url: str) -> Any:
     return json.loads(answer.body)
 
 
-def _eventually(check: Callable[[], Any], limit: float, what: str) -> Any:
-    """``check()``'s first truthy answer within ``limit`` seconds."""
+def _eventually(check: Callable[[], Any], limit: float, what: str | Callable[[], str]) -> Any:
+    """``check()``'s first truthy answer within ``limit`` seconds; else fail saying ``what``
+    (a callable: what is known by then, say the scrape targets' state)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         if found := check():
             return found
         time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {limit:.0f} s")
+    raise AssertionError(f"{what if isinstance(what, str) else what()}: not within {limit:.0f} s")
 
 
 def _query(url: str, promql: str) -> list[dict[str, Any]]:
@@ -187,7 +188,15 @@ def test_up_observe_counts_and_traces_a_prediction_and_stops_cleanly(tmp_path: P
         def counted() -> list[dict[str, Any]]:
             return [s for s in _query(metrics, promql) if s["value"][1] == "1"]
 
-        _eventually(counted, 60, "the /predict request in Prometheus")
+        def targets() -> str:
+            found = _json(f"{metrics}/api/v1/targets")["data"]["activeTargets"]
+            states = [(t["labels"]["job"], t["health"], t["lastError"]) for t in found]
+            return f"the /predict request in Prometheus (targets: {states}; up said:\n{said()})"
+
+        def said() -> str:
+            return "\n".join(stack.lines[-25:])
+
+        _eventually(counted, 60, targets)
         jobs = {
             t["labels"]["job"]: t["health"]
             for t in _json(f"{metrics}/api/v1/targets")["data"]["activeTargets"]
@@ -197,7 +206,9 @@ def test_up_observe_counts_and_traces_a_prediction_and_stops_cleanly(tmp_path: P
             "milkprice-train": "up",
             "milkprice-events": "up",
         }
-        _eventually(lambda: _spans(phoenix, "milkprice-predict"), 60, "a predict span in Phoenix")
+        _eventually(
+            lambda: _spans(phoenix, "milkprice-predict"), 60, lambda: "a predict span " + said()
+        )
         under = stack.descendants()
     finally:
         stack.close()
