@@ -13,6 +13,8 @@ CLOUD  ?=
 RUNTIME ?=
 ARIMA  ?=
 EVAL_STAMP := .venv-eval/.installed-$(LOCKED)
+TRACES_STAMP := .venv-traces/.installed-$(LOCKED)
+OBSERVE ?=
 BENCH_SECONDS ?= 10
 export BENCH_SECONDS
 # the venvs use the machine's $(PYTHON): uv never downloads one of its own
@@ -20,7 +22,7 @@ export UV_PYTHON_DOWNLOADS := never
 # --locked: a lock that no longer matches pyproject.toml is an error, never silently redone
 SYNC := $(UV) sync --locked --quiet
 
-.PHONY: install lock up test test-bench test-unit lint evaluate bench bundle clean
+.PHONY: install install-traces lock up test test-bench test-observe test-unit lint evaluate bench bundle clean
 
 $(UV): infra/uv-requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,26 +36,35 @@ $(STAMP): pyproject.toml uv.lock $(UV)
 
 install: $(STAMP)
 
+## make install-traces: Phoenix, the trace store of `make up OBSERVE=1`, in .venv-traces
+install-traces: $(TRACES_STAMP)
+
 ## make lock: uv.lock again after a pin in pyproject.toml changed (README, "The two commands")
 lock: $(UV)
 	$(UV) lock
 
 ## make up: the whole local stack (bucket, train, predict), trained and serving;
 ## CLOUD=aws or CLOUD=azure runs it on that cloud's local object store (default: gcp);
-## RUNTIME=lambda runs both functions under the Lambda Runtime Interface Emulator
-up: install
+## RUNTIME=lambda runs both functions under the Lambda Runtime Interface Emulator;
+## OBSERVE=1 also starts Prometheus (scraping every function's /metrics) and Phoenix (traces)
+up: install $(if $(OBSERVE),$(TRACES_STAMP))
 	$(if $(CLOUD),MILKPRICE_CLOUD=$(CLOUD)) $(if $(RUNTIME),MILKPRICE_RUNTIME=$(RUNTIME)) \
-	  $(BIN)/milkprice up $(if $(DATA),--data $(DATA))
+	  $(BIN)/milkprice up $(if $(DATA),--data $(DATA)) $(if $(OBSERVE),--observe)
 
 ## make test: the whole suite but the benchmark's smoke run, on four workers (each test file
 ## stays on one worker, its servers with it; the tests mostly wait, so four fill two cores)
 test: install $(EVAL_STAMP)
-	$(BIN)/python -m pytest -n 4 --dist loadfile -m "not bench" --durations=15
+	$(BIN)/python -m pytest -n 4 --dist loadfile -m "not bench and not observe" --durations=15
 
 ## make test-bench: the benchmark's smoke run (make bench BENCH_SECONDS=1), checked; CI runs
 ## it after make test
 test-bench: install
 	$(BIN)/python -m pytest -m bench
+
+## make test-observe: the local metrics and trace stack (Prometheus from Debian's package,
+## Phoenix in .venv-traces) against real servers and `milkprice up --observe`; CI runs it too
+test-observe: install $(TRACES_STAMP)
+	$(BIN)/python -m pytest -m observe tests/integration/test_observe.py
 
 ## make test-unit: the quick part, no emulator and no server (tests/unit)
 test-unit: install
@@ -71,6 +82,13 @@ $(EVAL_STAMP): pyproject.toml uv.lock $(UV)
 	UV_PROJECT_ENVIRONMENT=.venv-eval $(SYNC) --extra eval
 	@rm -f .venv-eval/.installed-*; touch $@
 
+# Phoenix, the trace store of `make up OBSERVE=1`, is heavy (a web app, its database, gRPC):
+# a venv of its own, so nothing of it reaches the functions' venv, bundles or images
+$(TRACES_STAMP): pyproject.toml uv.lock $(UV)
+	@test -x .venv-traces/bin/python || $(PYTHON) -m venv .venv-traces
+	UV_PROJECT_ENVIRONMENT=.venv-traces $(SYNC) --extra traces
+	@rm -f .venv-traces/.installed-*; touch $@
+
 ## make evaluate: every candidate's backtest figures and the forecast path's per horizon,
 ## beside statsforecast's anchors (DATA=folder of the three CSVs; ARIMA=1 adds AutoARIMA)
 evaluate: install $(EVAL_STAMP)
@@ -87,4 +105,4 @@ bundle: install
 	$(BIN)/python infra/bundle.py $(if $(CLOUD),--cloud $(CLOUD)) $(if $(RUNTIME),--runtime $(RUNTIME))
 
 clean:
-	rm -rf $(VENV) .venv-eval var dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-eval .venv-traces var dist .pytest_cache .mypy_cache .ruff_cache

@@ -65,7 +65,7 @@ def cmd_up(settings: LocalSettings, args: argparse.Namespace) -> int:
     if args.log_format:  # the flag wins over MILKPRICE_LOG_FORMAT
         settings = dataclasses.replace(settings, log_format=args.log_format)
     stack.show_as(console.choose(settings.log_format, sys.stdout))
-    return stack.up(settings, args.data)
+    return stack.up(settings, args.data, observe=args.observe)
 
 
 def cmd_events(settings: LocalSettings, args: argparse.Namespace) -> int:
@@ -475,6 +475,12 @@ def parser() -> argparse.ArgumentParser:
                 choices=LOG_FORMATS,
                 help="readable text or JSON lines (default: MILKPRICE_LOG_FORMAT, else auto: "
                 "text on a terminal)",
+            )
+            c.add_argument(
+                "--observe",
+                action="store_true",
+                help="also start Prometheus (scraping every function's /metrics) and Phoenix "
+                "(the functions' traces, over OTLP/HTTP), and say where to look",
             )
         elif name == "upload":
             c.add_argument("paths", nargs="+", metavar="PATH")

@@ -36,6 +36,7 @@ from milkprice.local import (
     lambda_front,
     lambda_rie,
     object_stores,
+    observability,
     processes,
     s3_queue,
     sample,
@@ -325,7 +326,14 @@ def _prepare_bucket(settings: LocalSettings, data_dir: str | None) -> None:
     say(f"bucket {settings.bucket}: {seed_data(settings, data_dir)}")
 
 
-def _start_functions(settings: LocalSettings, env: dict[str, str]) -> list[processes.Process]:
+def _otel(observed: observability.Observed | None, name: str) -> dict[str, str]:
+    """The ``OTEL_*`` variables of the stack's process ``name``: none unless observed."""
+    return observed.env(name) if observed else {}
+
+
+def _start_functions(
+    settings: LocalSettings, env: dict[str, str], observed: observability.Observed | None
+) -> list[processes.Process]:
     """Both functions as they are deployed, and the stand-ins for the scheduler and events."""
     serving = {**env, "WORKERS": "1", "THREADS": "8", "OMP_NUM_THREADS": "1"}
     # Cloud Storage's events reach a CloudEvent function, as on Cloud Functions; the other
@@ -334,10 +342,15 @@ def _start_functions(settings: LocalSettings, env: dict[str, str]) -> list[proce
         event = function("train_event", "train", settings.event_port, settings, "cloudevent")
     else:
         event = function("train_events", "train", settings.event_port, settings)
+    predict = function("predict", "predict", settings.predict_port, settings)
     return [
-        spawn("predict", function("predict", "predict", settings.predict_port, settings), serving),
-        spawn("train", function("train_http", "train", settings.train_port, settings), env),
-        spawn("train-events", event, env),
+        spawn("predict", predict, {**serving, **_otel(observed, "predict")}),
+        spawn(
+            "train",
+            function("train_http", "train", settings.train_port, settings),
+            {**env, **_otel(observed, "train")},
+        ),
+        spawn("train-events", event, {**env, **_otel(observed, "train-events")}),
         spawn("events", [sys.executable, "-m", "milkprice.local.cli", "events"], env),
     ]
 
@@ -360,7 +373,10 @@ def _front(function: str, port: int, urls: list[str], settings: LocalSettings) -
 
 
 def _start_lambda(
-    settings: LocalSettings, env: dict[str, str], children: list[processes.Process]
+    settings: LocalSettings,
+    env: dict[str, str],
+    children: list[processes.Process],
+    observed: observability.Observed | None,
 ) -> None:
     """Both functions as on AWS Lambda: each handler under the Runtime Interface Emulator,
     HTTP through a Function URL's stand-in, the bucket's notifications invoked by the relay
@@ -368,32 +384,69 @@ def _start_lambda(
     Each child joins ``children`` as it starts, so a failure midway stops those started."""
     say(f"AWS Lambda's Runtime Interface Emulator: {lambda_rie.binary()}")
     urls: dict[str, list[str]] = {"predict": [], "train": []}
-    serving = {**env, "OMP_NUM_THREADS": "1"}
+    serving = {**env, "OMP_NUM_THREADS": "1", **_otel(observed, "predict")}
     for i in range(PREDICT_EMULATORS):
         found = _emulator(f"predict-rie-{i + 1}", "predict", serving, settings)
         children.append(found.process)
         urls["predict"].append(found.url)
-    found = _emulator("train-rie", "train", env, settings)
+    found = _emulator("train-rie", "train", {**env, **_otel(observed, "train")}, settings)
     children.append(found.process)
     urls["train"].append(found.url)
     # the queue's deliveries: the relay invokes this one at the event port
-    children.append(_emulator("train-events", "train", env, settings, settings.event_port).process)
+    events = {**env, **_otel(observed, "train-events")}
+    queue = _emulator("train-events", "train", events, settings, settings.event_port)
+    children.append(queue.process)
     for name, port in (("predict", settings.predict_port), ("train", settings.train_port)):
         children.append(spawn(name, _front(name, port, urls[name], settings), env))
     children.append(spawn("events", [sys.executable, "-m", "milkprice.local.cli", "events"], env))
 
 
-def _announce(settings: LocalSettings, state: Path) -> None:
+def _announce(
+    settings: LocalSettings, state: Path, observed: observability.Observed | None
+) -> None:
     base = f"http://{settings.host}:{settings.predict_port}"
     say(f"ready. predict: {base}/   train: http://{settings.host}:{settings.train_port}/")
     example = example_request(settings, state)
     say(f"try:  curl {base}/forecast")
     say(f"      curl -X POST {base}/predict -H 'Content-Type: application/json' -d @{example}")
+    for line in observed.lines() if observed else []:
+        say(line)
     say("Ctrl-C stops everything")
 
 
-def up(settings: LocalSettings, data_dir: str | None = None) -> int:
-    """The whole stack until Ctrl-C or SIGTERM; then nothing of it is left running."""
+def _observe(settings: LocalSettings, state: Path, env: dict[str, str]) -> observability.Observed:
+    """Prometheus and Phoenix, started first: Phoenix takes a while, the bucket meanwhile."""
+    observed = observability.start(settings, state, env)
+    say(
+        f"starting Prometheus on {observed.prometheus_url} and Phoenix on "
+        f"{observed.phoenix_url} (logs: {state / 'prometheus'}, {state / 'phoenix'})"
+    )
+    return observed
+
+
+def _serve(
+    settings: LocalSettings,
+    state: Path,
+    watched: list[processes.Process],
+    observed: observability.Observed | None,
+    stop: Stopper,
+) -> None:
+    """Wait for the first model, say where to look, then watch until a stop is asked."""
+    if wait_ready(settings, watched, stop.event.is_set):
+        _announce(settings, state, observed)
+        while not stop.event.wait(1.0):
+            dead = [c.name for c in watched if not c.alive()]
+            if dead:
+                raise StackError(f"{', '.join(dead)} stopped unexpectedly; see its lines above")
+    elif not stop.event.is_set():
+        raise StackError("no model became ready; see the lines above")
+
+
+def up(settings: LocalSettings, data_dir: str | None = None, observe: bool = False) -> int:
+    """The whole stack until Ctrl-C or SIGTERM; then nothing of it is left running.
+
+    ``observe`` adds Prometheus and Phoenix (``observability``); the functions start once
+    Phoenix answers, so that not even the first training's spans are lost."""
     if settings.runtime == "lambda" and settings.cloud != "aws":
         raise StackError("MILKPRICE_RUNTIME=lambda runs on AWS's S3: set MILKPRICE_CLOUD=aws")
     state = settings.state_path().resolve()
@@ -403,23 +456,22 @@ def up(settings: LocalSettings, data_dir: str | None = None) -> int:
     env = _environment(settings, state)
     os.environ.update(object_stores.client_env(settings))
     children: list[processes.Process] = []
+    observed: observability.Observed | None = None
     try:
+        observed = _observe(settings, state, env) if observe else None
         children.append(_start_bucket(settings, state))
         _prepare_bucket(settings, data_dir)
-        if settings.runtime == "lambda":
-            _start_lambda(settings, env, children)
-        else:
-            children += _start_functions(settings, env)
-        if wait_ready(settings, children, stop.event.is_set):
-            _announce(settings, state)
-            while not stop.event.wait(1.0):
-                dead = [c.name for c in children if not c.alive()]
-                if dead:
-                    raise StackError(f"{', '.join(dead)} stopped unexpectedly; see its lines above")
+        if observed:
+            observed.wait(stop.event.is_set)
+        if settings.runtime == "lambda" and not stop.event.is_set():
+            _start_lambda(settings, env, children, observed)
         elif not stop.event.is_set():
-            raise StackError("no model became ready; see the lines above")
+            children += _start_functions(settings, env, observed)
+        _serve(settings, state, children + (observed.children if observed else []), observed, stop)
         say("stopping")
         return 0
     finally:
         stop_all(children, settings, stop.why)
+        # after the functions: the spans they send as they stop still land
+        processes.stop(observed.children if observed else [])
         handle.close()

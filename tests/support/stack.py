@@ -38,6 +38,7 @@ class Stack:
         cloud: str = "gcp",
         runtime: str = "functions",
         candidates: str = QUICK_CANDIDATES,
+        args: tuple[str, ...] = (),
     ) -> None:
         bucket_port = {"gcp": "GCS", "aws": "S3", "azure": "AZURE"}[cloud]
         names = (bucket_port, "PREDICT", "TRAIN", "EVENT")
@@ -57,7 +58,7 @@ class Stack:
         }
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "milkprice.local.cli", "up"],
+            [sys.executable, "-m", "milkprice.local.cli", "up", *args],
             cwd=ROOT,
             env=self.env,
             stdout=subprocess.PIPE,
