@@ -146,5 +146,5 @@ def test_make_up_observes_only_when_asked_and_test_leaves_it_out() -> None:
     (tests,) = [line for line in _make("test").splitlines() if "pytest" in line]
     assert "not observe" in tests and ".venv-traces" not in _make("test")
     assert "tests/integration/test_observe.py" in _make("test-observe")
-    ci = (ROOT / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert ci.index("make test-bench") < ci.index("make test-observe")
