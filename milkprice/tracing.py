@@ -15,6 +15,7 @@ imported: :func:`span` is then a context manager that does nothing.
 from __future__ import annotations
 
 import os
+import random
 import re
 import threading
 from collections.abc import Iterable, Iterator
@@ -223,7 +224,7 @@ def continued(
     (a trace of its own when the caller sent none). ``ratio``: the share of the traces
     starting here that are kept, unless ``OTEL_TRACES_SAMPLER`` says otherwise. A trace not
     kept makes no child span at all: :func:`span` costs nothing in it."""
-    if not enabled():
+    if not enabled() or not _kept(caller, ratio):
         with _set(caller):
             yield caller
         return
@@ -240,6 +241,22 @@ def continued(
         here = _of(root)
         with _set(here, tracer if root.is_recording() else None):
             yield here
+
+
+def _kept(caller: TraceContext | None, ratio: float) -> bool:
+    """Whether a trace is kept, decided before anything of OpenTelemetry is loaded, by the
+    rule its sampler (``ParentBased(TraceIdRatioBased(ratio))``) applies: a caller's span's
+    decision; else ``ratio`` of trace ids (by their last 16 hex digits, as that sampler
+    reads them), or of new traces. A trace not kept costs a request nothing more, and the
+    SDK is not imported until one is: not on a cold start's first request, as a rule.
+    With ``OTEL_TRACES_SAMPLER`` set, its sampler decides, in the SDK."""
+    if os.environ.get("OTEL_TRACES_SAMPLER", "").strip():
+        return True
+    if caller is not None and caller.span_id:
+        return caller.sampled
+    if caller is not None:
+        return int(caller.trace_id[16:], 16) < ratio * 2**64
+    return random.random() < ratio
 
 
 @contextmanager

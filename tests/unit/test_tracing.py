@@ -152,3 +152,42 @@ def test_with_export_on_the_caller_s_trace_goes_on_even_without_its_span() -> No
     assert [line[:2] for line in lines[:3]] == [[TRACE, TRACE]] * 3
     assert all(line[2] == "True" for line in lines)  # a span of its own, under the caller's
     assert lines[3][0] == lines[3][1] != TRACE and len(lines[3][0]) == 32
+
+
+@pytest.mark.parametrize(
+    ("caller", "ratio", "kept"),
+    [
+        (TraceContext(TRACE, SPAN, True), 0.0, True),  # the caller's span decided
+        (TraceContext(TRACE, SPAN, False), 1.0, False),
+        (None, 0.0, False),
+        (None, 1.0, True),
+        # no span: the trace id's last 16 hex digits against the ratio, as the SDK's sampler
+        (TraceContext("f" * 16 + "0" * 15 + "1", "", False), 0.5, True),
+        (TraceContext("0" * 16 + "f" * 16, "", True), 0.5, False),
+    ],
+)
+def test_a_trace_is_kept_by_the_rule_of_its_sampler(
+    caller: TraceContext | None, ratio: float, kept: bool
+) -> None:
+    os.environ.pop("OTEL_TRACES_SAMPLER", None)
+    assert tracing._kept(caller, ratio) is kept
+    os.environ["OTEL_TRACES_SAMPLER"] = "always_off"  # then the SDK's sampler decides
+    assert tracing._kept(caller, ratio) is True
+
+
+def test_a_trace_not_kept_loads_nothing_of_opentelemetry_even_with_export_on() -> None:
+    code = (
+        "import sys\n"
+        "from milkprice import tracing\n"
+        "for _ in range(100):\n"
+        "    with tracing.continued('t', 'r', None, 0.0):\n"
+        "        with tracing.span('s'):\n"
+        "            pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:9"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert done.stdout.strip() == "[]"
