@@ -95,11 +95,9 @@ def live(
     settings = new_settings(backtest_months=6)
     served = clone(trained_sample[0], settings, manifest(trained_sample[0])["version"])
     old = add_release(settings)
-    store.write(
-        settings,
-        store.model_path(BROKEN, "manifest.json"),
-        (RELEASE / "manifest.json").read_bytes(),
-    )
+    # a release's manifest, named for this version, with none of its files beside it
+    broken = json.loads((RELEASE / "manifest.json").read_bytes()) | {"version": BROKEN}
+    store.write(settings, store.model_path(BROKEN, "manifest.json"), json.dumps(broken).encode())
     promote(settings, served)
     docs = {v: manifest(settings, v) for v in (served, old)}
     function = Function("predict", "predict", env_for(settings, gcs, tmp_path_factory.mktemp("c")))
