@@ -30,8 +30,11 @@ $(UV): infra/uv-requirements.txt
 	  --only-binary :all: -r infra/uv-requirements.txt
 	@touch $@
 
+# Bytecode compiled at install: a function's cold start otherwise compiles every module it
+# imports (where the packages are read-only, or PYTHONDONTWRITEBYTECODE is set, each time).
+# Only here: the tests' throwaway environments would spend minutes compiling what never runs.
 $(STAMP): pyproject.toml uv.lock $(UV)
-	$(SYNC) --extra train --extra local --extra dev --extra gcp --extra aws --extra azure --extra lambda
+	UV_COMPILE_BYTECODE=1 $(SYNC) --extra train --extra local --extra dev --extra gcp --extra aws --extra azure --extra lambda
 	@rm -f $(VENV)/.installed-*; touch $@
 
 install: $(STAMP)

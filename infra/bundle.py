@@ -128,10 +128,7 @@ def install(
 ) -> int:
     """Every package of ``requirements_txt``, installed into ``target`` for ``python`` on
     ``platform`` from wheels only, each hash checked; the size in bytes of ``target``."""
-    # --no-config: the project's bytecode setting is not for Lambda, whose Python is another
-    # release than the one compiling here (the .pyc files would be dead weight in the zip)
-    command = [find_uv_bin(), "pip", "install", "--no-config", "--quiet", "--require-hashes"]
-    command += ["--no-deps"]
+    command = [find_uv_bin(), "pip", "install", "--quiet", "--require-hashes", "--no-deps"]
     command += ["--only-binary", ":all:", "--python-version", python]
     command += ["--python-platform", platform, "--link-mode", "copy", "--target", str(target)]
     done = subprocess.run([*command, "-r", str(requirements_txt)], capture_output=True, text=True)
