@@ -22,7 +22,7 @@ export UV_PYTHON_DOWNLOADS := never
 # --locked: a lock that no longer matches pyproject.toml is an error, never silently redone
 SYNC := $(UV) sync --locked --quiet
 
-.PHONY: install install-traces lock up test test-bench test-observe test-unit lint evaluate bench bundle clean
+.PHONY: install install-traces lock up test test-long test-bench test-observe test-unit lint evaluate bench bundle clean
 
 $(UV): infra/uv-requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,10 +54,16 @@ up: install $(if $(OBSERVE),$(TRACES_STAMP))
 	$(if $(CLOUD),MILKPRICE_CLOUD=$(CLOUD)) $(if $(RUNTIME),MILKPRICE_RUNTIME=$(RUNTIME)) \
 	  $(BIN)/milkprice up $(if $(DATA),--data $(DATA)) $(if $(OBSERVE),--observe)
 
-## make test: the whole suite but the benchmark's smoke run, on four workers (each test file
-## stays on one worker, its servers with it; the tests mostly wait, so four fill two cores)
+## make test: the whole suite but the benchmark's smoke run, the local observability stack and
+## the longest runs, on four workers (each test file stays on one worker, its servers with it;
+## the tests mostly wait, so four fill two cores)
 test: install $(EVAL_STAMP)
-	$(BIN)/python -m pytest -n 4 --dist loadfile -m "not bench and not observe" --durations=15
+	$(BIN)/python -m pytest -n 4 --dist loadfile -m "not bench and not observe and not long" --durations=15
+
+## make test-long: the longest runs (every candidate on the real data, the whole stack on the
+## other clouds, ...), left out of make test; CI runs both
+test-long: install $(EVAL_STAMP)
+	$(BIN)/python -m pytest -n 4 --dist loadfile -m long --durations=10
 
 ## make test-bench: the benchmark's smoke run (make bench BENCH_SECONDS=1), checked; CI runs
 ## it after make test

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The longest first: parallel workers take whole files in this order, and short files
     # last fill the gaps instead of one long file running alone at the end.
     items.sort(key=lambda item: rank[item.nodeid])
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Say what a run leaves out by marker, and what runs it: nothing is left out unsaid."""
+    chosen = str(config.option.markexpr or "")
+    for marker, target in (("long", "make test-long"), ("observe", "make test-observe")):
+        if f"not {marker}" in chosen:
+            terminalreporter.write_line(
+                f"left out here, the {marker!r} tests (-m 'not {marker}'): {target} runs them, "
+                "and CI runs every one"
+            )
 
 
 @pytest.fixture(autouse=True)

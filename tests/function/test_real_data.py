@@ -14,6 +14,9 @@ from milkprice.train import features as F
 from milkprice.train import horizons
 from tests.support.buckets import trained_bucket
 
+# every candidate on the real data, both views: over two minutes of training on two cores
+pytestmark = pytest.mark.long
+
 
 @pytest.fixture(scope="module")
 def trained_real_full(gcs: str, real_raw: dict[str, bytes]) -> tuple[Settings, dict[str, Any]]:

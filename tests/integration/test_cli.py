@@ -203,6 +203,7 @@ def test_upload_writes_raw_files(
     assert blob is not None and blob.data == path.read_bytes()
 
 
+@pytest.mark.long
 def test_evaluate_scores_every_candidate_on_local_files(tmp_path: Path) -> None:
     from milkprice.local import sample
 

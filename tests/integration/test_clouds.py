@@ -130,7 +130,8 @@ def _run_on(settings: LocalSettings, name: str, data: bytes, timeout: float) -> 
     raise AssertionError(f"no finished run took the new {name} within {timeout:.0f} s")
 
 
-@pytest.fixture(params=["aws", "azure"])
+# the whole stack on the other clouds: make test-long (their stores' contract runs in make test)
+@pytest.fixture(params=[pytest.param(c, marks=pytest.mark.long) for c in ("aws", "azure")])
 def cloud_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
     if request.param == "azure" and not (shutil.which("node") and shutil.which("npm")):
         pytest.skip("Azurite needs Node.js and npm, not installed here")

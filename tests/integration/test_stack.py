@@ -129,7 +129,10 @@ def _train_and_interrupt(stack: Stack, sig: signal.Signals) -> str:
     return str(running[0]["run_id"])
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+# SIGINT in make test, SIGTERM in make test-long: the same stop, by the other signal
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.long)]
+)
 def test_a_stop_during_training_leaves_nothing_behind(tmp_path: Path, sig: signal.Signals) -> None:
     # every candidate: a training long enough to be stopped in the middle of its backtest
     first = Stack(tmp_path, candidates="")
