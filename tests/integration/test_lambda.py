@@ -164,6 +164,7 @@ def _same(front: int, served: int, case: tuple[Any, ...]) -> lambdas.Reply:
     return ours
 
 
+@pytest.mark.long  # builds both zips from the lock: over a minute of installing on two cores
 def test_the_predict_zip_answers_as_the_http_function(
     moto: tuple[LocalSettings, dict[str, str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
