@@ -212,6 +212,7 @@ def test_an_upload_whose_run_died_is_redelivered_until_taken_over_and_trained(
 # ---------------------------------------------------------------- storage outage
 
 
+@pytest.mark.long  # the outage and the checks' backoff run their real course: a minute and a half
 def test_storage_outage_keeps_serving_and_recovers(
     tmp_path: Path, sample_raw: dict[str, bytes], functions: list[Function]
 ) -> None:
