@@ -26,7 +26,13 @@ def _servers(bench: Bench, endpoint: str, started: list[Any]) -> dict[str, str]:
     """The three servers, started (into ``started``) and answering: their base URLs."""
     from bench.run import HOST, wait_for
 
-    on = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_SERVICE_NAME": "milkprice-predict"}
+    # batches sent every second, not every five: a smoke run's rounds are shorter than five
+    # seconds, and its servers are stopped before a batch that waits would go out
+    on = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_SERVICE_NAME": "milkprice-predict",
+        "OTEL_BSP_SCHEDULE_DELAY": "1000",
+    }
     plan = {"on": ("predict", on), "off": ("predict", OFF), "bare": ("ceiling", {})}
     urls = {}
     for label, (name, extra) in plan.items():

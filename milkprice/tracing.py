@@ -127,28 +127,27 @@ _tracers: dict[str, Any] = {}  # each provider's tracer: read on every request, 
 _providers_lock = threading.Lock()
 
 
-def _tracer_of(service: str, ratio: float) -> Any:
+def _tracer_of(service: str) -> Any:
     """The tracer of the process's provider, built once, on the first trace."""
     found = _tracers.get(service)
     if found is not None:
         return found
     with _providers_lock:
         if service not in _providers:
-            _providers[service] = _new_provider(service, ratio)
+            _providers[service] = _new_provider(service)
             _tracers[service] = _providers[service].get_tracer("milkprice")
         return _tracers[service]
 
 
-def _new_provider(service: str, ratio: float) -> Any:
-    """A provider exporting in batches. Its sampler is the ``OTEL_TRACES_SAMPLER`` one when
-    set; else a caller's decision is followed and, of the traces that start here, ``ratio``
-    are kept (every training run; a share of predictions, whose every span costs serving)."""
+def _new_provider(service: str) -> Any:
+    """A provider exporting in batches. Which traces reach it was decided already
+    (:func:`_kept`), so its sampler is the SDK's default (a parent's decision, else every
+    trace), or the one ``OTEL_TRACES_SAMPLER`` names, which the SDK reads itself."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     class CallersTrace(RandomIdGenerator):
         """A root span keeps the trace id its caller sent without a span (Google's header
@@ -159,9 +158,7 @@ def _new_provider(service: str, ratio: float) -> Any:
 
     # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, when set, win over this name
     resource = Resource.create({"service.name": service})
-    chosen = os.environ.get("OTEL_TRACES_SAMPLER", "").strip()
-    sampler = None if chosen else ParentBased(TraceIdRatioBased(ratio))
-    provider = TracerProvider(resource=resource, sampler=sampler, id_generator=CallersTrace())
+    provider = TracerProvider(resource=resource, id_generator=CallersTrace())
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     return provider
 
@@ -230,7 +227,7 @@ def continued(
         return
     from opentelemetry import trace
 
-    tracer = _tracer_of(service, ratio)
+    tracer = _tracer_of(service)
     kind = trace.SpanKind.SERVER
     ahead = _trace_ahead.set(int(caller.trace_id, 16) if caller else None)
     try:  # the span's ids are drawn here, while the caller's trace id is ahead
@@ -244,11 +241,12 @@ def continued(
 
 
 def _kept(caller: TraceContext | None, ratio: float) -> bool:
-    """Whether a trace is kept, decided before anything of OpenTelemetry is loaded, by the
-    rule its sampler (``ParentBased(TraceIdRatioBased(ratio))``) applies: a caller's span's
+    """Whether a trace is kept, decided here, before anything of OpenTelemetry is loaded, by
+    the rule of the SDK's ``ParentBased(TraceIdRatioBased(ratio))``: a caller's span's
     decision; else ``ratio`` of trace ids (by their last 16 hex digits, as that sampler
-    reads them), or of new traces. A trace not kept costs a request nothing more, and the
-    SDK is not imported until one is: not on a cold start's first request, as a rule.
+    reads them), or of new traces. The SDK then keeps what it is given. A trace not kept
+    costs a request nothing more, and the SDK is not imported until one is: not on a cold
+    start's first request, as a rule.
     With ``OTEL_TRACES_SAMPLER`` set, its sampler decides, in the SDK."""
     if os.environ.get("OTEL_TRACES_SAMPLER", "").strip():
         return True
