@@ -127,7 +127,8 @@ def events(request: flask.Request) -> flask.Response:
 def storage_event(event: CloudEvent) -> None:
     """A new object in the bucket; only new generations of the raw files train. The request
     is Flask's, as in any function of the Functions Framework: its token is checked too. A
-    run that a redelivery may mend raises, so that the platform delivers the event again."""
+    run that a redelivery may mend is answered with a 5xx and its run record (``_status``), so
+    that the platform delivers the event again."""
     headers, attributes = flask.request.headers, event.get_attributes()
     try:
         found = endpoint.storage_event(_settings(), headers, attributes, event.data)
@@ -139,9 +140,13 @@ def storage_event(event: CloudEvent) -> None:
         return
     caller = tracing.incoming(headers) or tracing.incoming(attributes)
     record = endpoint.run("upload", found.event(), caller)
-    _counted(found, 500 if _redeliver(record) else 200)
-    if _redeliver(record):
-        raise RuntimeError(f"run {record.run_id} {record.outcome}: {record.reason}")
+    status, headers = _status(record)
+    _counted(found, status)
+    if status != 200:
+        # Answered, not raised: a redelivery asked for on purpose (the run has logged why)
+        # is no crash, and a raise would log a stack trace at every retry of a busy bucket.
+        answer = flask.jsonify(contract.to_builtins(record))
+        flask.abort(flask.make_response(answer, status, headers))
 
 
 def _counted(found: triggers.Trigger | None, status: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any
 
 import functions_framework
@@ -212,6 +213,7 @@ def test_only_a_failure_a_retry_can_help_is_redelivered(
     error: Exception,
     redelivered: bool,
     status: int,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A model that does not export exactly fails the same way every time: the storage
     trigger must not ask for the event again (it would be redelivered forever)."""
@@ -222,9 +224,14 @@ def test_only_a_failure_a_retry_can_help_is_redelivered(
     monkeypatch.setattr(runner, "_write_artifacts", fail)
     tokens = upload(settings, sample_raw)
     event = finalized(settings, "raw/precio_leche.csv", tokens["precio_leche.csv"])
-    assert send(event_client(), event).status_code == (500 if redelivered else 200)
+    with caplog.at_level(logging.INFO):
+        answered = send(event_client(), event)
+    assert answered.status_code == (500 if redelivered else 200)
     [record] = runs(settings)
     assert record["outcome"] == "failed" and record["error"]["retryable"] is redelivered
+    if redelivered:  # asked for on purpose: answered with the run's record, no crash logged
+        assert answered.get_json()["run_id"] == record["run_id"]
+        assert [r.getMessage() for r in caplog.records if r.exc_info] == []
     assert record["error"]["status"] == status
     answer = http_client().post("/")
     assert answer.status_code == status and answer.get_json()["outcome"] == "failed"
