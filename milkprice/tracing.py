@@ -24,6 +24,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import werkzeug.datastructures
+
 ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 W3C = re.compile(r"(?!ff)[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
@@ -90,17 +92,38 @@ READERS = (
     ("X-Cloud-Trace-Context", _google),
     ("X-Amzn-Trace-Id", _aws),
 )
+ENVIRON_KEYS = tuple("HTTP_" + name.upper().replace("-", "_") for name, _ in READERS)
 
 
 def incoming(headers: Headers) -> TraceContext | None:
     """The caller's trace from the first of the known headers that holds a valid one (names
     in any case: a request's headers or an event's)."""
-    folded = {name.lower(): value for name, value in headers.items()}
-    for name, read in READERS:
-        value = folded.get(name.lower())
+    if isinstance(headers, werkzeug.datastructures.EnvironHeaders):
+        # a request's: straight from its WSGI environ, four lookups instead of a copy of
+        # every header on every request
+        values = [headers.environ.get(key) for key in ENVIRON_KEYS]
+    else:
+        folded = {name.lower(): value for name, value in headers.items()}
+        values = [folded.get(name.lower()) for name, _ in READERS]
+    for value, (_, read) in zip(values, READERS, strict=True):
         if value and (found := read(value)):
             return found
     return None
+
+
+_decided: tuple[bool, bool] | None = None  # (exporting, a sampler named): see _mode
+
+
+def _mode() -> tuple[bool, bool]:
+    """Whether spans are exported (:func:`enabled`) and whether ``OTEL_TRACES_SAMPLER`` names
+    a sampler, read once per process like its settings (every request asks), read again
+    after :func:`reset`."""
+    global _decided
+    found = _decided
+    if found is None:  # two first requests at once read the same environment: no lock
+        sampler = bool(os.environ.get("OTEL_TRACES_SAMPLER", "").strip())
+        found = _decided = (enabled(), sampler)
+    return found
 
 
 def enabled() -> bool:
@@ -174,6 +197,8 @@ def flush(service: str, timeout_seconds: float = 5.0) -> None:
 def reset() -> None:
     """Send what is left and forget the providers: the next trace builds one anew, reading
     the ``OTEL_*`` variables again (a test's receiver, say)."""
+    global _decided
+    _decided = None
     with _providers_lock:
         for found in _providers.values():
             found.shutdown()
@@ -221,7 +246,10 @@ def continued(
     (a trace of its own when the caller sent none). ``ratio``: the share of the traces
     starting here that are kept, unless ``OTEL_TRACES_SAMPLER`` says otherwise. A trace not
     kept makes no child span at all: :func:`span` costs nothing in it."""
-    if not enabled() or not _kept(caller, ratio):
+    if not _mode()[0] or not _kept(caller, ratio):
+        if caller is None and _current.get() is None and _tracer.get() is None:
+            yield None  # nothing to set: the untraced request's usual case, kept cheap
+            return
         with _set(caller):
             yield caller
         return
@@ -248,7 +276,7 @@ def _kept(caller: TraceContext | None, ratio: float) -> bool:
     costs a request nothing more, and the SDK is not imported until one is: not on a cold
     start's first request, as a rule.
     With ``OTEL_TRACES_SAMPLER`` set, its sampler decides, in the SDK."""
-    if os.environ.get("OTEL_TRACES_SAMPLER", "").strip():
+    if _mode()[1]:
         return True
     if caller is not None and caller.span_id:
         return caller.sampled

@@ -6,7 +6,8 @@ the model got there. Built once, on first use, in the process's registry
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, Info
 
@@ -27,6 +28,9 @@ class PredictMetrics:
     storage_errors: Counter
     version_loads: Counter
     versions_kept: Gauge
+    # the labelled children each request updates, looked up once per label set: labels()
+    # validates and locks on every call, a few microseconds of a sub-millisecond answer
+    bound: dict[tuple[str, ...], Any] = field(default_factory=dict)
 
 
 @functools.cache
@@ -97,6 +101,20 @@ def observe(route: str | None, method: str, status: int, seconds: float) -> None
     if not on():
         return
     m = get()
-    label = route or UNROUTED
-    m.requests.labels(label, method if method in METHODS else "other", str(status)).inc()
-    m.duration.labels(label).observe(seconds)
+    key = (route or UNROUTED, method if method in METHODS else "other", str(status))
+    found = m.bound.get(key)
+    if found is None:
+        found = m.bound[key] = (m.requests.labels(*key), m.duration.labels(key[0]))
+    found[0].inc()
+    found[1].observe(seconds)
+
+
+def scored(role: str, rows: int) -> None:
+    """Rows priced by the ``role`` model (counted only when metrics are on)."""
+    if not on():
+        return
+    m = get()
+    found = m.bound.get(("rows", role))
+    if found is None:
+        found = m.bound["rows", role] = m.rows.labels(role)
+    found.inc(rows)

@@ -52,8 +52,7 @@ class Model:
                 f"row {row}: the {self.role} model gives no finite price for these values",
                 [{"row": row, "problem": "values out of the model's range: no finite price"}],
             )
-        if metrics.on():
-            metrics.get().rows.labels(self.role).inc(len(prices))
+        metrics.scored(self.role, len(prices))
         return prices
 
 

@@ -140,13 +140,13 @@ def storage_event(event: CloudEvent) -> None:
         return
     caller = tracing.incoming(headers) or tracing.incoming(attributes)
     record = endpoint.run("upload", found.event(), caller)
-    status, headers = _status(record)
+    status, answer_headers = _status(record)
     _counted(found, status)
     if status != 200:
         # Answered, not raised: a redelivery asked for on purpose (the run has logged why)
         # is no crash, and a raise would log a stack trace at every retry of a busy bucket.
         answer = flask.jsonify(contract.to_builtins(record))
-        flask.abort(flask.make_response(answer, status, headers))
+        flask.abort(flask.make_response(answer, status, answer_headers))
 
 
 def _counted(found: triggers.Trigger | None, status: int) -> None:

@@ -170,8 +170,10 @@ def test_a_trace_is_kept_by_the_rule_of_its_sampler(
     caller: TraceContext | None, ratio: float, kept: bool
 ) -> None:
     os.environ.pop("OTEL_TRACES_SAMPLER", None)
+    tracing.reset()  # the OTEL_* variables are read once per process, and again after this
     assert tracing._kept(caller, ratio) is kept
     os.environ["OTEL_TRACES_SAMPLER"] = "always_off"  # then the SDK's sampler decides
+    tracing.reset()
     assert tracing._kept(caller, ratio) is True
 
 
