@@ -81,6 +81,14 @@ class Backend(Protocol):
     def ensure_bucket(self) -> None: ...
 
 
+class Reader(Protocol):
+    """Reads alone, without the cloud's SDK (``plain``): the same blobs and tokens."""
+
+    def read(self, name: str) -> Blob | None: ...
+
+    def token(self, name: str, timeout: float) -> str | None: ...
+
+
 ABSENT = "\0absent"  # as ``if_token``: the object must not exist yet
 
 
@@ -101,9 +109,18 @@ def _backend(cloud: str, bucket: str, project: str) -> Backend:
     raise ValueError(f"unknown cloud {cloud!r}")
 
 
+@functools.lru_cache(maxsize=8)
+def _reader(cloud: str, bucket: str) -> Reader | None:
+    """The cloud's reader over plain HTTP (``plain``), where its credentials allow one."""
+    from milkprice.store import plain  # the standard library only: no SDK on a cold start
+
+    return plain.reader(cloud, bucket)
+
+
 def reset() -> None:
     """Forget the built clients (a test that starts its own emulator)."""
     _backend.cache_clear()
+    _reader.cache_clear()
 
 
 def backend(settings: Settings) -> Backend:
@@ -113,7 +130,8 @@ def backend(settings: Settings) -> Backend:
 
 def read(settings: Settings, name: str) -> Blob | None:
     """The object's bytes and token, or None when it does not exist."""
-    return backend(settings).read(name)
+    found = _reader(settings.cloud, settings.bucket)
+    return found.read(name) if found is not None else backend(settings).read(name)
 
 
 def metadata(settings: Settings, name: str, timeout: float = TIMEOUT) -> Meta | None:
@@ -125,6 +143,9 @@ def metadata(settings: Settings, name: str, timeout: float = TIMEOUT) -> Meta | 
 
 
 def token(settings: Settings, name: str, timeout: float = TIMEOUT) -> str | None:
+    """The live object's token, or None; no download."""
+    if (reader := _reader(settings.cloud, settings.bucket)) is not None:
+        return reader.token(name, timeout)
     found = metadata(settings, name, timeout)
     return None if found is None else found.token
 

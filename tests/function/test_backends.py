@@ -95,6 +95,40 @@ def test_read_gives_the_token_of_the_bytes_it_gives(bucket: Settings) -> None:
     assert again is not None and again.data == b"two!" and again.token != token
 
 
+# names a URL must escape, in a path and in a query alike
+ODD_NAMES = ("plain/a b+c#d%e?f&g=h.json", "plain/ñandú/ü.csv", "plain/~tilde/(x)*'!,;:@$.bin")
+
+
+def test_plain_reads_give_what_the_sdk_gives(bucket: Settings) -> None:
+    """Reads go over plain HTTP where the credentials allow (``store.plain``, every emulator
+    here): the bytes and tokens are the SDK backend's, odd names and a large object too."""
+    plain = store._reader(bucket.cloud, bucket.bucket)
+    assert plain is not None
+    sdk = store.backend(bucket)
+    large = os.urandom(3 * 1024 * 1024 + 7)
+    for name, data in [*((n, n.encode()) for n in ODD_NAMES), ("plain/large.bin", large)]:
+        token = store.write(bucket, name, data)
+        blob, meta = plain.read(name), sdk.metadata(name, store.TIMEOUT)
+        assert blob is not None and meta is not None
+        assert (blob.data, blob.token) == (data, token) and meta.token == token, name
+        assert sdk.read(name) == blob
+        assert plain.token(name, 1.0) == token
+    assert plain.read("plain/missing") is None and plain.token("plain/missing", 1.0) is None
+
+
+def test_a_plain_read_with_the_wrong_key_is_refused_by_the_emulator(bucket: Settings) -> None:
+    """Azurite checks every Shared Key signature: a wrong key is refused (so the right one
+    was checked), and a refusal is a storage error, not a missing object."""
+    if bucket.cloud != "azure":
+        pytest.skip("only Azurite checks signatures")
+    store.write(bucket, "plain/x", b"x")
+    variable = "AZURE_STORAGE_CONNECTION_STRING"
+    os.environ[variable] = os.environ[variable].replace("AccountKey=", "AccountKey=AAAA")
+    store.reset()
+    with pytest.raises(StorageUnavailable, match="HTTP 403"):
+        store.token(bucket, "plain/x", 1.0)
+
+
 def test_metadata_gives_size_token_and_type(bucket: Settings) -> None:
     token = store.write(bucket, "m/x.json", b'{"a": 1}', "application/json")
     meta = store.metadata(bucket, "m/x.json")
@@ -319,6 +353,10 @@ def test_a_store_that_does_not_answer_is_unavailable_soon(cloud: str) -> None:
     with pytest.raises(StorageUnavailable):
         store.read(settings, "models/current.json")
     assert time.monotonic() - began < 40.0
+    began = time.monotonic()  # and the plain reader's token, on a request path
+    with pytest.raises(StorageUnavailable, match=r"reading models/current\.json: storage unava"):
+        store.token(settings, "models/current.json", timeout=1.0)
+    assert time.monotonic() - began < 2.0
     store.reset()
 
 
@@ -417,7 +455,8 @@ SDKS = {"gcp": "google.cloud.storage", "aws": "botocore", "azure": "azure.storag
 
 
 def test_a_process_imports_only_its_own_clouds_sdk(bucket: Settings) -> None:
-    """Reading through one cloud loads that cloud's SDK and no other (nor boto3 over botocore):
+    """Reading (a blob, a token) loads no SDK at all: the emulators' credentials are plain
+    (``store.plain``); a write loads that cloud's SDK and no other (nor boto3 over botocore):
     each is a large part of a function's cold start."""
     store.write(bucket, "sdk/probe", b"probe")
     code = textwrap.dedent(
@@ -425,14 +464,19 @@ def test_a_process_imports_only_its_own_clouds_sdk(bucket: Settings) -> None:
         import json, sys
         from milkprice import store
         from milkprice.settings import Settings
-        blob = store.read(Settings(bucket={bucket.bucket!r}, cloud={bucket.cloud!r}), "sdk/probe")
+        settings = Settings(bucket={bucket.bucket!r}, cloud={bucket.cloud!r})
+        def loaded():
+            return sorted(m for m in (*{sorted(SDKS.values())!r}, "boto3") if m in sys.modules)
+        blob = store.read(settings, "sdk/probe")
         assert blob is not None and blob.data == b"probe"
-        print(json.dumps(sorted(m for m in (*{sorted(SDKS.values())!r}, "boto3")
-                                if m in sys.modules)))
+        assert store.token(settings, "sdk/probe", 1.0) == blob.token
+        print(json.dumps(loaded()))
+        store.write(settings, "sdk/probe-2", b"probe")
+        print(json.dumps(loaded()))
         """
     )
     done = subprocess.run(
         [sys.executable, "-c", code], env=dict(os.environ), capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().splitlines()[-1] == f'["{SDKS[bucket.cloud]}"]'
+    assert done.stdout.strip().splitlines()[-2:] == ["[]", f'["{SDKS[bucket.cloud]}"]']
