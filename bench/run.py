@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -838,8 +837,7 @@ def run(tmp: Path, config: Config) -> int:
 def main() -> int:
     config = Config.from_env(os.environ)
     config.say(f"{'smoke' if config.smoke else 'full'} run, {config.seconds} s per serving case")
-    # SIGTERM (a CI timeout) unwinds like Ctrl-C, so every child is still stopped.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    processes.unwind_on_sigterm()  # every child is still stopped
     tmp = Path(tempfile.mkdtemp(prefix="milkprice-bench-"))
     try:
         if config.only not in ("", "cold", "telemetry"):

@@ -207,6 +207,12 @@ def function_command(
     return [*args, "--host", host, "--port", str(port)]
 
 
+def unwind_on_sigterm() -> None:
+    """SIGTERM (a CI timeout, a stop) unwinds like Ctrl-C, ``finally`` blocks and all, so the
+    caller's children are still stopped; the exit status is the signal's usual 143."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def wait_for_stop() -> str:
     """Block until SIGINT or SIGTERM arrives (a long-running service's main loop); its name."""
     import threading

@@ -165,8 +165,6 @@ def main(settings: Settings, args: Any) -> int:
     import json
     import os
     import shutil
-    import signal
-    import sys
     import tempfile
     import uuid
     from pathlib import Path
@@ -176,8 +174,7 @@ def main(settings: Settings, args: Any) -> int:
     raw = sample.read_folder(args.data)
     if args.quick:
         settings = dataclasses.replace(settings, backtest_months=6, long_backtest_months=0)
-    # SIGTERM unwinds like Ctrl-C, so the emulator below is stopped and its folder removed
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    processes.unwind_on_sigterm()  # every child is still stopped
     folder = Path(tempfile.mkdtemp(prefix="milkprice-replay-"))
     proc, env = object_stores.start_free(settings.cloud, folder)
     try:

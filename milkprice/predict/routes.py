@@ -128,9 +128,10 @@ def locate(path: str) -> tuple[str, dict[str, str]]:
     raise NotFound(f"no route {path}; see /openapi.json")
 
 
-def match(method: str, path: str, located: tuple[str, dict[str, str]] | None = None) -> Match:
-    """The route of a request; NotFound, or MethodNotAllowed with Allow (HEAD is GET's)."""
-    template, params = located or locate(path)
+def match(method: str, located: tuple[str, dict[str, str]]) -> Match:
+    """The route of a request whose path fell under ``located`` (:func:`locate`);
+    MethodNotAllowed with Allow when the method is not the route's (HEAD is GET's)."""
+    template, params = located
     methods = ROUTES[template]
     if handler := methods.get("GET" if method == "HEAD" else method):
         return Match(template, handler, params)
@@ -170,7 +171,7 @@ def dispatch(request: flask.Request) -> flask.Response:
         bodies.check_length(request.content_length)
         located = locate(request.path)
         template = located[0]
-        found = match(request.method, request.path, located)
+        found = match(request.method, located)
     except Exception as exc:
         return _ended(request, template, error_response(exc, request), started)
     if found.template == METRICS:

@@ -142,7 +142,10 @@ SERVICE = "milkprice-train"  # the traces' service name (OTEL_SERVICE_NAME wins 
 
 
 def run(
-    trigger: str, event: dict[str, Any] | None, caller: tracing.TraceContext | None
+    settings: Settings,
+    trigger: str,
+    event: dict[str, Any] | None,
+    caller: tracing.TraceContext | None,
 ) -> contract.RunRecord:
     """One run, in the trace of the request or event that asked for it (its id in the run
     record and every log line), its spans sent before the answer: the platform may freeze
@@ -153,6 +156,6 @@ def run(
     kept = 1.0  # every run's trace: runs are few, and each is worth following
     name, attributes = f"train {trigger}", {"milkprice.trigger": trigger}
     with tracing.continued(SERVICE, name, caller, kept, **attributes):
-        record = runner.run(Settings.from_env(), trigger, event)
+        record = runner.run(settings, trigger, event)
     tracing.flush(SERVICE)
     return record

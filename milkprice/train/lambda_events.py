@@ -26,7 +26,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from milkprice import contract, lambda_http, tracing
+from milkprice import contract, lambda_http, settings, tracing
 from milkprice.errors import MilkPriceError
 from milkprice.train import endpoint, triggers
 
@@ -46,7 +46,8 @@ def _run(
     """A run as every target of main.py starts one, in the trace Lambda passed: a message's
     ``AWSTraceHeader`` (SQS), else the invocation's own (``_X_AMZN_TRACE_ID``)."""
     header = trace_header or os.environ.get("_X_AMZN_TRACE_ID", "")
-    return endpoint.run(trigger, event, tracing.incoming({"X-Amzn-Trace-Id": header}))
+    caller = tracing.incoming({"X-Amzn-Trace-Id": header})
+    return endpoint.run(settings.load(), trigger, event, caller)
 
 
 def _redeliver(record: contract.RunRecord) -> bool:

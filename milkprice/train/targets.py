@@ -67,10 +67,9 @@ def http_trigger(request: flask.Request) -> flask.Response:
     if found := scrape(request):
         return found
     try:
-        trigger = endpoint.http_trigger(
-            _settings(), request.method, request.headers, request.get_data
-        )
-        record = endpoint.run(trigger, None, tracing.incoming(request.headers))
+        s = _settings()
+        trigger = endpoint.http_trigger(s, request.method, request.headers, request.get_data)
+        record = endpoint.run(s, trigger, None, tracing.incoming(request.headers))
     except MilkPriceError as exc:
         return refused(exc)
     status = record.error.status if record.error else 200  # the error's own status
@@ -94,7 +93,7 @@ def _status(record: contract.RunRecord) -> tuple[int, dict[str, str]]:
 
 
 def _answer(
-    found: triggers.Trigger, caller: tracing.TraceContext | None
+    s: settings.Settings, found: triggers.Trigger, caller: tracing.TraceContext | None
 ) -> tuple[int, Any, dict[str, str]]:
     """Status, JSON body (None: empty) and headers for what an event asked for."""
     if isinstance(found, triggers.Validation):
@@ -102,7 +101,7 @@ def _answer(
     if isinstance(found, triggers.Ignored):
         return 200, {"ignored": found.reason}, {}
     trigger = "upload" if isinstance(found, triggers.Uploads) else "schedule"
-    record = endpoint.run(trigger, found.event(), caller)
+    record = endpoint.run(s, trigger, found.event(), caller)
     status, headers = _status(record)
     return status, contract.to_builtins(record), headers
 
@@ -116,8 +115,9 @@ def events(request: flask.Request) -> flask.Response:
     found = None
     try:
         body = request.get_data(cache=False)
-        found = endpoint.event(_settings(), request.method, request.headers, body)
-        status, answer, headers = _answer(found, tracing.incoming(request.headers))
+        s = _settings()
+        found = endpoint.event(s, request.method, request.headers, body)
+        status, answer, headers = _answer(s, found, tracing.incoming(request.headers))
     except MilkPriceError as exc:
         status, answer, headers = to_response(exc)
     _counted(found, status)
@@ -131,7 +131,8 @@ def storage_event(event: CloudEvent) -> None:
     that the platform delivers the event again."""
     headers, attributes = flask.request.headers, event.get_attributes()
     try:
-        found = endpoint.storage_event(_settings(), headers, attributes, event.data)
+        s = _settings()
+        found = endpoint.storage_event(s, headers, attributes, event.data)
     except MilkPriceError as exc:
         _counted(None, exc.status)
         flask.abort(refused(exc))
@@ -139,7 +140,7 @@ def storage_event(event: CloudEvent) -> None:
         _counted(triggers.Ignored("not a raw file"), 200)
         return
     caller = tracing.incoming(headers) or tracing.incoming(attributes)
-    record = endpoint.run("upload", found.event(), caller)
+    record = endpoint.run(s, "upload", found.event(), caller)
     status, answer_headers = _status(record)
     _counted(found, status)
     if status != 200:

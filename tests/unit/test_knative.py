@@ -131,7 +131,7 @@ def test_ports_and_probes_are_the_functions_own() -> None:
 
 def _predict_routes() -> Any:
     """The predict function's own router."""
-    return lambda path: routes.match("GET", path)
+    return lambda path: routes.match("GET", routes.locate(path))
 
 
 def _annotations(doc: dict[str, Any]) -> dict[str, str]:
