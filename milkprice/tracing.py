@@ -19,10 +19,10 @@ import random
 import re
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import werkzeug.datastructures
 
@@ -285,15 +285,18 @@ def _kept(caller: TraceContext | None, ratio: float) -> bool:
     return random.random() < ratio
 
 
-@contextmanager
-def span(name: str, **attributes: Any) -> Iterator[None]:
-    """A child span of the current one, when the current trace exports; else nothing."""
+NOTHING = nullcontext()  # reusable: entering it does nothing
+
+
+def span(name: str, **attributes: Any) -> AbstractContextManager[Any]:
+    """A child span of the current one, when the current trace exports; else nothing (one
+    shared context that does nothing: an untraced request builds no object per span)."""
     tracer = _tracer.get()
     if tracer is None:
-        yield
-        return
-    with tracer.start_as_current_span(name, attributes=attributes):
-        yield
+        return NOTHING
+    return cast(
+        AbstractContextManager[Any], tracer.start_as_current_span(name, attributes=attributes)
+    )
 
 
 def annotate(**attributes: Any) -> None:

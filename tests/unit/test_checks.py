@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+import numpy as np
 import pytest
 
 from milkprice.contract import (
@@ -143,3 +144,16 @@ def test_a_version_name_is_one_safe_path_segment() -> None:
     assert checks.valid_version(VERSION) and checks.valid_version("v1.2_rc-3")
     for bad in ("../v1", "a/b", "", ".hidden", "a..b", "x" * 129):
         assert not checks.valid_version(bad), bad
+
+
+def test_finite_values_pass_even_when_their_sum_overflows_and_others_are_named() -> None:
+    from milkprice.errors import BadRequest
+    from milkprice.predict.model import check_finite
+
+    features = ("a", "b", "c")
+    check_finite(np.array([[1e308, 1e308, -1.0]]), features, None)  # sum: inf, values fine
+    for bad, column in ((np.nan, 1), (np.inf, 2), (-np.inf, 0)):
+        X = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+        X[1, column] = bad
+        with pytest.raises(BadRequest, match=f"row 7: {features[column]} is not a finite"):
+            check_finite(X, features, [3, 7])
