@@ -7,7 +7,8 @@ standard library alone and serve every ``store.read`` and ``store.token`` where 
 credentials are plain to use:
 
 - Cloud Storage: the emulator (``STORAGE_EMULATOR_HOST``), or Cloud Run and Cloud Functions
-  (``K_SERVICE`` set), with the runtime's service-account token from the metadata server;
+  (``K_SERVICE`` set, no ``GOOGLE_APPLICATION_CREDENTIALS``), with the runtime's
+  service-account token from the metadata server;
 - S3: keys in ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY`` (and ``AWS_SESSION_TOKEN``,
   as Lambda sets them) with a region, requests signed with Signature Version 4;
 - Blob Storage: a connection string with ``AccountName`` and ``AccountKey`` (Azurite's
@@ -211,7 +212,9 @@ class GcsReader:
 def gcs_reader(bucket: str) -> GcsReader | None:
     if emulator := os.environ.get("STORAGE_EMULATOR_HOST", "").strip():
         return GcsReader(bucket, Origin.of(emulator), None)
-    if os.environ.get("K_SERVICE"):  # Cloud Run, and Cloud Functions on it
+    # Cloud Run, and Cloud Functions on it (Knative elsewhere sets K_SERVICE too: a key file
+    # named by GOOGLE_APPLICATION_CREDENTIALS is then the SDK's to read)
+    if os.environ.get("K_SERVICE") and not os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
         return GcsReader(bucket, Origin.of("https://storage.googleapis.com"), MetadataToken())
     return None
 

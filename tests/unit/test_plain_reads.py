@@ -97,6 +97,9 @@ def test_cloud_storage_on_its_runtime_reads_with_the_metadata_server_s_token(
     os.environ.pop("STORAGE_EMULATOR_HOST", None)
     assert plain.gcs_reader("milk") is None  # neither an emulator nor a runtime: the SDK
     os.environ["K_SERVICE"] = "predict"
+    os.environ["GOOGLE_APPLICATION_CREDENTIALS"] = "/secrets/key.json"  # a key file: the SDK's
+    assert plain.gcs_reader("milk") is None
+    del os.environ["GOOGLE_APPLICATION_CREDENTIALS"]
     reader = plain.gcs_reader("milk")
     assert reader is not None and reader.origin.netloc == "storage.googleapis.com"
     assert reader.token_source is not None
