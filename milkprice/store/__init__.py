@@ -15,12 +15,16 @@ scikit-learn: the predict function uses it.
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from milkprice import schema
+from milkprice.errors import StorageUnavailable
 from milkprice.settings import Settings
+
+log = logging.getLogger("milkprice.store")
 
 RAW_FILES = schema.RAW_FILES  # the three objects under raw/
 RAW_PREFIX = "raw/"
@@ -121,6 +125,7 @@ def reset() -> None:
     """Forget the built clients (a test that starts its own emulator)."""
     _backend.cache_clear()
     _reader.cache_clear()
+    _sdk_reads.clear()
 
 
 def backend(settings: Settings) -> Backend:
@@ -130,8 +135,33 @@ def backend(settings: Settings) -> Backend:
 
 def read(settings: Settings, name: str) -> Blob | None:
     """The object's bytes and token, or None when it does not exist."""
-    found = _reader(settings.cloud, settings.bucket)
-    return found.read(name) if found is not None else backend(settings).read(name)
+    if (reader := _plain(settings)) is not None:
+        try:
+            return reader.read(name)
+        except StorageUnavailable as exc:
+            if not _refused(settings, exc):
+                raise
+    return backend(settings).read(name)
+
+
+_sdk_reads: set[tuple[str, str]] = set()  # (cloud, bucket) whose plain reads were refused
+
+
+def _plain(settings: Settings) -> Reader | None:
+    if (settings.cloud, settings.bucket) in _sdk_reads:
+        return None
+    return _reader(settings.cloud, settings.bucket)
+
+
+def _refused(settings: Settings, exc: StorageUnavailable) -> bool:
+    """Whether a plain read was refused (not merely unanswered): the SDK reads from now on."""
+    from milkprice.store import plain
+
+    if not isinstance(exc, plain.Refused):
+        return False
+    log.warning("%s; reading through the %s SDK from now on", exc.message, settings.cloud)
+    _sdk_reads.add((settings.cloud, settings.bucket))
+    return True
 
 
 def metadata(settings: Settings, name: str, timeout: float = TIMEOUT) -> Meta | None:
@@ -144,8 +174,12 @@ def metadata(settings: Settings, name: str, timeout: float = TIMEOUT) -> Meta | 
 
 def token(settings: Settings, name: str, timeout: float = TIMEOUT) -> str | None:
     """The live object's token, or None; no download."""
-    if (reader := _reader(settings.cloud, settings.bucket)) is not None:
-        return reader.token(name, timeout)
+    if (reader := _plain(settings)) is not None:
+        try:
+            return reader.token(name, timeout)
+        except StorageUnavailable as exc:
+            if not _refused(settings, exc):
+                raise
     found = metadata(settings, name, timeout)
     return None if found is None else found.token
 

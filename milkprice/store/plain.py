@@ -18,7 +18,8 @@ Anything else (a profile, a managed identity, a SAS) reads through the SDK backe
 does every write and listing everywhere. The tokens are the SDK backends' own: a Cloud
 Storage generation, an S3 or Azure ETag without its quotes. A missing object is None; no
 answer, a 5xx or a refusal is :class:`StorageUnavailable`, after short retries bounded by
-the call's ``timeout``.
+the call's ``timeout``; an answer that is neither the object nor its absence (a redirect,
+a refusal) hands the reads to the SDK for the rest of the process (:class:`Refused`).
 """
 
 from __future__ import annotations
@@ -114,12 +115,18 @@ def call(
                 return answer
             problem = f"HTTP {answer.status}: {answer.body[:200].decode(errors='replace')}"
             if answer.status not in RETRIED:
-                break
+                raise Refused(f"{what}: storage refused a plain read ({problem})")
         if deadline - time.monotonic() <= wait:
             break
         time.sleep(wait)
         wait *= 2
     raise StorageUnavailable(f"{what}: storage unavailable ({problem})")
+
+
+class Refused(StorageUnavailable):
+    """The store answered, but not with the object: a redirect to another region, a
+    signature or a policy it refuses. The SDK, which follows redirects and finds credentials
+    in more places, reads instead (``store``)."""
 
 
 class SignFn(Protocol):

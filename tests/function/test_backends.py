@@ -116,17 +116,39 @@ def test_plain_reads_give_what_the_sdk_gives(bucket: Settings) -> None:
     assert plain.read("plain/missing") is None and plain.token("plain/missing", 1.0) is None
 
 
-def test_a_plain_read_with_the_wrong_key_is_refused_by_the_emulator(bucket: Settings) -> None:
-    """Azurite checks every Shared Key signature: a wrong key is refused (so the right one
-    was checked), and a refusal is a storage error, not a missing object."""
+def test_a_refused_plain_read_hands_the_reads_to_the_sdk(
+    bucket: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Azurite checks every Shared Key signature: a reader with a wrong key is refused (so the
+    right one is checked), and a refusal hands the reads to the SDK, which reads the same bytes
+    and tokens, from then on."""
     if bucket.cloud != "azure":
         pytest.skip("only Azurite checks signatures")
-    store.write(bucket, "plain/x", b"x")
+    from milkprice.store import plain
+
+    token = store.write(bucket, "plain/x", b"x")
     variable = "AZURE_STORAGE_CONNECTION_STRING"
-    os.environ[variable] = os.environ[variable].replace("AccountKey=", "AccountKey=AAAA")
+    wrong = os.environ[variable].replace("AccountKey=", "AccountKey=AAAA")
+    right_reader = plain.reader
+
+    def wrong_reader(cloud: str, name: str) -> store.Reader | None:
+        right, os.environ[variable] = os.environ[variable], wrong
+        try:
+            return right_reader(cloud, name)
+        finally:
+            os.environ[variable] = right
+
+    refused = wrong_reader(bucket.cloud, bucket.bucket)
+    assert refused is not None
+    with pytest.raises(plain.Refused, match="HTTP 403"):
+        refused.token("plain/x", 1.0)
+    monkeypatch.setattr(plain, "reader", wrong_reader)
     store.reset()
-    with pytest.raises(StorageUnavailable, match="HTTP 403"):
-        store.token(bucket, "plain/x", 1.0)
+    assert store.token(bucket, "plain/x", 1.0) == token
+    assert [r.getMessage() for r in caplog.records if "SDK from now on" in r.getMessage()]
+    blob = store.read(bucket, "plain/x")
+    assert blob is not None and (blob.data, blob.token) == (b"x", token)
+    assert len([r for r in caplog.records if "SDK from now on" in r.getMessage()]) == 1
 
 
 def test_metadata_gives_size_token_and_type(bucket: Settings) -> None:
