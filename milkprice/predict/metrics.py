@@ -30,7 +30,8 @@ class PredictMetrics:
     versions_kept: Gauge
     # the labelled children each request updates, looked up once per label set: labels()
     # validates and locks on every call, a few microseconds of a sub-millisecond answer
-    bound: dict[tuple[str, ...], Any] = field(default_factory=dict)
+    answered: dict[tuple[str, str, str], tuple[Any, Any]] = field(default_factory=dict)
+    scored_by: dict[str, Any] = field(default_factory=dict)
 
 
 @functools.cache
@@ -102,9 +103,9 @@ def observe(route: str | None, method: str, status: int, seconds: float) -> None
         return
     m = get()
     key = (route or UNROUTED, method if method in METHODS else "other", str(status))
-    found = m.bound.get(key)
+    found = m.answered.get(key)
     if found is None:
-        found = m.bound[key] = (m.requests.labels(*key), m.duration.labels(key[0]))
+        found = m.answered[key] = (m.requests.labels(*key), m.duration.labels(key[0]))
     found[0].inc()
     found[1].observe(seconds)
 
@@ -114,7 +115,7 @@ def scored(role: str, rows: int) -> None:
     if not on():
         return
     m = get()
-    found = m.bound.get(("rows", role))
+    found = m.scored_by.get(role)
     if found is None:
-        found = m.bound["rows", role] = m.rows.labels(role)
+        found = m.scored_by[role] = m.rows.labels(role)
     found.inc(rows)

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from milkprice import schema
 from milkprice.errors import StorageUnavailable
@@ -93,6 +94,19 @@ class Reader(Protocol):
     def token(self, name: str, timeout: float) -> str | None: ...
 
 
+class Refused(StorageUnavailable):
+    """A plain read the store answered with neither the object nor its absence: a redirect
+    to another region, a signature or a policy it will not take. The SDK reads instead."""
+
+
+class Sdk:
+    """Where a read falls to the SDK (:class:`Reads`)."""
+
+
+SDK = Sdk()
+T = TypeVar("T")
+
+
 ABSENT = "\0absent"  # as ``if_token``: the object must not exist yet
 
 
@@ -113,19 +127,47 @@ def _backend(cloud: str, bucket: str, project: str) -> Backend:
     raise ValueError(f"unknown cloud {cloud!r}")
 
 
+class Reads:
+    """One bucket's reads: over plain HTTP where its credentials allow (``plain``), else,
+    and for good once the store refuses a plain read, through the SDK backend."""
+
+    def __init__(self, plain: Reader | None, sdk: Callable[[], Backend]) -> None:
+        self.plain, self.sdk = plain, sdk
+
+    def _plainly(self, attempt: Callable[[Reader], T]) -> T | Sdk:
+        found = self.plain
+        if found is None:
+            return SDK
+        try:
+            return attempt(found)
+        except Refused as exc:  # not an outage: the SDK follows redirects, finds more keys
+            log.warning("%s; reading through the SDK from now on", exc.message)
+            self.plain = None
+            return SDK
+
+    def read(self, name: str) -> Blob | None:
+        found = self._plainly(lambda r: r.read(name))
+        return self.sdk().read(name) if isinstance(found, Sdk) else found
+
+    def token(self, name: str, timeout: float) -> str | None:
+        found = self._plainly(lambda r: r.token(name, timeout))
+        if not isinstance(found, Sdk):
+            return found
+        meta = self.sdk().metadata(name, timeout)
+        return None if meta is None else meta.token
+
+
 @functools.lru_cache(maxsize=8)
-def _reader(cloud: str, bucket: str) -> Reader | None:
-    """The cloud's reader over plain HTTP (``plain``), where its credentials allow one."""
+def _reads(cloud: str, bucket: str, project: str) -> Reads:
     from milkprice.store import plain  # the standard library only: no SDK on a cold start
 
-    return plain.reader(cloud, bucket)
+    return Reads(plain.reader(cloud, bucket), lambda: _backend(cloud, bucket, project))
 
 
 def reset() -> None:
     """Forget the built clients (a test that starts its own emulator)."""
     _backend.cache_clear()
-    _reader.cache_clear()
-    _sdk_reads.clear()
+    _reads.cache_clear()
 
 
 def backend(settings: Settings) -> Backend:
@@ -133,35 +175,14 @@ def backend(settings: Settings) -> Backend:
     return _backend(settings.cloud, settings.bucket, settings.project)
 
 
+def reads(settings: Settings) -> Reads:
+    """The settings' bucket's reads, built on first use and kept for the process."""
+    return _reads(settings.cloud, settings.bucket, settings.project)
+
+
 def read(settings: Settings, name: str) -> Blob | None:
     """The object's bytes and token, or None when it does not exist."""
-    if (reader := _plain(settings)) is not None:
-        try:
-            return reader.read(name)
-        except StorageUnavailable as exc:
-            if not _refused(settings, exc):
-                raise
-    return backend(settings).read(name)
-
-
-_sdk_reads: set[tuple[str, str]] = set()  # (cloud, bucket) whose plain reads were refused
-
-
-def _plain(settings: Settings) -> Reader | None:
-    if (settings.cloud, settings.bucket) in _sdk_reads:
-        return None
-    return _reader(settings.cloud, settings.bucket)
-
-
-def _refused(settings: Settings, exc: StorageUnavailable) -> bool:
-    """Whether a plain read was refused (not merely unanswered): the SDK reads from now on."""
-    from milkprice.store import plain
-
-    if not isinstance(exc, plain.Refused):
-        return False
-    log.warning("%s; reading through the %s SDK from now on", exc.message, settings.cloud)
-    _sdk_reads.add((settings.cloud, settings.bucket))
-    return True
+    return reads(settings).read(name)
 
 
 def metadata(settings: Settings, name: str, timeout: float = TIMEOUT) -> Meta | None:
@@ -174,14 +195,7 @@ def metadata(settings: Settings, name: str, timeout: float = TIMEOUT) -> Meta | 
 
 def token(settings: Settings, name: str, timeout: float = TIMEOUT) -> str | None:
     """The live object's token, or None; no download."""
-    if (reader := _plain(settings)) is not None:
-        try:
-            return reader.token(name, timeout)
-        except StorageUnavailable as exc:
-            if not _refused(settings, exc):
-                raise
-    found = metadata(settings, name, timeout)
-    return None if found is None else found.token
+    return reads(settings).token(name, timeout)
 
 
 def write(

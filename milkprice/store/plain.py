@@ -19,7 +19,7 @@ does every write and listing everywhere. The tokens are the SDK backends' own: a
 Storage generation, an S3 or Azure ETag without its quotes. A missing object is None; no
 answer, a 5xx or a refusal is :class:`StorageUnavailable`, after short retries bounded by
 the call's ``timeout``; an answer that is neither the object nor its absence (a redirect,
-a refusal) hands the reads to the SDK for the rest of the process (:class:`Refused`).
+a refusal) hands the reads to the SDK for the rest of the process (``store.Reads``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from email.utils import formatdate
 from typing import Protocol
 
 from milkprice.errors import StorageUnavailable
-from milkprice.store import TIMEOUT, Blob, Reader, etag_token
+from milkprice.store import TIMEOUT, Blob, Reader, Refused, etag_token
 
 RETRIED = frozenset({429, 500, 502, 503, 504})
 METADATA_HOST = "metadata.google.internal"  # GCE_METADATA_HOST names another
@@ -121,12 +121,6 @@ def call(
         time.sleep(wait)
         wait *= 2
     raise StorageUnavailable(f"{what}: storage unavailable ({problem})")
-
-
-class Refused(StorageUnavailable):
-    """The store answered, but not with the object: a redirect to another region, a
-    signature or a policy it refuses. The SDK, which follows redirects and finds credentials
-    in more places, reads instead (``store``)."""
 
 
 class SignFn(Protocol):
@@ -241,16 +235,12 @@ class AwsKeys:
     region: str
 
 
-def sigv4(
-    keys: AwsKeys, method: str, host: str, path: str, now: datetime, extra: dict[str, str]
-) -> dict[str, str]:
-    """The headers of an S3 request with no body and no query, signed (Signature Version 4):
-    ``extra`` headers are signed too."""
+def sigv4(keys: AwsKeys, method: str, host: str, path: str, now: datetime) -> dict[str, str]:
+    """The headers of an S3 request with no body and no query, signed (Signature Version 4)."""
     stamp, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
     headers = {"host": host, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": stamp}
     if keys.session_token:
         headers["x-amz-security-token"] = keys.session_token
-    headers.update({k.lower(): v.strip() for k, v in extra.items()})
     names = sorted(headers)
     canonical = "\n".join(
         [method, path, "", *(f"{n}:{headers[n]}" for n in names), "", ";".join(names), EMPTY_SHA256]
@@ -276,7 +266,7 @@ class S3Reader(EtagReader):
         self.keys = keys
 
     def _sign(self, method: str, path: str) -> dict[str, str]:
-        return sigv4(self.keys, method, self.origin.netloc, path, datetime.now(UTC), {})
+        return sigv4(self.keys, method, self.origin.netloc, path, datetime.now(UTC))
 
 
 def s3_reader(bucket: str) -> S3Reader | None:

@@ -102,7 +102,7 @@ ODD_NAMES = ("plain/a b+c#d%e?f&g=h.json", "plain/ñandú/ü.csv", "plain/~tilde
 def test_plain_reads_give_what_the_sdk_gives(bucket: Settings) -> None:
     """Reads go over plain HTTP where the credentials allow (``store.plain``, every emulator
     here): the bytes and tokens are the SDK backend's, odd names and a large object too."""
-    plain = store._reader(bucket.cloud, bucket.bucket)
+    plain = store.reads(bucket).plain
     assert plain is not None
     sdk = store.backend(bucket)
     large = os.urandom(3 * 1024 * 1024 + 7)
@@ -140,7 +140,7 @@ def test_a_refused_plain_read_hands_the_reads_to_the_sdk(
 
     refused = wrong_reader(bucket.cloud, bucket.bucket)
     assert refused is not None
-    with pytest.raises(plain.Refused, match="HTTP 403"):
+    with pytest.raises(store.Refused, match="HTTP 403"):
         refused.token("plain/x", 1.0)
     monkeypatch.setattr(plain, "reader", wrong_reader)
     store.reset()

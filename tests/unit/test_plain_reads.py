@@ -42,10 +42,10 @@ def test_a_signature_v4_is_the_sdk_s(session_token: str, method: str, host: str,
     S3SigV4Auth(credentials, "s3", keys.region).add_auth(request)
     # signed at the moment the SDK's signer chose, which it reads from its own clock
     when = datetime.strptime(request.headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    mine = plain.sigv4(keys, method, host, path, when, {})
+    mine = plain.sigv4(keys, method, host, path, when)
     assert mine["Authorization"] == request.headers["Authorization"]
     assert mine.get("x-amz-security-token") == request.headers.get("X-Amz-Security-Token")
-    other = plain.sigv4(keys, method, host, path + "x", when, {})
+    other = plain.sigv4(keys, method, host, path + "x", when)
     assert other["Authorization"] != mine["Authorization"]
 
 
