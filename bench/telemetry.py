@@ -1,7 +1,10 @@
-"""What metrics and tracing cost serving: 1-row ``/predict`` at c=1 and c=8 on three servers
+"""What metrics and tracing cost serving: 1-row ``/predict`` at c=1 and c=8 on four servers
 started side by side: predict with both on (every request counted, its spans exported to a
-local OTLP receiver), the same predict with both off, and the bare function. Each round
-measures the three in turn, so that all see the same noise; the medians of the rounds count.
+local OTLP receiver), the same predict with both off, the bare function, and the floor of
+serving through ONNX (``bench/floor``: read, parse, one ONNX Runtime call, answer; nothing
+checked), which says how much of the bare function's throughput any ONNX server keeps. Each
+round measures the four in turn, so that all see the same noise; the medians of the rounds
+count.
 """
 
 from __future__ import annotations
@@ -33,7 +36,12 @@ def _servers(bench: Bench, endpoint: str, started: list[Any]) -> dict[str, str]:
         "OTEL_SERVICE_NAME": "milkprice-predict",
         "OTEL_BSP_SCHEDULE_DELAY": "1000",
     }
-    plan = {"on": ("predict", on), "off": ("predict", OFF), "bare": ("ceiling", {})}
+    plan = {
+        "on": ("predict", on),
+        "off": ("predict", OFF),
+        "bare": ("ceiling", {}),
+        "floor": ("floor", {}),
+    }
     urls = {}
     for label, (name, extra) in plan.items():
         port = processes.free_port()
@@ -41,7 +49,7 @@ def _servers(bench: Bench, endpoint: str, started: list[Any]) -> dict[str, str]:
         started.append(proc)
         urls[label] = f"http://{HOST}:{port}"
         probe = "/v2/health/ready" if name == "predict" else "/"
-        body = None if name == "predict" else b"{}"
+        body = {"predict": None, "ceiling": b"{}"}.get(name, bench.plan[0].body)
         wait_for(bench.procs, proc, _answers(urls[label] + probe, body))
     return urls
 
@@ -129,4 +137,6 @@ def rows(found: dict[str, Any]) -> list[tuple[str, float, float, str, str]]:
         on = f"{case}, metrics and tracing on: req/s"
         lines.append((on, f["on"], f["bare"], "(bare function)", f"{short} traced / bare"))
         lines.append((on, f["on"], f["off"], "(both off)", f"{short} traced / off"))
+        floor = f"{case}, the floor of ONNX serving (nothing checked): req/s"
+        lines.append((floor, f["floor"], f["bare"], "(bare function)", ""))
     return lines

@@ -67,5 +67,9 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
         lam["warm"]["predict"]["p50_ms"] / lam["warm"]["bare"]["p50_ms"], abs=1e-3
     )
     assert "| lambda: warm 1 row p99 ms |" in out
+    for case in ("1 row /predict c=1", "1 row /predict c=8"):  # four servers side by side
+        found = doc["telemetry"][case]
+        assert all(found[label] > 0 for label in ("on", "off", "bare", "floor")), (case, found)
+        assert f"| {case}, the floor of ONNX serving (nothing checked): req/s |" in out
     assert doc["freshness"]["seconds"] > doc["freshness"]["training_seconds"] > 0
     assert set(doc["targets"]) and "| measure |" in out

@@ -1,0 +1,60 @@
+"""The floor of serving through ONNX: the least a function can do to answer a 1-row /predict.
+
+It reads the body, parses it, takes the forecast model's features from the first row, runs the
+served ONNX graph once and answers the prices: no checks of any kind, no routes, no metrics, no
+traces, no errors named. Beside the bare function (``bench/ceiling``) it shows how much of the
+bare function's throughput is left once ONNX Runtime is called at all; predict, which checks
+every body, cannot be faster than this. The model is read from the bucket at the first request,
+as predict reads it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import flask
+import functions_framework
+import numpy as np
+import orjson
+
+from milkprice import contract, settings, store
+
+_lock = threading.Lock()
+_model: dict[str, Any] = {}
+
+
+def _load() -> dict[str, Any]:
+    with _lock:
+        if not _model:
+            # imported in the worker, as predict does: not in the server's parent before the fork
+            import onnxruntime as ort
+
+            s = settings.load()
+            found = contract.serving(s)
+            if found is None:
+                raise RuntimeError(f"no model in {s.bucket}")
+            version, entry = found[1].version, found[1].models["forecast"]
+            blob = store.read(s, store.model_path(version, entry.onnx))
+            if blob is None:
+                raise RuntimeError(f"no {entry.onnx} for {version}")
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            options.inter_op_num_threads = 1
+            session = ort.InferenceSession(blob.data, options, providers=["CPUExecutionProvider"])
+            _model.update(
+                session=session,
+                input=session.get_inputs()[0].name,
+                output=session.get_outputs()[0].name,
+                features=list(entry.features),
+            )
+        return _model
+
+
+@functions_framework.http
+def floor(request: flask.Request) -> flask.Response:
+    model = _load()
+    row = orjson.loads(request.get_data())["data"][0]
+    X = np.array([[row[f] for f in model["features"]]], dtype=np.float64)
+    prices = model["session"].run([model["output"]], {model["input"]: X})[0]
+    return flask.Response(orjson.dumps(np.ravel(prices).tolist()), mimetype="application/json")
