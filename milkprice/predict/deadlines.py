@@ -11,8 +11,6 @@ The answer can still be written (only reading is shut); the connection then clos
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 import socket
 import threading
 import time
@@ -24,56 +22,67 @@ GRAIN = 0.05  # the watcher wakes at most this often: a deadline is kept to with
 class Watch:
     """One body being read: ``finish`` says whether its deadline passed first."""
 
-    def __init__(self, sock: Any) -> None:
+    __slots__ = ("due", "expired", "sock")
+
+    def __init__(self, sock: Any, due: float) -> None:
         self.sock = sock
-        self.done = False
+        self.due = due
         self.expired = False
 
 
 class Watcher:
-    """The process's one watching thread, started on first use (never at import or fork)."""
+    """The process's one watching thread, started on first use (never at import or fork).
+
+    Only the bodies being read now are held (a few: one per thread serving), and a body read
+    in time costs a lock and a set's add and remove, nothing for the thread: it sleeps until
+    the earliest deadline held, or, with none, for the shortest timeout ever asked, so that a
+    body arriving while it sleeps is never due before it wakes. Only a body asking a shorter
+    timeout than any before wakes it early.
+    """
 
     def __init__(self) -> None:
-        self._due: list[tuple[float, int, Watch]] = []
-        self._order = itertools.count()
+        self._reading: set[Watch] = set()
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._wakes = float("inf")  # when the thread wakes next
+        self._shortest = float("inf")  # the shortest timeout asked so far
 
     def watch(self, sock: Any, seconds: float) -> Watch:
         """Start watching ``sock``: its reading side is shut ``seconds`` from now, unless
         ``finish`` comes first."""
-        entry = Watch(sock)
+        entry = Watch(sock, time.monotonic() + seconds)
         with self._changed:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="body-deadlines")
                 self._thread.daemon = True
                 self._thread.start()
-            heapq.heappush(self._due, (time.monotonic() + seconds, next(self._order), entry))
-            if self._due[0][2] is entry:
+            self._reading.add(entry)
+            self._shortest = min(self._shortest, seconds)
+            if entry.due < self._wakes:
                 self._changed.notify()
         return entry
 
     def finish(self, entry: Watch) -> bool:
         """Stop watching; True if the deadline had passed (the connection is shut)."""
         with self._changed:
-            entry.done = True
+            self._reading.discard(entry)
             return entry.expired
 
     def _run(self) -> None:
         while True:
             with self._changed:
-                while not self._due:
-                    self._changed.wait()
                 now = time.monotonic()
-                if self._due[0][0] > now:
-                    self._changed.wait(max(GRAIN, self._due[0][0] - now))
-                    continue
-                _, _, entry = heapq.heappop(self._due)
-                if entry.done:
-                    continue
-                entry.expired = True
-            with contextlib.suppress(OSError):  # closed meanwhile: nothing left to give up
-                entry.sock.shutdown(socket.SHUT_RD)
+                late = [entry for entry in self._reading if entry.due <= now]
+                for entry in late:
+                    entry.expired = True
+                    self._reading.discard(entry)
+                due = min((e.due for e in self._reading), default=now + self._shortest)
+                self._wakes = max(due, now + GRAIN)
+                if not late:
+                    self._changed.wait(self._wakes - now)
+            for entry in late:
+                with contextlib.suppress(OSError):  # closed meanwhile: nothing left to give up
+                    entry.sock.shutdown(socket.SHUT_RD)
 
 
 _watcher = Watcher()
