@@ -101,7 +101,7 @@ def incoming(headers: Headers) -> TraceContext | None:
     if isinstance(headers, werkzeug.datastructures.EnvironHeaders):
         # a request's: straight from its WSGI environ, four lookups instead of a copy of
         # every header on every request
-        values = [headers.environ.get(key) for key in ENVIRON_KEYS]
+        values: Iterable[str | None] = map(headers.environ.get, ENVIRON_KEYS)
     else:
         folded = {name.lower(): value for name, value in headers.items()}
         values = [folded.get(name.lower()) for name, _ in READERS]
@@ -227,32 +227,36 @@ def _of(span: Any) -> TraceContext:
     return TraceContext(f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}", ctx.trace_flags.sampled)
 
 
+def continued(
+    service: str, name: str, caller: TraceContext | None, ratio: float = 1.0, **attributes: Any
+) -> AbstractContextManager[TraceContext | None]:
+    """Run the body in the caller's trace: the current trace for the log lines and the run
+    record; with export on, under a server span ``name`` whose parent is the caller's span
+    (a trace of its own when the caller sent none). ``ratio``: the share of the traces
+    starting here that are kept, unless ``OTEL_TRACES_SAMPLER`` says otherwise. A trace not
+    kept makes no child span at all: :func:`span` costs nothing in it."""
+    if _mode()[0] and _kept(caller, ratio):
+        return _exported(service, name, caller, attributes)
+    if caller is None and _current.get() is None and _tracer.get() is None:
+        return NOTHING  # nothing to set: the untraced request's usual case, kept cheap
+    return _set(caller)
+
+
 @contextmanager
-def _set(trace: TraceContext | None, tracer: Any = None) -> Iterator[None]:
+def _set(trace: TraceContext | None, tracer: Any = None) -> Iterator[TraceContext | None]:
     tokens = _current.set(trace), _tracer.set(tracer)
     try:
-        yield
+        yield trace
     finally:
         _current.reset(tokens[0])
         _tracer.reset(tokens[1])
 
 
 @contextmanager
-def continued(
-    service: str, name: str, caller: TraceContext | None, ratio: float = 1.0, **attributes: Any
+def _exported(
+    service: str, name: str, caller: TraceContext | None, attributes: dict[str, Any]
 ) -> Iterator[TraceContext | None]:
-    """Run the body in the caller's trace: the current trace for the log lines and the run
-    record; with export on, under a server span ``name`` whose parent is the caller's span
-    (a trace of its own when the caller sent none). ``ratio``: the share of the traces
-    starting here that are kept, unless ``OTEL_TRACES_SAMPLER`` says otherwise. A trace not
-    kept makes no child span at all: :func:`span` costs nothing in it."""
-    if not _mode()[0] or not _kept(caller, ratio):
-        if caller is None and _current.get() is None and _tracer.get() is None:
-            yield None  # nothing to set: the untraced request's usual case, kept cheap
-            return
-        with _set(caller):
-            yield caller
-        return
+    """:func:`continued` under a server span, exported."""
     from opentelemetry import trace
 
     tracer = _tracer_of(service)
@@ -262,10 +266,9 @@ def continued(
         root = tracer.start_span(name, _parent(caller), kind, attributes=attributes)
     finally:
         _trace_ahead.reset(ahead)
-    with trace.use_span(root, end_on_exit=True):
-        here = _of(root)
-        with _set(here, tracer if root.is_recording() else None):
-            yield here
+    recorded = tracer if root.is_recording() else None
+    with trace.use_span(root, end_on_exit=True), _set(_of(root), recorded) as here:
+        yield here
 
 
 def _kept(caller: TraceContext | None, ratio: float) -> bool:
