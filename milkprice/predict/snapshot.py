@@ -24,7 +24,7 @@ from milkprice import settings as settings_module
 from milkprice.contract import Manifest, ModelEntry, Pointer
 from milkprice.errors import ContractError, LoadError, MilkPriceError, NotFound
 from milkprice.predict import checks, rows
-from milkprice.predict.model import Model, session, taker
+from milkprice.predict.model import Model, run_options, session, taker
 
 log = logging.getLogger("milkprice.predict")
 
@@ -163,6 +163,7 @@ def _model(settings: settings_module.Settings, version: str, role: str, entry: M
         session=graph,
         input=graph_input.name,
         output=graph.get_outputs()[0].name,
+        options=run_options(),
     )
 
 

@@ -28,6 +28,7 @@ MAX_DETAILS = 50
 # plain way (measured: 1 row 11 us plain, 21 us typed; 1000 old-format rows 24 ms, 11 ms), and
 # a plain parse of a body this small costs at most a few hundred KB, whatever it holds
 FAST_PATH_BYTES = 32_768
+FEW_ROWS = 16  # row_matrix: up to this many rows, numpy takes them as they are
 
 
 def json_type(value: Any) -> str:
@@ -180,6 +181,8 @@ def row_matrix(model: Model, data: list[dict[str, Any]], positions: list[int] | 
     values = list(map(model.take, data))
     if not set(map(type, chain.from_iterable(values))) <= NUMBER:
         raise _not_numbers(model, values, positions)
+    if len(values) <= FEW_ROWS:  # a few rows build faster as they are (1 row: 1 us, not 2)
+        return np.array(values, dtype=np.float64)
     width = len(model.features)
     return np.fromiter(
         chain.from_iterable(values), dtype=np.float64, count=len(values) * width
