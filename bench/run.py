@@ -340,15 +340,9 @@ def cases(settings: Settings) -> tuple[list[Case], list[str]]:
     """
     import onnxruntime as ort
 
-    found = contract.serving(settings)
-    if found is None:
-        raise BenchError("no model is served")
-    manifest = found[1]
-    version, entry = manifest.version, manifest.models["forecast"]
+    manifest, entry, graph = contract.served_artifact(settings, "forecast", "onnx")
     features = list(entry.features)
-    onnx = store.read(settings, store.model_path(version, entry.onnx))
-    assert onnx is not None
-    session = ort.InferenceSession(onnx.data, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
     row = np.array([[manifest.next.features[f] for f in features]], dtype=np.float64)
 
     def prices(X: np.ndarray, model: Any = session) -> list[float]:
@@ -357,10 +351,8 @@ def cases(settings: Settings) -> tuple[list[Case], list[str]]:
     def rows(X: np.ndarray, names: list[str] = features) -> str:
         return json.dumps({"data": [dict(zip(names, map(float, r), strict=True)) for r in X]})
 
-    legacy_entry = manifest.models["legacy"]
-    legacy_onnx = store.read(settings, store.model_path(version, legacy_entry.onnx))
-    assert legacy_onnx is not None
-    legacy = ort.InferenceSession(legacy_onnx.data, providers=["CPUExecutionProvider"])
+    _, legacy_entry, legacy_graph = contract.served_artifact(settings, "legacy", "onnx")
+    legacy = ort.InferenceSession(legacy_graph, providers=["CPUExecutionProvider"])
     old = legacy_rows(1000)
     used = [LEGACY_NAMES.index(f) for f in legacy_entry.features]
     tensor_rows = old[:, used]

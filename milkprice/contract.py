@@ -49,8 +49,10 @@ from milkprice.errors import (
     Contended,
     ContractError,
     DataError,
+    LoadError,
     MilkPriceError,
     NotFound,
+    NotReady,
 )
 from milkprice.settings import Settings
 
@@ -710,6 +712,23 @@ def read_artifact(settings: Settings, version: str, name: str) -> bytes | None:
     the manifest's sha256 is the reader's part."""
     blob = store.read(settings, store.model_path(version, name))
     return None if blob is None else blob.data
+
+
+def served_artifact(
+    settings: Settings, role: str, kind: Literal["onnx", "skops"]
+) -> tuple[Manifest, ModelEntry, bytes]:
+    """The served version's ``role`` model as one kind of file, with its manifest and entry;
+    NotReady before the first promotion, LoadError when the manifest names a file not there."""
+    found = serving(settings)
+    if found is None:
+        raise NotReady(f"no model promoted in {settings.bucket}")
+    manifest = found[1]
+    entry = manifest.models[role]
+    name = entry.onnx if kind == "onnx" else entry.skops
+    data = read_artifact(settings, manifest.version, name)
+    if data is None:
+        raise LoadError(f"{manifest.version} names {name}, which is not in the bucket")
+    return manifest, entry, data
 
 
 # ---------------------------------------------------------------- which inputs are newer

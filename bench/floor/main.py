@@ -18,7 +18,8 @@ import functions_framework
 import numpy as np
 import orjson
 
-from milkprice import contract, settings, store
+from milkprice import contract, settings
+from milkprice.predict import model
 
 _lock = threading.Lock()
 _model: dict[str, Any] = {}
@@ -27,21 +28,8 @@ _model: dict[str, Any] = {}
 def _load() -> dict[str, Any]:
     with _lock:
         if not _model:
-            # imported in the worker, as predict does: not in the server's parent before the fork
-            import onnxruntime as ort
-
-            s = settings.load()
-            found = contract.serving(s)
-            if found is None:
-                raise RuntimeError(f"no model in {s.bucket}")
-            version, entry = found[1].version, found[1].models["forecast"]
-            blob = store.read(s, store.model_path(version, entry.onnx))
-            if blob is None:
-                raise RuntimeError(f"no {entry.onnx} for {version}")
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
-            options.inter_op_num_threads = 1
-            session = ort.InferenceSession(blob.data, options, providers=["CPUExecutionProvider"])
+            _, entry, graph = contract.served_artifact(settings.load(), "forecast", "onnx")
+            session = model.session(graph)  # as predict's: one thread, sequential, CPU
             _model.update(
                 session=session,
                 input=session.get_inputs()[0].name,
@@ -53,8 +41,8 @@ def _load() -> dict[str, Any]:
 
 @functions_framework.http
 def floor(request: flask.Request) -> flask.Response:
-    model = _load()
+    served = _load()
     row = orjson.loads(request.get_data())["data"][0]
-    X = np.array([[row[f] for f in model["features"]]], dtype=np.float64)
-    prices = model["session"].run([model["output"]], {model["input"]: X})[0]
+    X = np.array([[row[f] for f in served["features"]]], dtype=np.float64)
+    prices = served["session"].run([served["output"]], {served["input"]: X})[0]
     return flask.Response(orjson.dumps(np.ravel(prices).tolist()), mimetype="application/json")

@@ -15,7 +15,7 @@ import flask
 import functions_framework
 import pandas as pd
 
-from milkprice import contract, settings, store
+from milkprice import contract, settings
 from milkprice.train import artifacts
 
 _lock = threading.Lock()
@@ -25,15 +25,8 @@ _model: dict[str, Any] = {}
 def _load() -> dict[str, Any]:
     with _lock:
         if not _model:
-            s = settings.load()
-            found = contract.serving(s)
-            if found is None:
-                raise RuntimeError(f"no model in {s.bucket}")
-            version, entry = found[1].version, found[1].models["forecast"]
-            blob = store.read(s, store.model_path(version, entry.skops))
-            if blob is None:
-                raise RuntimeError(f"no {entry.skops} for {version}")
-            _model.update(pipeline=artifacts.from_skops(blob.data), features=entry.features)
+            _, entry, data = contract.served_artifact(settings.load(), "forecast", "skops")
+            _model.update(pipeline=artifacts.from_skops(data), features=entry.features)
         return _model
 
 

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from milkprice import contract, store
-from milkprice.errors import Conflict, ContractError, NotFound
+from milkprice.errors import Conflict, ContractError, LoadError, NotFound, NotReady
 from milkprice.settings import Settings
 from tests.support.paths import RELEASE
 
@@ -104,6 +104,20 @@ def test_promote_read_and_roll_back(settings: Settings) -> None:
     assert contract.rollback(settings, "v1").version == "v1"
     with pytest.raises(NotFound, match="no model version v9"):
         contract.rollback(settings, "v9")
+
+
+def test_the_served_artifact_is_the_pointed_version_s_file(settings: Settings) -> None:
+    with pytest.raises(NotReady, match="no model promoted"):
+        contract.served_artifact(settings, "forecast", "onnx")
+    manifest = contract.decode(_load("manifest.json"), contract.Manifest, "manifest.json")
+    entry = manifest.models["forecast"]
+    contract.write_manifest(settings, manifest)
+    contract.promote(settings, manifest.version, "r1", None)
+    with pytest.raises(LoadError, match=f"names {entry.skops}, which is not in the bucket"):
+        contract.served_artifact(settings, "forecast", "skops")
+    contract.write_artifacts(settings, manifest.version, {entry.skops: b"kept"})
+    found = contract.served_artifact(settings, "forecast", "skops")
+    assert found == (manifest, entry, b"kept")
 
 
 def test_runs_are_listed_oldest_first(settings: Settings) -> None:
