@@ -27,7 +27,6 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from milkprice import contract
 from milkprice.predict import openapi
 from milkprice.settings import Settings
 from tests.support.raw_http import (
@@ -40,6 +39,7 @@ from tests.support.raw_http import (
     read_answer,
     request,
 )
+from tests.support.rows import served_row
 from tests.support.servers import Function, env_for
 
 EXECUTED: dict[str, int] = {}  # schemathesis cases run, by operation
@@ -73,11 +73,7 @@ def live(
     bucket, _ = trained_sample
     function = Function("predict", "predict", env_for(bucket, gcs, tmp_path_factory.mktemp("h")))
     try:
-        found = contract.serving(bucket)
-        assert found is not None
-        manifest = contract.to_builtins(found[1])
-        features = list(manifest["models"]["forecast"]["features"])
-        row = {name: float(manifest["next"]["features"][name]) for name in features}
+        features, row = served_row(bucket)
         answer = request(function.port, "POST", "/predict", json.dumps({"data": [row]}).encode())
         assert answer.status == 200, answer.body[:500]
         yield Live(function, features, row, answer.doc[0])

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from milkprice import contract
 from milkprice.settings import Settings
 from tests.support.raw_http import request
+from tests.support.rows import served_row
 from tests.support.servers import Function, env_for, fresh_worker, peak_mb
 
 PEAK_MB = 300  # a worker's whole peak: about 100 MB at rest, the model loaded
@@ -41,11 +41,7 @@ def server(
     bucket, _ = trained_sample
     function = Function("predict", "predict", env_for(bucket, gcs, tmp_path_factory.mktemp("m")))
     try:
-        found = contract.serving(bucket)
-        assert found is not None
-        manifest = contract.to_builtins(found[1])
-        features = manifest["models"]["forecast"]["features"]
-        row = {name: manifest["next"]["features"][name] for name in features}
+        features, row = served_row(bucket)
         yield Server(function, len(features), json.dumps({"data": [row]}).encode())
     finally:
         function.stop()

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from milkprice import contract
+from milkprice.settings import Settings
 from tests.support.paths import LEGACY_X
 
 
@@ -23,6 +25,15 @@ def legacy_rows() -> list[dict[str, Any]]:
 def next_row(doc: dict[str, Any]) -> dict[str, float]:
     """Next month's feature row, from a manifest."""
     return dict(doc["next"]["features"])
+
+
+def served_row(settings: Settings) -> tuple[list[str], dict[str, float]]:
+    """The served forecast model's features, in order, and next month's row of just those."""
+    found = contract.serving(settings)
+    assert found is not None, f"no model is served from {settings.bucket}"
+    manifest = found[1]
+    features = list(manifest.models["forecast"].features)
+    return features, {name: float(manifest.next.features[name]) for name in features}
 
 
 def perturbed(row: dict[str, float], n: int, seed: int = 0) -> list[dict[str, float]]:
