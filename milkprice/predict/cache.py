@@ -98,11 +98,7 @@ class Server:
             generation = pointer_token(self.settings)
         except MilkPriceError as exc:
             counted.pointer_checks.labels("failed").inc()
-            counted.storage_errors.labels("pointer").inc()
-            self._outages += 1
-            self._failed(
-                "checking the model pointer failed", exc, serving, "storage is unavailable"
-            )
+            self._unavailable("pointer", "checking the model pointer failed", exc, serving)
             return
         self._outages = 0
         same = loaded is not None and generation == loaded.token
@@ -135,11 +131,7 @@ class Server:
             return
         except MilkPriceError as exc:  # storage: try again at the next check
             counted.reloads.labels("failed").inc()
-            counted.storage_errors.labels("load").inc()
-            self._outages += 1
-            self._failed(
-                "loading the promoted model failed", exc, serving, "storage is unavailable"
-            )
+            self._unavailable("load", "loading the promoted model failed", exc, serving)
             return
         except Exception as exc:  # a bug: never let it take the serving model down
             counted.reloads.labels("failed").inc()
@@ -159,6 +151,14 @@ class Server:
             serving,
             extra={"version": new.version},
         )
+
+    def _unavailable(
+        self, operation: str, what: str, exc: MilkPriceError, serving: str | None
+    ) -> None:
+        """Storage failed ``operation``: counted, and one more failure in a row (``delay``)."""
+        metrics.get().storage_errors.labels(operation).inc()
+        self._outages += 1
+        self._failed(what, exc, serving, "storage is unavailable")
 
     def _failed(self, what: str, exc: BaseException, serving: str | None, reason: str) -> None:
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"

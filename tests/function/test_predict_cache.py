@@ -24,6 +24,7 @@ from tests.support.buckets import artifact, clone, manifest, promote
 from tests.support.openapi_client import Client
 from tests.support.prices import onnx_prices
 from tests.support.rows import next_row, perturbed
+from tests.support.telemetry import key, parse
 
 pytestmark = pytest.mark.usefixtures("fresh_process")
 
@@ -221,9 +222,11 @@ def test_the_bucket_away(
         store.ensure_bucket(private)
         fake_gcs.stop(proc)
         client = Client()
+        before = _storage_errors(client)
         response = client.get("/forecast")
         assert response.status_code == 503 and response.headers["Retry-After"]
         assert "unavailable" in response.get_json()["error"]
+        assert _storage_errors(client) == before + 1  # counted as the pointer's
         proc = fake_gcs.start(root, port)
         version = clone(trained_sample[0], private, "v1")
         promote(private, version)
@@ -245,11 +248,18 @@ def test_the_bucket_away(
             assert response.get_json()["model_version"] == version
         thread.join(timeout=30)
         assert time.monotonic() - started < 3.0  # not store's 10 s of retries
+        assert _storage_errors(client) >= before + 2
         assert checking[0].status_code == 200
         assert checking[0].get_json()["model_version"] == version
         assert client.get("/v2/health/ready").status_code == 200
     finally:
         fake_gcs.stop(proc)
+
+
+def _storage_errors(client: Client) -> float:
+    """The pointer reads that failed, as /metrics counts them."""
+    samples = parse(client.get("/metrics").get_data(as_text=True))
+    return samples.get(key("milkprice_predict_storage_errors_total", operation="pointer"), 0)
 
 
 def test_pointer_checks_back_off_while_storage_fails() -> None:
