@@ -23,7 +23,7 @@ import pytest
 
 from milkprice import contract, store
 from milkprice.local import object_stores, processes
-from milkprice.local.object_stores import azurite, moto_server
+from milkprice.local.object_stores import azurite
 from milkprice.settings import LocalSettings
 from tests.support import clouds
 from tests.support.buckets import new_settings, promote
@@ -87,9 +87,7 @@ def test_predict_keeps_serving_while_the_store_is_frozen(
 def _put(cloud: str, port: int) -> Callable[[str, bytes], None]:
     """Upload to the stack's bucket with the cloud's own client library, as a user would."""
     if cloud == "aws":
-        import boto3
-
-        client = boto3.client("s3", **_boto_args(port))
+        client = clouds.s3_client(port)
 
         def put_object(name: str, data: bytes) -> None:
             client.put_object(Bucket="milk-price", Key=store.RAW_PREFIX + name, Body=data)
@@ -104,16 +102,6 @@ def _put(cloud: str, port: int) -> Callable[[str, bytes], None]:
         container.upload_blob(store.RAW_PREFIX + name, data, overwrite=True)
 
     return upload_blob
-
-
-def _boto_args(port: int) -> dict[str, str]:
-    env = moto_server.env(port)
-    return {
-        "endpoint_url": env["AWS_ENDPOINT_URL"],
-        "region_name": env["AWS_DEFAULT_REGION"],
-        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
-    }
 
 
 def _run_on(settings: LocalSettings, name: str, data: bytes, timeout: float) -> contract.RunRecord:

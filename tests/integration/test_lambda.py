@@ -32,7 +32,6 @@ import tritonclient.http as triton
 
 from milkprice import contract, store
 from milkprice.local import lambda_front, lambda_rie, object_stores, processes, s3_queue
-from milkprice.local.object_stores import moto_server
 from milkprice.settings import LocalSettings
 from tests.support import clouds, lambdas
 from tests.support.buckets import manifest, new_settings, promote, upload
@@ -356,8 +355,6 @@ def test_stopping_an_emulator_mid_invocation_leaves_none_of_its_processes(
 def test_up_on_lambda_trains_serves_retrains_on_upload_and_leaves_nothing(
     tmp_path: Path, sample_raw: dict[str, bytes], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import boto3
-
     stack = Stack(tmp_path, cloud="aws", runtime="lambda")
     try:
         stack.wait_for("ready.", timeout=600)
@@ -376,7 +373,7 @@ def test_up_on_lambda_trains_serves_retrains_on_upload_and_leaves_nothing(
         manual = cli.stdout.split("run ", 1)[1].split(":", 1)[0]
         _served(stack, manual)
 
-        s3 = boto3.client("s3", **_boto_args(stack.bucket_port))
+        s3 = clouds.s3_client(stack.bucket_port)
         started = time.monotonic()
         changed = sample_raw["precio_leche.csv"] + b"\n"
         s3.put_object(Bucket="milk-price", Key=store.RAW_PREFIX + "precio_leche.csv", Body=changed)
@@ -394,16 +391,6 @@ def test_up_on_lambda_trains_serves_retrains_on_upload_and_leaves_nothing(
         assert not held_ports(stack.ports)
     finally:
         stack.close()
-
-
-def _boto_args(port: int) -> dict[str, str]:
-    env = moto_server.env(port)
-    return {
-        "endpoint_url": env["AWS_ENDPOINT_URL"],
-        "region_name": env["AWS_DEFAULT_REGION"],
-        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
-    }
 
 
 def _served(stack: Stack, version: str | None, other_than: str = "", limit: float = 300) -> str:
