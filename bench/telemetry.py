@@ -48,6 +48,8 @@ def _servers(bench: Bench, endpoint: str, started: list[Any]) -> dict[str, str]:
         proc = bench.start(name, port, **extra)
         started.append(proc)
         urls[label] = f"http://{HOST}:{port}"
+        # ready when: predict says so (a GET); the ceiling answers any POST; the floor
+        # scores the first case's body, which loads its model as its first request would
         probe = "/v2/health/ready" if name == "predict" else "/"
         body = {"predict": None, "ceiling": b"{}"}.get(name, bench.plan[0].body)
         wait_for(bench.procs, proc, _answers(urls[label] + probe, body))
