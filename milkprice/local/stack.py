@@ -49,6 +49,7 @@ FUNCTIONS = ROOT / "functions"
 # the front lends them out (a request waits for a free one); one per core of a small machine
 PREDICT_EMULATORS = 2
 LAMBDA_TIMEOUTS = {"predict": 30, "train": 900}  # seconds: each function's time-out
+STOP_HINT = "Ctrl-C stops everything"  # the last line up says once the stack is ready
 
 
 # How lines are shown; ``milkprice up`` picks it before starting, JSON keeps a collector's form.
@@ -405,13 +406,13 @@ def _announce(
     settings: LocalSettings, state: Path, observed: observability.Observed | None
 ) -> None:
     base = f"http://{settings.host}:{settings.predict_port}"
+    example = example_request(settings, state)  # written before "ready." is said
     say(f"ready. predict: {base}/   train: http://{settings.host}:{settings.train_port}/")
-    example = example_request(settings, state)
     say(f"try:  curl {base}/forecast")
     say(f"      curl -X POST {base}/predict -H 'Content-Type: application/json' -d @{example}")
     for line in observed.lines() if observed else []:
         say(line)
-    say("Ctrl-C stops everything")
+    say(STOP_HINT)
 
 
 def _observe(settings: LocalSettings, state: Path, env: dict[str, str]) -> observability.Observed:

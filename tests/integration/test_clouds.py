@@ -132,7 +132,7 @@ def test_up_on_each_cloud_trains_serves_and_retrains_on_upload(
     cloud_stack: Stack, sample_raw: dict[str, bytes]
 ) -> None:
     stack, cloud = cloud_stack, cloud_stack.env["MILKPRICE_CLOUD"]
-    stack.wait_for("ready.", timeout=600)  # the first Azurite install takes a while
+    stack.wait_ready(timeout=600)  # the first Azurite install takes a while
     status, forecast, _ = stack.get("/forecast")
     assert status == 200 and forecast["price"] > 0
     first = forecast["model_version"]

@@ -357,7 +357,7 @@ def test_up_on_lambda_trains_serves_retrains_on_upload_and_leaves_nothing(
 ) -> None:
     stack = Stack(tmp_path, cloud="aws", runtime="lambda")
     try:
-        stack.wait_for("ready.", timeout=600)
+        stack.wait_ready(timeout=600)
         assert any("Runtime Interface Emulator" in line for line in stack.lines)
         status, forecast, _ = stack.get("/forecast")
         assert status == 200 and forecast["price"] > 0

@@ -176,7 +176,7 @@ def test_up_observe_counts_and_traces_a_prediction_and_stops_cleanly(tmp_path: P
     _shared_package(tmp_path / "state")
     stack = Stack(tmp_path, args=("--observe",))
     try:
-        stack.wait_for("ready.", timeout=600)
+        stack.wait_ready(timeout=600)
         metrics, phoenix = _url_after(stack, "Prometheus"), _url_after(stack, "Phoenix")
         body = (tmp_path / "state" / "example-request.json").read_bytes()
         sent = {"Content-Type": "application/json"}

@@ -34,7 +34,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 def test_up_serves_trains_on_upload_and_stops_cleanly(stack: Stack) -> None:
-    stack.wait_for("ready.", timeout=300)
+    stack.wait_ready(timeout=300)
     assert any("waiting for the first model" in line for line in stack.lines)  # progress shown
     assert any(line.lstrip().startswith("predict |") for line in stack.lines)  # prefixed logs
     status, forecast, _ = stack.get("/forecast")
@@ -137,7 +137,7 @@ def test_a_stop_during_training_leaves_nothing_behind(tmp_path: Path, sig: signa
     # every candidate: a training long enough to be stopped in the middle of its backtest
     first = Stack(tmp_path, candidates="")
     try:
-        first.wait_for("ready.", timeout=300)
+        first.wait_ready(timeout=300)
         served = first.get("/forecast")[1]["model_version"]
         under = first.descendants()
         assert len(under) >= 5  # the bucket, three function servers with workers, events
@@ -157,7 +157,7 @@ def test_a_stop_during_training_leaves_nothing_behind(tmp_path: Path, sig: signa
     # the same state and ports: starts, serves as before
     second = Stack(tmp_path, first.ports, candidates="")
     try:
-        second.wait_for("ready.", timeout=120)
+        second.wait_ready(timeout=120)
         assert second.get("/forecast")[1]["model_version"] == served  # the pointer never moved
         record = next(r for r in _runs(second) if r["run_id"] == run_id)
         assert record["outcome"] == "failed", record

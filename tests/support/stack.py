@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from milkprice.local import processes
+from milkprice.local.stack import STOP_HINT
 from tests.support.buckets import QUICK_CANDIDATES
 from tests.support.paths import ROOT
 
@@ -118,6 +119,10 @@ class Stack:
             time.sleep(0.2)
         tail = "\n".join(self.lines[-40:])
         raise AssertionError(f"no {text!r} within {timeout} s; last lines:\n{tail}")
+
+    def wait_ready(self, timeout: float) -> None:
+        """Until up has said all it says once ready: its URLs, example and stack lines."""
+        self.wait_for(STOP_HINT, timeout)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.ports['PREDICT']}{path}"
