@@ -14,6 +14,7 @@ is missed and 1 when a case errors (a non-200 or wrong answer, a process that do
 from __future__ import annotations
 
 import compileall
+import contextlib
 import csv
 import json
 import os
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,21 @@ def ensure_wrk(config: Config) -> None:
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
 
 
+@contextlib.contextmanager
+def on_cpus(cpus: set[int] | None) -> Iterator[None]:
+    """Processes started inside run on ``cpus`` only (None: wherever the system puts them):
+    a child inherits the CPUs of the thread that starts it, this one, set here meanwhile."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def wrk(
     url: str,
     body: Path,
@@ -229,14 +245,17 @@ def wrk(
     conc: int,
     seconds: int,
     headers: Mapping[str, str] | None = None,
+    cpus: set[int] | None = None,
 ) -> dict[str, Any]:
-    """One wrk run: req/s, p50, p99 and errors (socket errors, non-200s and wrong answers)."""
+    """One wrk run (on ``cpus``: see :func:`on_cpus`): req/s, p50, p99 and errors (socket
+    errors, non-200s and wrong answers)."""
     args = ["wrk", "-t1", f"-c{conc}", f"-d{seconds}s", "--latency", "-s", str(BENCH / "wrk.lua")]
     env = {**os.environ, "BENCH_BODY": str(body), "BENCH_EXPECT": str(expect)}
     env["BENCH_HEADERS"] = "\n".join(f"{k}: {v}" for k, v in (headers or {}).items())
-    done = subprocess.run(
-        [*args, url], env=env, capture_output=True, text=True, timeout=seconds + 60
-    )
+    with on_cpus(cpus):
+        done = subprocess.run(
+            [*args, url], env=env, capture_output=True, text=True, timeout=seconds + 60
+        )
     out = done.stdout
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
     checked = re.search(r"^mismatches: (\d+)", out, re.M)

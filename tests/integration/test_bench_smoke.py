@@ -71,5 +71,11 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
         found = doc["telemetry"][case]
         assert all(found[label] > 0 for label in ("on", "off", "bare", "floor")), (case, found)
         assert f"| {case}, the floor of ONNX serving (nothing checked): req/s |" in out
+        if len(os.sched_getaffinity(0)) < 2:  # no second CPU for wrk: no pass on one core
+            assert doc["telemetry"]["one core"] is None
+            continue
+        pinned = doc["telemetry"]["one core"][case]  # the same, each server on one CPU
+        assert all(pinned[label] > 0 for label in ("on", "off", "bare", "floor")), (case, pinned)
+        assert f"| {case}, one core, the floor of ONNX serving: req/s |" in out
     assert doc["freshness"]["seconds"] > doc["freshness"]["training_seconds"] > 0
     assert set(doc["targets"]) and "| measure |" in out
