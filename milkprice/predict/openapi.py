@@ -469,12 +469,14 @@ SCHEMAS: dict[str, Any] = {
 
 
 def _paths() -> dict[str, Any]:
-    bad_request = _error("Malformed JSON, or a row, field or tensor that cannot be scored")
-    too_large = _error("The body is above the byte limit, or holds too many rows")
-    media = _error("The Content-Type is not JSON")
-    stalled = _error("The body stopped arriving before its declared length")
-    unknown_model = _error("No model of that name")
-    unknown_version = _error("No model of that name, or no such version in the bucket")
+    """Every route, as ``routes.ROUTES`` has them: the pages, the old contract, the
+    function's own documents, and KServe V2."""
+    return {**_pages(), "/predict": _predict_op(), **_own_documents(), **_v2_paths()}
+
+
+def _pages() -> dict[str, Any]:
+    """What a person or a dashboard reads: the landing page, the chart, the forecast and
+    the live accuracy."""
     return {
         "/": {
             "get": {
@@ -500,34 +502,7 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
-        "/forecast": {
-            "get": {
-                "summary": "Next month's forecast (the forecast path's first month), or with "
-                "months=N the next N months of the forecast path",
-                "parameters": [
-                    {
-                        "name": "months",
-                        "in": "query",
-                        "required": False,
-                        "description": "how many months of the path, 1 to the horizon it was "
-                        "trained for (MILKPRICE_HORIZON, 12 by default); without it, next "
-                        "month's forecast alone, as before (the same month and figures as "
-                        "months=1)",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 12},
-                    }
-                ],
-                "responses": {
-                    "200": _json(
-                        "Next month's forecast, or the path with months",
-                        {"oneOf": [_ref("Forecast"), _ref("ForecastPath")]},
-                        headers=MODEL_HEADERS,
-                    ),
-                    "400": _error("months is not a whole number from 1 to the path's horizon"),
-                    "409": _error("The serving model predates the forecast path"),
-                    "503": NOT_READY,
-                },
-            }
-        },
+        "/forecast": _forecast_op(),
         "/accuracy": {
             "get": {
                 "summary": "Live accuracy: every served forecast against the price that "
@@ -541,36 +516,82 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
-        "/predict": {
-            "post": {
-                "summary": "Prices of feature rows (the old contract)",
-                "requestBody": {
-                    "required": True,
-                    "content": {JSON: {"schema": _ref("PredictRequest")}},
-                },
-                "responses": {
-                    "200": _json(
-                        "One price per row, in order",
-                        _ref("PredictResponse"),
-                        headers={
-                            **MODEL_HEADERS,
-                            "X-Model": {
-                                "description": "which models scored the rows",
-                                "schema": {
-                                    "type": "string",
-                                    "enum": ["forecast", "legacy", "forecast,legacy"],
-                                },
+    }
+
+
+def _forecast_op() -> dict[str, Any]:
+    """``GET /forecast``: next month, or with ``months`` the path's first months."""
+    return {
+        "get": {
+            "summary": "Next month's forecast (the forecast path's first month), or with "
+            "months=N the next N months of the forecast path",
+            "parameters": [
+                {
+                    "name": "months",
+                    "in": "query",
+                    "required": False,
+                    "description": "how many months of the path, 1 to the horizon it was "
+                    "trained for (MILKPRICE_HORIZON, 12 by default); without it, next "
+                    "month's forecast alone, as before (the same month and figures as "
+                    "months=1)",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 12},
+                }
+            ],
+            "responses": {
+                "200": _json(
+                    "Next month's forecast, or the path with months",
+                    {"oneOf": [_ref("Forecast"), _ref("ForecastPath")]},
+                    headers=MODEL_HEADERS,
+                ),
+                "400": _error("months is not a whole number from 1 to the path's horizon"),
+                "409": _error("The serving model predates the forecast path"),
+                "503": NOT_READY,
+            },
+        }
+    }
+
+
+def _predict_op() -> dict[str, Any]:
+    """``POST /predict``, the old clients' contract."""
+    bad_request = _error("Malformed JSON, or a row, field or tensor that cannot be scored")
+    too_large = _error("The body is above the byte limit, or holds too many rows")
+    media = _error("The Content-Type is not JSON")
+    stalled = _error("The body stopped arriving before its declared length")
+    return {
+        "post": {
+            "summary": "Prices of feature rows (the old contract)",
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": _ref("PredictRequest")}},
+            },
+            "responses": {
+                "200": _json(
+                    "One price per row, in order",
+                    _ref("PredictResponse"),
+                    headers={
+                        **MODEL_HEADERS,
+                        "X-Model": {
+                            "description": "which models scored the rows",
+                            "schema": {
+                                "type": "string",
+                                "enum": ["forecast", "legacy", "forecast,legacy"],
                             },
                         },
-                    ),
-                    "400": bad_request,
-                    "408": stalled,
-                    "413": too_large,
-                    "415": media,
-                    "503": NOT_READY,
-                },
-            }
-        },
+                    },
+                ),
+                "400": bad_request,
+                "408": stalled,
+                "413": too_large,
+                "415": media,
+                "503": NOT_READY,
+            },
+        }
+    }
+
+
+def _own_documents() -> dict[str, Any]:
+    """This document, the metrics, and V2's server metadata and health."""
+    return {
         "/openapi.json": {
             "get": {
                 "summary": "This document",
@@ -612,6 +633,14 @@ def _paths() -> dict[str, Any]:
                 "responses": {"200": _json("Ready", _ref("Ready")), "503": NOT_READY},
             }
         },
+    }
+
+
+def _v2_paths() -> dict[str, Any]:
+    """KServe V2's model routes, by name and by name and version, and its repository."""
+    unknown_model = _error("No model of that name")
+    unknown_version = _error("No model of that name, or no such version in the bucket")
+    return {
         "/v2/models/{name}": _metadata_op([NAME], unknown_model),
         "/v2/models/{name}/ready": _ready_op([NAME], unknown_model),
         "/v2/models/{name}/infer": _infer_op([NAME], unknown_model),
