@@ -226,10 +226,17 @@ def test_every_documented_answer_happens(
         for method, op in ops.items()
         for status in op["responses"]
     }
-    seen: set[tuple[str | None, str, int]] = set()
     monkeypatch.setenv("MILKPRICE_MAX_ROWS", "3")
+    seen = _without_a_model() | _with_what_is_missing(settings, trained_sample[0])
+    cache.reset()
+    os.environ["MILKPRICE_BUCKET"] = trained_sample[0].bucket  # a model with everything
+    seen |= _with_everything(manifest(trained_sample[0]))
+    assert documented <= seen, documented - seen
+
+
+def _without_a_model() -> set[tuple[str | None, str, int]]:
+    """What an empty bucket answers: no model yet."""
     tensor = {"inputs": [{"name": "X", "shape": [1, 1], "datatype": "FP64", "data": [1.0]}]}
-    # an empty bucket: no model yet
     client = Client()
     for path in (
         "/",
@@ -248,41 +255,40 @@ def test_every_documented_answer_happens(
     client.post(INFER, json=tensor)
     client.post("/v2/models/forecast/versions/v1/infer", json=tensor)
     client.post("/v2/repository/index")
-    seen |= client.seen
-    # a ledger that does not match the contract
+    return client.seen
+
+
+def _with_what_is_missing(
+    settings: Settings, trained: Settings
+) -> set[tuple[str | None, str, int]]:
+    """A ledger that does not match the contract, a model without a chart, one from before
+    the forecast path: each answered as documented."""
     cache.reset()
     store.write(settings, contract.LEDGER, b'{"forecasts": 3}')
     client = Client()
     assert "does not match" in client.get("/accuracy").get_json()["error"]
-    seen |= client.seen
-    # a model without a chart
     cache.reset()
     promote(
-        settings,
-        clone(trained_sample[0], settings, "no-chart", edit=lambda d: d["backtest"].pop("chart")),
+        settings, clone(trained, settings, "no-chart", edit=lambda d: d["backtest"].pop("chart"))
     )
-    client = Client()
     client.get("/backtest.png")
-    seen |= client.seen
-    # a model from before the forecast path
     cache.reset()
-    promote(settings, clone(trained_sample[0], settings, "no-path", edit=lambda d: d.pop("path")))
-    client = Client()
+    promote(settings, clone(trained, settings, "no-path", edit=lambda d: d.pop("path")))
     client.get("/forecast?months=1")
-    seen |= client.seen
-    # a model with everything
-    cache.reset()
-    os.environ["MILKPRICE_BUCKET"] = trained_sample[0].bucket
-    doc = manifest(trained_sample[0])
+    return client.seen
+
+
+def _with_everything(doc: dict[str, Any]) -> set[tuple[str | None, str, int]]:
+    """Every route of a served model with all it can have, asked right and wrong."""
     row = next_row(doc)
-    width = len(doc["models"]["forecast"]["features"])
+    features = doc["models"]["forecast"]["features"]
     good = {
         "inputs": [
             {
                 "name": "X",
-                "shape": [1, width],
+                "shape": [1, len(features)],
                 "datatype": "FP64",
-                "data": [row[f] for f in doc["models"]["forecast"]["features"]],
+                "data": [row[f] for f in features],
             }
         ]
     }
@@ -309,7 +315,17 @@ def test_every_documented_answer_happens(
         client.get(path)
     etag = client.get("/backtest.png").headers["ETag"]
     client.get("/backtest.png", headers={"If-None-Match": etag})
+    _post_every_body(client, row, good, versioned)
+    return client.seen
+
+
+def _post_every_body(
+    client: Client, row: dict[str, float], good: dict[str, Any], versioned: str
+) -> None:
+    """Each POST route given a good body, an empty, too many rows, the wrong type and a
+    stalled one; then the V2 routes' own refusals, and a binary answer."""
     index = "/v2/repository/index"
+    width = good["inputs"][0]["shape"][1]
     for path, ok in (
         ("/predict", {"data": [row]}),
         (INFER, good),
@@ -345,5 +361,3 @@ def test_every_documented_answer_happens(
         content_type="application/octet-stream",
     )
     assert binary.headers["Inference-Header-Content-Length"], binary.data
-    seen |= client.seen
-    assert documented <= seen, documented - seen
