@@ -109,7 +109,7 @@ def test_a_promoted_model_is_served_within_the_interval(
     assert [getattr(r, "version", None) for r in served] == [first, second]
 
     # then broken promotions: each is logged, and the old model keeps serving
-    def broken(make: Callable[[], object], problem: str) -> None:
+    for make, problem in _broken_promotions(settings, trained_sample[0]):
         records.clear()
         make()
         time.sleep(interval * 1.5)
@@ -122,43 +122,51 @@ def test_a_promoted_model_is_served_within_the_interval(
         errors = [r for r in records if r.levelno == logging.ERROR]
         assert len(errors) == 1, [r.getMessage() for r in records]  # not retried on every check
         assert getattr(errors[0], "version", None) == second and problem in errors[0].getMessage()
-
-    broken(
-        lambda: promote(
-            settings, clone(trained_sample[0], settings, "v3-bad-onnx", corrupt="forecast.onnx")
-        ),
-        "forecast.onnx has sha256",
-    )
-    broken(
-        lambda: promote(
-            settings, clone(trained_sample[0], settings, "v4-bad-chart", corrupt="backtest.png")
-        ),
-        "backtest.png has sha256",
-    )
-    broken(
-        lambda: promote(
-            settings,
-            clone(trained_sample[0], settings, "v5-no-models", edit=lambda d: d.pop("models")),
-        ),
-        "missing required field `models`",
-    )
-    broken(lambda: promote(settings, "v6-missing"), "manifest.json is missing")
-    broken(
-        lambda: store.write(settings, store.POINTER, b"{not json", "application/json"),
-        "names no version",
-    )
-    broken(
-        lambda: store.write(
-            settings,
-            store.POINTER,
-            b'{"version": "../v2-real", "run_id": "r", "promoted": "2026-01-01T00:00:00Z"}',
-        ),
-        "no valid version",
-    )
     # and a good one is served again
     last = clone(trained_sample[0], settings, "v7-sample")
     promote(settings, last)
     wait_for_version(client, last, within=interval + 2.0)
+
+
+def _broken_promotions(
+    settings: Settings, sample: Settings
+) -> list[tuple[Callable[[], object], str]]:
+    """Ways a promotion can go wrong, each with what its logged error says: an artifact
+    that does not match its checksum, a manifest without models, a version that is not
+    there, a pointer that is not JSON, a pointer naming a path outside the versions."""
+    return [
+        (
+            lambda: promote(
+                settings, clone(sample, settings, "v3-bad-onnx", corrupt="forecast.onnx")
+            ),
+            "forecast.onnx has sha256",
+        ),
+        (
+            lambda: promote(
+                settings, clone(sample, settings, "v4-bad-chart", corrupt="backtest.png")
+            ),
+            "backtest.png has sha256",
+        ),
+        (
+            lambda: promote(
+                settings, clone(sample, settings, "v5-no-models", edit=lambda d: d.pop("models"))
+            ),
+            "missing required field `models`",
+        ),
+        (lambda: promote(settings, "v6-missing"), "manifest.json is missing"),
+        (
+            lambda: store.write(settings, store.POINTER, b"{not json", "application/json"),
+            "names no version",
+        ),
+        (
+            lambda: store.write(
+                settings,
+                store.POINTER,
+                b'{"version": "../v2-real", "run_id": "r", "promoted": "2026-01-01T00:00:00Z"}',
+            ),
+            "no valid version",
+        ),
+    ]
 
 
 def test_the_pointer_is_checked_at_most_once_per_interval(
