@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -463,71 +464,80 @@ COMMANDS = {
 }
 
 
+def _up_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--data", help="folder whose three CSVs to upload to raw/ first")
+    c.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="readable text or JSON lines (default: MILKPRICE_LOG_FORMAT, else auto: "
+        "text on a terminal)",
+    )
+    c.add_argument(
+        "--observe",
+        action="store_true",
+        help="also start Prometheus (scraping every function's /metrics) and Phoenix "
+        "(the functions' traces, over OTLP/HTTP), and say where to look",
+    )
+
+
+def _train_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument(
+        "--trigger",
+        choices=("http", "schedule"),
+        default="http",
+        help="what the run record names as its trigger (a scheduler's call: schedule)",
+    )
+
+
+def _evaluate_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--data", help="folder with the three CSVs (default: sample data)")
+    c.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    c.add_argument(
+        "--anchors",
+        action="store_true",
+        help="also score statsforecast's models on the path's origins (needs .venv-eval, "
+        "which make evaluate creates)",
+    )
+    c.add_argument("--arima", action="store_true", help="with --anchors, AutoARIMA too (slow)")
+
+
+def _replay_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--data", required=True, help="folder with the three CSVs")
+    c.add_argument("--from", dest="first", default="2018-05", help="first month (YYYY-MM)")
+    c.add_argument(
+        "--quick",
+        action="store_true",
+        help="the tests' quick backtest (6 months, no long view) instead of the settings'",
+    )
+    c.add_argument("--json", metavar="FILE", help="also write the tables as JSON")
+
+
+# each command's own arguments (a command not named here takes none)
+ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], object]] = {
+    "up": _up_arguments,
+    "upload": lambda c: c.add_argument("paths", nargs="+", metavar="PATH"),
+    "train": _train_arguments,
+    "rollback": lambda c: c.add_argument("version"),
+    "predict": lambda c: c.add_argument("file", metavar="FILE.json"),
+    "evaluate": _evaluate_arguments,
+    "forecast": lambda c: c.add_argument(
+        "--months", type=int, help="how many months of the path (default: all of it)"
+    ),
+    "accuracy": lambda c: c.add_argument(
+        "--forecasts", action="store_true", help="also list every scored forecast"
+    ),
+    "replay": _replay_arguments,
+    "status": lambda c: c.add_argument("--last", type=int, default=5, help="how many runs to list"),
+}
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="milkprice", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     for name, (_, text) in COMMANDS.items():
         c = sub.add_parser(name, help=text, description=text)
-        if name == "up":
-            c.add_argument("--data", help="folder whose three CSVs to upload to raw/ first")
-            c.add_argument(
-                "--log-format",
-                choices=LOG_FORMATS,
-                help="readable text or JSON lines (default: MILKPRICE_LOG_FORMAT, else auto: "
-                "text on a terminal)",
-            )
-            c.add_argument(
-                "--observe",
-                action="store_true",
-                help="also start Prometheus (scraping every function's /metrics) and Phoenix "
-                "(the functions' traces, over OTLP/HTTP), and say where to look",
-            )
-        elif name == "upload":
-            c.add_argument("paths", nargs="+", metavar="PATH")
-        elif name == "train":
-            c.add_argument(
-                "--trigger",
-                choices=("http", "schedule"),
-                default="http",
-                help="what the run record names as its trigger (a scheduler's call: schedule)",
-            )
-        elif name == "rollback":
-            c.add_argument("version")
-        elif name == "predict":
-            c.add_argument("file", metavar="FILE.json")
-        elif name == "evaluate":
-            c.add_argument("--data", help="folder with the three CSVs (default: sample data)")
-            c.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
-            c.add_argument(
-                "--anchors",
-                action="store_true",
-                help="also score statsforecast's models on the path's origins (needs .venv-eval, "
-                "which make evaluate creates)",
-            )
-            c.add_argument(
-                "--arima", action="store_true", help="with --anchors, AutoARIMA too (slow)"
-            )
-        elif name == "forecast":
-            c.add_argument(
-                "--months",
-                type=int,
-                help="how many months of the path (default: all of it)",
-            )
-        elif name == "accuracy":
-            c.add_argument(
-                "--forecasts", action="store_true", help="also list every scored forecast"
-            )
-        elif name == "replay":
-            c.add_argument("--data", required=True, help="folder with the three CSVs")
-            c.add_argument("--from", dest="first", default="2018-05", help="first month (YYYY-MM)")
-            c.add_argument(
-                "--quick",
-                action="store_true",
-                help="the tests' quick backtest (6 months, no long view) instead of the settings'",
-            )
-            c.add_argument("--json", metavar="FILE", help="also write the tables as JSON")
-        elif name == "status":
-            c.add_argument("--last", type=int, default=5, help="how many runs to list")
+        if name in ARGUMENTS:
+            ARGUMENTS[name](c)
     return p
 
 
