@@ -685,24 +685,51 @@ def targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def table(r: dict[str, Any]) -> str:
-    c, t = r["cases"], r["targets"]
-    lines = [
-        "| measure | predict | reference | ratio | target | result |",
-        "| --- | ---: | ---: | ---: | --- | --- |",
-    ]
+class Table:
+    """The report's Markdown table: one row per measure, its reference and its target."""
 
+    def __init__(self, targets: dict[str, Any]) -> None:
+        self.targets = targets
+        self.lines = [
+            "| measure | predict | reference | ratio | target | result |",
+            "| --- | ---: | ---: | ---: | --- | --- |",
+        ]
+
+    @staticmethod
     def num(x: float) -> str:
         return f"{x:,.0f}" if isinstance(x, int) or abs(x) >= 100 else f"{x:.2f}"
 
-    def row(measure: str, mine: float, ref: float | None, ref_name: str, target: str = "") -> None:
+    def row(
+        self, measure: str, mine: float, ref: float | None, ref_name: str, target: str = ""
+    ) -> None:
         ratio = f"{mine / ref:.2f}" if ref else ""
-        shown = f"{num(ref)} {ref_name}" if ref is not None else ref_name
+        shown = f"{self.num(ref)} {ref_name}" if ref is not None else ref_name
+        t = self.targets
         goal, result = (
             (t[target]["target"], "PASS" if t[target]["pass"] else "FAIL") if target else ("", "")
         )
-        lines.append(f"| {measure} | {num(mine)} | {shown} | {ratio} | {goal} | {result} |")
+        self.lines.append(
+            f"| {measure} | {self.num(mine)} | {shown} | {ratio} | {goal} | {result} |"
+        )
 
+
+def table(r: dict[str, Any]) -> str:
+    out = Table(r["targets"])
+    _serving_rows(out, r)
+    _training_rows(out, r)
+    soak = r["cases"]["predict soak 1 row /predict c=8"]
+    soak_ref = r["cases"]["predict 1 row /predict c=8"]["req_per_s"]
+    row = out.row
+    row(f"soak {soak['seconds']} s c=8: req/s", soak["req_per_s"], soak_ref, "(1 row c=8 case)")
+    row("soak: errors", soak["errors"], None, "", "soak errors")
+    end, start = soak["rss_end_kb"] / 1024, soak["rss_start_kb"] / 1024
+    row("soak: worker RSS MB at the end", end, start, "(at the start)", "soak memory")
+    return "\n".join(out.lines)
+
+
+def _serving_rows(out: Table, r: dict[str, Any]) -> None:
+    """The serving cases against the ceiling, cold start, telemetry, each cloud, Lambda."""
+    c = r["cases"]
     goals = {
         "1 row /predict c=1": {"req_per_s": "1 row c=1 req/s", "p99_ms": "1 row c=1 p99"},
         "1 row /predict c=8": {"req_per_s": "1 row c=8 req/s"},
@@ -713,18 +740,22 @@ def table(r: dict[str, Any]) -> str:
     for case, goal in goals.items():
         for key, unit in (("req_per_s", "req/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms")):
             mine, ref = c[f"predict {case}"][key], c[f"ceiling {case}"][key]
-            row(f"{case}: {unit}", mine, ref, "(ceiling)", goal.get(key, ""))
+            out.row(f"{case}: {unit}", mine, ref, "(ceiling)", goal.get(key, ""))
     cold = {name: v["median_s"] for name, v in r["cold_start"].items()}
     runs = len(r["cold_start"]["predict"]["runs_s"])
     label = f"cold start s, median of {runs}"
-    row(label, cold["predict"], cold["reference"], "(scikit-learn reference)", "cold start")
-    row(label, cold["predict"], cold["ceiling"], "(bare function)")
+    out.row(label, cold["predict"], cold["reference"], "(scikit-learn reference)", "cold start")
+    out.row(label, cold["predict"], cold["ceiling"], "(bare function)")
     for measure, mine, ref, ref_name, target in telemetry.rows(r.get("telemetry") or {}):
-        row(measure, mine, ref, ref_name, target)
+        out.row(measure, mine, ref, ref_name, target)
     for measure, mine, ref, ref_name in clouds.rows(r["clouds"]) + lambdas.rows(r["lambda"]):
-        row(measure, mine, ref, ref_name)
+        out.row(measure, mine, ref, ref_name)
+
+
+def _training_rows(out: Table, r: dict[str, Any]) -> None:
+    """Freshness against its training, and training by stage (those under 1% summed)."""
     fresh, train = r["freshness"], r["training"]
-    row(
+    out.row(
         "freshness: upload to serving s",
         fresh["seconds"],
         fresh["training_seconds"],
@@ -732,21 +763,14 @@ def table(r: dict[str, Any]) -> str:
     )
     total = train["seconds"]
     label = f"training s, {train['backtest_months']}-month backtest, {train['data']} data"
-    row(label, total, None, "")
+    out.row(label, total, None, "")
     other = 0.0
     for stage, seconds in sorted(train["timings"].items(), key=lambda kv: -kv[1]):
         if seconds >= 0.01 * total:
-            row(f"training stage {stage} s", seconds, total, "(whole run)")
+            out.row(f"training stage {stage} s", seconds, total, "(whole run)")
         else:
             other += seconds
-    row("training, the other stages s", other, total, "(whole run)")
-    soak = c["predict soak 1 row /predict c=8"]
-    soak_ref = c["predict 1 row /predict c=8"]["req_per_s"]
-    row(f"soak {soak['seconds']} s c=8: req/s", soak["req_per_s"], soak_ref, "(1 row c=8 case)")
-    row("soak: errors", soak["errors"], None, "", "soak errors")
-    end, start = soak["rss_end_kb"] / 1024, soak["rss_start_kb"] / 1024
-    row("soak: worker RSS MB at the end", end, start, "(at the start)", "soak memory")
-    return "\n".join(lines)
+    out.row("training, the other stages s", other, total, "(whole run)")
 
 
 def report(bench: Bench, config: Config) -> int:
